@@ -1,0 +1,3 @@
+from pirsyncd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Command line: ``pirsyncd [NAME | --config FILE] [options]``, ``--check``,
+``pirsyncd status [NAME]`` and ``pirsyncd wait NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from pirsyncd import __version__, exitcodes
+from pirsyncd import log as logsetup
+from pirsyncd.config import ConfigError, parse, render_sample_config
+from pirsyncd.destination import DestinationError, parse_destination
+from pirsyncd.options import OPTIONS
+
+DEFAULT_CONFIG_DIR = "/etc/pirsyncd"
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]*$")
+_CLI_PATH_KEYS = ("source", "status_file", "ssh_identity_file", "password_file")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one clear line, exit 64, no traceback
+        raise UsageError(f"{message} (see pirsyncd --help)")
+
+
+def _config_dir(arguments: argparse.Namespace) -> str:
+    return arguments.config_dir or os.environ.get("PIRSYNCD_CONFIG_DIR") or DEFAULT_CONFIG_DIR
+
+
+def check_instance_name(name: str) -> None:
+    if not _INSTANCE_NAME.match(name) or ".." in name:
+        raise UsageError(f"instance name {name!r} is not allowed: use letters, digits and _ . @ : + - "
+                         "(no '/', no '..', not starting with '.')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pirsyncd",
+        description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
+                    "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
+        epilog="Also: 'pirsyncd status [NAME]' and 'pirsyncd wait NAME [--timeout S]'. "
+               "Exit statuses: 0 ok, 64 usage, 65 refused to wipe the destination, 66 source missing, "
+               "71 inotify unavailable, 77 destination refused authentication, 78 configuration error.")
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
+    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
+    parser.add_argument("--config-dir", metavar="DIR",
+                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 valid, 78 not)")
+    parser.add_argument("--examples", action="store_true", help="print a worked example for every option and exit")
+    parser.add_argument("--sample-config", action="store_true", help="print a commented sample config and exit")
+    parser.add_argument("--version", action="version", version=f"pirsyncd {__version__}")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in OPTIONS:
+        group = groups.setdefault(option.section, parser.add_argument_group(f"[{option.section}] options"))
+        help_text = f"{option.help} Example: {option.example.splitlines()[0]}"
+        if option.kind == "bool":
+            group.add_argument(option.flag, dest=option.key, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif option.kind == "patterns":
+            group.add_argument(option.flag, dest=option.key, action="append", metavar="PATTERN",
+                               default=None, help=help_text + " (repeat for more)")
+        else:
+            metavar = "'WORDS'" if option.kind == "flags" else option.key.upper()
+            extra = " (give it as --x='...' when it starts with -)" if option.kind == "flags" else ""
+            group.add_argument(option.flag, dest=option.key, metavar=metavar, default=None,
+                               help=help_text + extra)
+    return parser
+
+
+def render_examples() -> str:
+    lines = ["Every option, as a config file line and as a command-line flag:", ""]
+    for option in OPTIONS:
+        example = option.example.splitlines()
+        file_value = example[0] if len(example) == 1 else "\n    " + "\n    ".join(example)
+        if option.kind == "bool":
+            flag = option.flag if option.example in ("yes",) else option.flag.replace("--", "--no-", 1)
+        elif option.kind == "patterns":
+            flag = " ".join(f"{option.flag} '{line}'" for line in example)
+        elif option.kind == "flags":
+            flag = f"{option.flag}='{option.example}'"
+        else:
+            flag = f"{option.flag} {option.example}"
+        lines += [f"[{option.section}] {option.key} = {file_value}", f"    {flag}", f"    {option.help}", ""]
+    lines += ["A whole instance, /etc/pirsyncd/www.conf:", "", "    [sync]", "    source = /srv/www",
+              "    destination = backup@mirror.example:/srv/www", "    delay = 0.5", "    exclude = *.tmp",
+              "", "    [remote]", "    ssh_identity_file = /etc/pirsyncd/id_ed25519", "",
+              "started with: systemctl enable --now pirsyncd@www"]
+    return "\n".join(lines)
+
+
+def _overrides(arguments: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(arguments, option.key)
+        if value is None:
+            continue
+        if option.kind == "bool":
+            value = "yes" if value else "no"
+        elif option.key in _CLI_PATH_KEYS or (option.key == "rsync_log" and value not in ("journal", "none")):
+            value = os.path.abspath(value)  # resolved once, at start
+        elif option.key == "destination":
+            try:
+                parse_destination(value)
+            except DestinationError:
+                value = os.path.abspath(value)
+        overrides[option.key] = value
+    return overrides
+
+
+def _read_config_text(path: str) -> str:
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file; create it (see /etc/pirsyncd/example.conf or "
+                           "pirsyncd --sample-config)"]) from None
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot be read: {error.strerror}"]) from None
+    if b"\0" in data:
+        raise ConfigError([f"{path}: is a binary file, not an INI config"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: is not UTF-8 text (byte {error.start}); save it as UTF-8"]) from None
+    if not text.strip():
+        raise ConfigError([f"{path}: is empty; it needs at least [sync] source and destination"])
+    return text
+
+
+def load_config(arguments: argparse.Namespace) -> Any:
+    """Return a validated Config from NAME, --config and the option flags."""
+    overrides = _overrides(arguments)
+    path = arguments.config
+    instance = arguments.name or ""
+    if instance:
+        check_instance_name(instance)
+    if path is None and instance:
+        path = os.path.join(_config_dir(arguments), f"{instance}.conf")
+    text, origin = "", "command line"
+    if path is not None:
+        path = os.path.abspath(path)
+        text, origin = _read_config_text(path), path
+    return parse(text, origin, overrides, instance=instance)
+
+
+def _print_problems(problems: list[str]) -> None:
+    # Under systemd stderr is the journal: "<3>" marks each line as an error (priority err).
+    prefix = "<3>" if logsetup.stderr_is_journal() else ""
+    for problem in problems:
+        print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
+
+
+def _status_command(argv: list[str]) -> int:
+    from pirsyncd.status import default_status_path, format_status, read_status, wait_until_synced
+
+    parser = _Parser(prog=f"pirsyncd {argv[0]}")
+    waiting = argv[0] == "wait"
+    parser.add_argument("name", nargs="?", metavar="NAME")
+    parser.add_argument("--status-file", metavar="FILE", help="read this status file (default /run/pirsyncd/NAME.json)")
+    if waiting:
+        parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    else:
+        parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    arguments = parser.parse_args(argv[1:])
+    if arguments.name:
+        check_instance_name(arguments.name)
+    path = arguments.status_file or default_status_path(arguments.name or "")
+    if path is None:
+        raise UsageError("name an instance or give --status-file")
+    if waiting:
+        return wait_until_synced(path, arguments.timeout,
+                                 print_error=lambda text: print(text, file=sys.stderr))
+    status = read_status(path)
+    if status is None:
+        print(f"pirsyncd status: no status at {path}; is pirsyncd@{arguments.name or 'NAME'} running?",
+              file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    print(json.dumps(status, indent=1, sort_keys=True) if arguments.json else format_status(status))
+    return exitcodes.OK
+
+
+def run(argv: list[str]) -> int:
+    if argv and argv[0] in ("status", "wait"):
+        return _status_command(argv)
+    arguments = build_parser().parse_args(argv)
+    if arguments.examples:
+        print(render_examples())
+        return exitcodes.OK
+    if arguments.sample_config:
+        print(render_sample_config(), end="")
+        return exitcodes.OK
+    if arguments.name and arguments.config:
+        raise UsageError("give either NAME or --config FILE, not both")
+    if not arguments.name and not arguments.config and not arguments.source and not arguments.destination:
+        raise UsageError("nothing to mirror: give NAME, --config FILE, or --source and --destination")
+    try:
+        config = load_config(arguments)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return exitcodes.CONFIG
+    from pirsyncd.safety import preflight
+
+    problems = preflight(config)
+    if arguments.check:
+        if problems:
+            _print_problems([message for _, message in problems])
+            return exitcodes.CONFIG
+        print(f"pirsyncd: {config.origin}: valid")
+        return exitcodes.OK
+    if problems:
+        _print_problems([message for _, message in problems])
+        return problems[0][0]
+    logsetup.setup(config.instance, config.debug_events or config.debug_commands)
+    from pirsyncd.service import Service
+
+    return Service(config, reload_config=lambda: load_config(arguments)).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        _print_problems([str(error)])
+        return exitcodes.USAGE
+    except KeyboardInterrupt:
+        return exitcodes.OK

@@ -1,0 +1,81 @@
+"""Destination strings, parsed the way rsync reads them.
+
+>>> parse_destination("/var/backups/www").kind
+'local'
+>>> parse_destination("backup@mirror.example:/srv/www").kind
+'ssh'
+>>> parse_destination("rsync://backup@mirror.example:8730/www/site").module
+'www'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+LOCAL = "local"
+SSH = "ssh"
+DAEMON = "daemon"
+
+_URL = re.compile(r"^rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<rest>.*)$")
+_DOUBLE_COLON = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)::(?P<rest>.*)$")
+_SSH = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/]+):(?P<path>.*)$")
+
+
+class DestinationError(ValueError):
+    """A destination string that cannot be used; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    kind: str
+    text: str
+    path: str  # local path, remote path, or path inside the daemon module
+    host: str = ""
+    user: str = ""
+    port: int | None = None
+    module: str = ""
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind != LOCAL
+
+    def rsync_target(self) -> str:
+        """The destination argument for rsync, always ending in '/' (copy contents)."""
+        if self.kind == LOCAL:
+            return self.path.rstrip("/") + "/"
+        user = f"{self.user}@" if self.user else ""
+        if self.kind == SSH:
+            return f"{user}{self.host}:{self.path.rstrip('/')}/"
+        port = f":{self.port}" if self.port else ""
+        inner = f"{self.module}/{self.path.strip('/')}".rstrip("/")
+        return f"rsync://{user}{self.host}{port}/{inner}/"
+
+
+def parse_destination(text: str) -> Destination:
+    """Parse a destination string or raise DestinationError."""
+    if not text or text != text.strip():
+        raise DestinationError("is empty or has leading or trailing spaces")
+    match = _URL.match(text)
+    if match:
+        module, _, path = match["rest"].partition("/")
+        if not module:
+            raise DestinationError("names no module (rsync://host/MODULE/path)")
+        return Destination(DAEMON, text, path, match["host"], match["user"] or "",
+                           int(match["port"]) if match["port"] else None, module)
+    if text.startswith("rsync://"):
+        raise DestinationError("is not a valid rsync:// URL (rsync://[user@]host[:port]/module/path)")
+    match = _DOUBLE_COLON.match(text)
+    if match:
+        module, _, path = match["rest"].partition("/")
+        if not module:
+            raise DestinationError("names no module (host::MODULE/path)")
+        return Destination(DAEMON, text, path, match["host"], match["user"] or "", None, module)
+    match = _SSH.match(text)
+    if match and not text.startswith("/"):
+        if not match["path"]:
+            raise DestinationError("names no remote path (host:/path)")
+        return Destination(SSH, text, match["path"], match["host"], match["user"] or "")
+    if not text.startswith("/"):
+        raise DestinationError("is a relative path; give an absolute path")
+    return Destination(LOCAL, text, text.rstrip("/") or "/")

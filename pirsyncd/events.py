@@ -1,0 +1,255 @@
+"""Turn inotify events into changes of the source tree (pure: no I/O).
+
+The :class:`WatchTree` maps watch descriptors to directories and follows renames in
+O(1): each node knows only its parent and its name, so a path is built on demand.
+:class:`EventTranslator` reads events in kernel order, pairs moves by cookie and
+keeps the tree right as it goes, so every event is resolved against the tree as it
+was when the kernel queued it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+# Kernel event bits (linux/inotify.h); names as in the man page.
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
+IN_ISDIR = 0x40000000
+
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+              | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+
+
+class Event(NamedTuple):
+    """Same shape as inotify_simple.Event, so tests can build events by hand."""
+
+    wd: int
+    mask: int
+    cookie: int
+    name: str
+
+
+class WatchedDir:
+    __slots__ = ("children", "name", "parent", "wd")
+
+    def __init__(self, wd: int, name: str, parent: WatchedDir | None) -> None:
+        self.wd = wd
+        self.name = name
+        self.parent = parent
+        self.children: dict[str, WatchedDir] | None = None
+
+
+class WatchTree:
+    """Watched directories by watch descriptor and by position in the tree."""
+
+    def __init__(self) -> None:
+        self.root: WatchedDir | None = None
+        self.by_wd: dict[int, WatchedDir] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_wd)
+
+    def path_of(self, node: WatchedDir) -> str:
+        """Relative path of a watched directory; '' for the source root."""
+        names = []
+        while node.parent is not None:
+            names.append(node.name)
+            node = node.parent
+        return "/".join(reversed(names))
+
+    def find(self, path: str) -> WatchedDir | None:
+        node = self.root
+        if path == "" or node is None:
+            return node
+        for name in path.split("/"):
+            if node.children is None or name not in node.children:
+                return None
+            node = node.children[name]
+        return node
+
+    def add(self, wd: int, path: str) -> WatchedDir:
+        """Register a watch for the directory at path (its parent must be registered)."""
+        if path == "":
+            node = WatchedDir(wd, "", None)
+            self.root = node
+        else:
+            parent_path, _, name = path.rpartition("/")
+            parent = self.find(parent_path)
+            if parent is None:
+                raise KeyError(parent_path)
+            existing = parent.children.get(name) if parent.children else None
+            if existing is not None and existing.wd == wd:
+                return existing
+            if existing is not None:
+                self.detach(existing)
+            node = WatchedDir(wd, name, parent)
+            if parent.children is None:
+                parent.children = {}
+            parent.children[name] = node
+        self.by_wd[wd] = node
+        return node
+
+    def detach(self, node: WatchedDir) -> list[int]:
+        """Forget a directory and everything below it; return their watch descriptors."""
+        siblings = node.parent.children if node.parent is not None else None
+        if siblings is not None and siblings.get(node.name) is node:
+            del siblings[node.name]
+        removed = []
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if self.by_wd.get(current.wd) is current:
+                del self.by_wd[current.wd]
+            removed.append(current.wd)
+            if current.children:
+                stack.extend(current.children.values())
+        return removed
+
+    def move(self, old_path: str, new_path: str) -> bool:
+        """Follow a directory rename; False when the old path was not watched."""
+        node = self.find(old_path)
+        new_parent_path, _, new_name = new_path.rpartition("/")
+        new_parent = self.find(new_parent_path)
+        if node is None or node.parent is None or new_parent is None:
+            return False
+        replaced = new_parent.children.get(new_name) if new_parent.children else None
+        if replaced is not None and replaced is not node:
+            self.detach(replaced)
+        if node.parent.children is not None and node.parent.children.get(node.name) is node:
+            del node.parent.children[node.name]
+        node.name = new_name
+        node.parent = new_parent
+        if new_parent.children is None:
+            new_parent.children = {}
+        new_parent.children[new_name] = node
+        return True
+
+    def walk(self) -> Iterator[WatchedDir]:
+        if self.root is None:
+            return
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            if node.children:
+                stack.extend(node.children.values())
+
+
+# Change kinds, in the words of the batcher.
+CHANGED = "changed"  # a file's content or metadata, or a directory's metadata
+CREATED_DIR = "created-dir"  # a new directory (or one moved in): watch it and send all of it
+REMOVED = "removed"  # gone from the source (deleted or moved out of the tree)
+MOVED = "moved"  # renamed within the tree: old_path -> path
+RESCAN = "rescan"  # events were lost: only a full sync can be sure
+ROOT_LOST = "root-lost"  # the source root itself was deleted, moved or unmounted
+LOST_WATCH = "lost-watch"  # a directory's watch vanished unexpectedly (e.g. unmount below the root)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    kind: str
+    path: str = ""
+    is_dir: bool = False
+    old_path: str = ""
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class EventTranslator:
+    """Feed it events in kernel order; it returns Changes and keeps the WatchTree right.
+
+    Watch descriptors of directories that left the tree are collected in
+    ``watches_to_remove`` (the caller removes them from the kernel). A MOVED_FROM
+    whose MOVED_TO has not arrived yet is held until :meth:`finish_unpaired`.
+    """
+
+    def __init__(self, tree: WatchTree) -> None:
+        self.tree = tree
+        self.unpaired_moves: dict[int, tuple[str, bool]] = {}
+        self.watches_to_remove: list[int] = []
+
+    def feed(self, events: Iterable[Event]) -> list[Change]:
+        changes: list[Change] = []
+        for event in events:
+            changes.extend(self._translate(event))
+        return changes
+
+    def finish_unpaired(self) -> list[Change]:
+        """Treat every held MOVED_FROM as a move out of the tree."""
+        changes = []
+        for path, is_dir in self.unpaired_moves.values():
+            if is_dir:
+                self._forget_directory(path, remove_watches=True)
+            changes.append(Change(REMOVED, path, is_dir))
+        self.unpaired_moves.clear()
+        return changes
+
+    def _forget_directory(self, path: str, remove_watches: bool) -> None:
+        node = self.tree.find(path)
+        if node is not None and node.parent is not None:
+            descriptors = self.tree.detach(node)
+            if remove_watches:
+                self.watches_to_remove.extend(descriptors)
+
+    def _translate(self, event: Event) -> tuple[Change, ...]:
+        mask = event.mask
+        if mask & IN_Q_OVERFLOW:
+            return (Change(RESCAN),)
+        node = self.tree.by_wd.get(event.wd)
+        if node is None:
+            return ()  # a watch we already dropped; its directory is accounted for
+        is_root = node.parent is None
+        if not event.name:
+            # An event about the watched directory itself.
+            if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
+                return (Change(ROOT_LOST),) if is_root else ()
+            if mask & IN_IGNORED:
+                if is_root:
+                    return (Change(ROOT_LOST),)
+                path = self.tree.path_of(node)
+                self.tree.detach(node)
+                return (Change(LOST_WATCH, path, True),)
+            if mask & IN_ATTRIB and is_root:
+                # Other directories' metadata changes arrive through their parent's watch.
+                return (Change(CHANGED, ".", True),)
+            return ()
+        path = join(self.tree.path_of(node), event.name)
+        is_dir = bool(mask & IN_ISDIR)
+        if mask & IN_MOVED_FROM:
+            self.unpaired_moves[event.cookie] = (path, is_dir)
+            return ()
+        if mask & IN_MOVED_TO:
+            held = self.unpaired_moves.pop(event.cookie, None)
+            if held is None:
+                return (Change(CREATED_DIR, path, True),) if is_dir else (Change(CHANGED, path),)
+            old_path = held[0]
+            if is_dir and not self.tree.move(old_path, path):
+                # Never watched (created and moved before we saw it): send it whole.
+                return (Change(REMOVED, old_path, True), Change(CREATED_DIR, path, True))
+            return (Change(MOVED, path, is_dir, old_path),)
+        if mask & IN_DELETE:
+            if is_dir:
+                self._forget_directory(path, remove_watches=False)
+            return (Change(REMOVED, path, is_dir),)
+        if mask & IN_CREATE and is_dir:
+            return (Change(CREATED_DIR, path, True),)
+        if mask & (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB):
+            return (Change(CHANGED, path, is_dir),)
+        return ()

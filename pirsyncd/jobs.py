@@ -1,0 +1,157 @@
+"""A sync job: one Batch turned into at most two rsync runs, plus renames replayed at
+a local destination so a moved file or directory is not sent again.
+
+    renames at the destination ─> CHANGES run (changed files, deletions, new directories,
+                                   byte for byte) ─> VERIFY run (renamed paths and
+                                   directories whose metadata changed, quick check)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import tempfile
+
+from pirsyncd import rsync
+from pirsyncd.config import Config
+from pirsyncd.destination import LOCAL, SSH
+from pirsyncd.hardlinks import HardLinkIndex
+from pirsyncd.pending import Batch
+from pirsyncd.runner import RsyncRun
+from pirsyncd.statusreport import StatusReport
+
+log = logging.getLogger("pirsyncd")
+
+
+def probe_delete_missing_args(rsync_binary: str) -> bool:
+    """True when this rsync deletes missing --files-from entries correctly (some builds
+    fail with 'invalid file mode 00'); decided by a tiny local transfer."""
+    with tempfile.TemporaryDirectory(prefix="pirsyncd-probe-") as scratch:
+        source, target = os.path.join(scratch, "src"), os.path.join(scratch, "dst")
+        os.mkdir(source)
+        os.makedirs(os.path.join(target, "ghost-dir"))
+        with open(os.path.join(source, "present"), "w"):
+            pass
+        with open(os.path.join(target, "ghost"), "w"):
+            pass
+        try:
+            result = subprocess.run(
+                [rsync_binary, "-a", "--files-from=-", "--from0", "--delete-missing-args", "--force",
+                 source + "/", target + "/"],
+                input=b"present\0ghost\0ghost-dir\0", capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return (result.returncode == 0 and not os.path.lexists(os.path.join(target, "ghost"))
+                and not os.path.lexists(os.path.join(target, "ghost-dir")))
+
+
+class SyncJob:
+    """Runs one batch; ``start_next_run`` returns the next RsyncRun or None when done."""
+
+    def __init__(self, config: Config, batch: Batch, delete_missing_args: bool, report: StatusReport,
+                 control_path: str | None = None, hard_links: HardLinkIndex | None = None) -> None:
+        self.config = config
+        self.batch = batch
+        self.report = report
+        self.control_path = control_path
+        self.hard_links = hard_links
+        self.delete_missing_args = delete_missing_args
+        self.run: RsyncRun | None = None
+        self.run_mode = ""
+        self.run_paths: list[str] = []
+        self.switch_to_fallback = False
+        self.runs: list[tuple[str, list[str]]] = self._plan()
+
+    def _plan(self) -> list[tuple[str, list[str]]]:
+        batch = self.batch
+        if batch.full:
+            return [(rsync.FULL, [])]
+        changed = list(batch.changed)
+        if self.hard_links is not None:
+            # A write through one name of a hard-linked file changes its other names too.
+            changed += self.hard_links.other_names(changed)
+        fresh = list(batch.fresh_dirs)
+        verify: list[str] = []
+        renamed = self._replay_moves(changed, fresh)
+        verify += [path for path in batch.moved_paths if path in renamed]
+        fresh += [path for path in batch.moved_paths if path not in renamed]
+        if not self.delete_missing_args:
+            # Deletions go by re-checking the parent directory of each path gone from the source.
+            for path in changed:
+                if not os.path.lexists(os.path.join(self.config.source, path)):
+                    verify.append(os.path.dirname(path) or ".")
+        runs = []
+        if changed or fresh:
+            runs.append((rsync.CHANGES, changed + fresh))
+        if verify:
+            runs.append((rsync.VERIFY, sorted(set(verify))))
+        if batch.directories:
+            runs.append((rsync.DIRECTORIES, batch.directories))
+        return runs
+
+    def _replay_moves(self, changed: list[str], fresh: list[str]) -> set[str]:
+        """Rename at a local destination what was renamed at the source; return the new
+        paths renamed. A rename that cannot be replayed exactly is sent instead."""
+        renamed: set[str] = set()
+        destination = self.config.destination
+        for move in self.batch.moves:
+            done = False
+            if destination.kind == LOCAL:
+                done = _rename_at(destination.path, move.old_path, move.new_path, move.is_dir)
+            if done:
+                renamed.add(move.new_path)
+                renamed.discard(move.old_path)
+            else:
+                renamed.discard(move.new_path)
+                (fresh if move.is_dir else changed).append(move.new_path)
+        return renamed
+
+    def start_next_run(self) -> RsyncRun | None:
+        if not self.runs:
+            self.run = None
+            return None
+        self.run_mode, self.run_paths = self.runs.pop(0)
+        control = self.control_path if self.config.destination.kind == SSH else None
+        argv = rsync.build_rsync_command(self.config, self.run_mode, control_path=control,
+                                         delete_missing_args=self.delete_missing_args)
+        if self.config.debug_commands:
+            log.debug("running %r with %d paths on stdin: %r", argv, len(self.run_paths), self.run_paths[:50])
+        self.run = RsyncRun(argv, rsync.encode_path_list(self.run_paths), self.run_mode)
+        return self.run
+
+    def finish_run(self) -> rsync.Verdict:
+        assert self.run is not None
+        run = self.run
+        status = run.finish()
+        stderr_tail = run.stderr_tail()
+        output = run.stdout_text.decode(errors="replace")
+        if self.run_mode == rsync.CHANGES and rsync.is_broken_delete_missing_args(status, stderr_tail):
+            self.switch_to_fallback = True
+        verdict = rsync.classify_exit_status(status, stderr_tail)
+        if run.killed_for:
+            verdict = rsync.Verdict(rsync.RETRY, f"rsync stopped ({run.killed_for})")
+        self.report.run_finished(self.run_mode, len(self.run_paths), run.elapsed(), status, verdict,
+                                 rsync.parse_stats(output), stderr_tail, output)
+        self.run = None
+        return verdict
+
+
+def _rename_at(root: str, old_path: str, new_path: str, is_dir: bool) -> bool:
+    """Rename root/old_path to root/new_path when that is exactly what the source did."""
+    old, new = os.path.join(root, old_path), os.path.join(root, new_path)
+    try:
+        status = os.lstat(old)
+        if stat.S_ISDIR(status.st_mode) != is_dir:
+            return False
+        if is_dir and os.path.lexists(new):
+            return False
+        if not is_dir and os.path.isdir(new) and not os.path.islink(new):
+            return False
+        if not os.path.isdir(os.path.dirname(new)):
+            return False
+        os.rename(old, new)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,140 @@
+"""The option table: one entry per setting, shared by the config parser, the
+command line, ``--examples``, the sample config and the docs.
+
+Every option lives in one INI section of ``/etc/pirsyncd/NAME.conf`` and has a
+command-line twin: key ``io_timeout`` in section ``[rsync]`` is ``--io-timeout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting. ``kind`` names the parser in :mod:`pirsyncd.config`."""
+
+    section: str
+    key: str
+    kind: str  # path, string, destination, duration, int, bool, size, patterns, flags, rsync_log
+    default: Any
+    help: str
+    example: str
+    required: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    # -- what to mirror ------------------------------------------------------
+    Option("sync", "source", "path", None,
+           "Directory to watch and mirror (absolute path).",
+           "/srv/www", required=True),
+    Option("sync", "destination", "destination", None,
+           "Where the mirror lives: a local directory, [user@]host:/path (ssh), "
+           "rsync://[user@]host[:port]/module/path or [user@]host::module/path.",
+           "/var/backups/www", required=True),
+    Option("sync", "exclude", "patterns", (),
+           "Paths neither watched nor sent, one rsync-style pattern per line "
+           "(*, **, ?, [..]; a leading / anchors at the source, a trailing / matches directories only).",
+           "*.tmp\n/cache/\n.git/"),
+    # -- when to send --------------------------------------------------------
+    Option("sync", "delay", "duration", 1.0,
+           "Seconds of quiet after the last change before a batch is sent (0 sends at once); "
+           "a batch never waits longer than 10 times this.",
+           "0.5"),
+    Option("sync", "trigger_paths", "int", 10000,
+           "Send a batch as soon as this many distinct paths are pending, even before the delay has passed.",
+           "5000"),
+    Option("sync", "full_sync_threshold", "int", 200000,
+           "When more distinct paths than this are pending, send one full sync instead (bounds memory).",
+           "100000"),
+    Option("sync", "initial_sync", "bool", True,
+           "Run a full sync at start (turn off only when the destination is known to be current).",
+           "yes"),
+    Option("sync", "full_resync_interval", "duration", 0.0,
+           "Also run a full sync this often, as a safety net (0 turns it off).",
+           "6h"),
+    Option("sync", "max_delete", "int", -1,
+           "Refuse to delete more than this many entries in one rsync run; the run is reported "
+           "and retried, and nothing beyond the limit is deleted (-1: no limit).",
+           "1000"),
+    Option("sync", "allow_empty_source", "bool", False,
+           "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "
+           "source looks empty).",
+           "no"),
+    Option("sync", "stop_timeout", "duration", 60.0,
+           "On stop, seconds to let the running rsync finish and send what is pending.",
+           "30"),
+    Option("sync", "retry_max_interval", "duration", 300.0,
+           "Longest wait between retries when the destination fails (waits double from 1 s up to this).",
+           "60"),
+    Option("sync", "status_file", "path", None,
+           "JSON status file kept current by the daemon (default under systemd: "
+           "$RUNTIME_DIRECTORY/NAME.json; otherwise none).",
+           "/run/pirsyncd/www.json"),
+    # -- how rsync runs ------------------------------------------------------
+    Option("rsync", "rsync_binary", "string", "rsync",
+           "The rsync program to run (a name looked up in PATH, or a path).",
+           "/usr/bin/rsync"),
+    Option("rsync", "rsync_flags", "flags", (),
+           "Extra rsync options, split like a shell would (never run by one), e.g. to keep hard "
+           "links, ACLs or xattrs.",
+           "--hard-links --acls --xattrs"),
+    Option("rsync", "partial", "bool", False,
+           "Keep partially transferred files so an interrupted large transfer resumes (rsync --partial).",
+           "yes"),
+    Option("rsync", "append_verify", "bool", False,
+           "Send only the appended tail of files that grew, verifying the whole file (rsync --append-verify); "
+           "for append-only data such as logs.",
+           "no"),
+    Option("rsync", "max_size", "size", None,
+           "Do not send files larger than this (rsync --max-size).",
+           "2G"),
+    Option("rsync", "min_size", "size", None,
+           "Do not send files smaller than this (rsync --min-size).",
+           "1"),
+    Option("rsync", "full_sync_checksum", "bool", False,
+           "Compare contents, not just size and time, in full syncs (slower; batches always compare the "
+           "changed files).",
+           "no"),
+    Option("rsync", "io_timeout", "duration", 60.0,
+           "Abort an rsync run when no data moves for this long (rsync --timeout).",
+           "120"),
+    Option("rsync", "time_limit", "duration", 3600.0,
+           "Kill and retry a batch (not a full sync) still running after this long.",
+           "1800"),
+    # -- remote destinations -------------------------------------------------
+    Option("remote", "ssh_port", "int", None,
+           "ssh port of the destination host (default: ssh's own configuration).",
+           "2222"),
+    Option("remote", "ssh_identity_file", "path", None,
+           "Private key for ssh (default: ssh's own configuration).",
+           "/etc/pirsyncd/id_ed25519"),
+    Option("remote", "ssh_options", "flags", (),
+           "Extra ssh options, split like a shell would.",
+           "-o Compression=no"),
+    Option("remote", "ssh_accept_new_host_key", "bool", False,
+           "Trust and remember the host key of a host seen for the first time (off: an unknown host "
+           "key is an error to fix in known_hosts).",
+           "no"),
+    Option("remote", "password_file", "path", None,
+           "File holding the rsync daemon password; must not be readable by others.",
+           "/etc/pirsyncd/www.secret"),
+    # -- logging -------------------------------------------------------------
+    Option("log", "debug_events", "bool", False,
+           "Log every inotify event received (verbose).",
+           "no"),
+    Option("log", "debug_commands", "bool", False,
+           "Log every rsync command line and the paths it is given.",
+           "no"),
+    Option("log", "rsync_log", "rsync_log", "journal",
+           "Where rsync's own output goes: journal (with pirsyncd's log), none, or an absolute file path.",
+           "/var/log/pirsyncd/www-rsync.log"),
+)
+
+OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(option.section for option in OPTIONS))

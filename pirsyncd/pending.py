@@ -1,0 +1,247 @@
+"""The pending changes: what the next batch must send (pure, clock injected).
+
+Pending paths live in a tree of nodes, one per distinct path however many events it
+gets, so adding a change costs O(depth) and memory follows the number of distinct
+pending paths. A directory that is new (or deleted) subsumes everything below it:
+its children are dropped, as the batch sends (or deletes) it whole. A rename moves
+the pending subtree with it in O(depth), so changes made before a rename are sent
+under the new name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from pirsyncd.events import CHANGED, CREATED_DIR, MOVED, REMOVED, Change
+
+# Node flags.
+FLAG_CHANGED = 1  # send this path's content and metadata (no quick check)
+FLAG_REMOVED = 2  # gone at the source: delete at the destination
+FLAG_FRESH = 4  # a new directory: send all of it, recursively
+FLAG_MOVED = 8  # arrived by a rename: its old self may be renamed at the destination
+FLAG_DIR_METADATA = 16  # a directory's own metadata changed: check it without resending it
+
+
+class _Node:
+    __slots__ = ("children", "flags", "name", "parent")
+
+    def __init__(self, name: str, parent: _Node | None) -> None:
+        self.name = name
+        self.parent = parent
+        self.flags = 0
+        self.children: dict[str, _Node] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """A rename seen at the source, to replay at the destination when it can."""
+
+    old_path: str
+    new_path: str
+    is_dir: bool
+
+
+@dataclasses.dataclass
+class Batch:
+    """What one sync sends. ``full`` means: ignore the lists, sync everything."""
+
+    full: bool = False
+    changed: list[str] = dataclasses.field(default_factory=list)  # files, removed paths, dir metadata
+    fresh_dirs: list[str] = dataclasses.field(default_factory=list)  # sent whole, recursively
+    moves: list[Move] = dataclasses.field(default_factory=list)
+    moved_paths: list[str] = dataclasses.field(default_factory=list)  # to verify after renaming
+    directories: list[str] = dataclasses.field(default_factory=list)  # metadata changed: quick check
+    change_seq: int = 0
+
+    @property
+    def path_count(self) -> int:
+        return len(self.changed) + len(self.fresh_dirs) + len(self.moved_paths) + len(self.directories)
+
+
+class Pending:
+    """Pending changes plus the deadline at which they should be sent.
+
+    ``delay`` is the quiet time after the last change; a batch never waits more than
+    ``10 * delay`` after its first change, so a file written forever still gets sent.
+    """
+
+    def __init__(self, delay: float, full_sync_threshold: int) -> None:
+        self.delay = delay
+        self.full_sync_threshold = full_sync_threshold
+        self._reset()
+
+    def _reset(self) -> None:
+        self._root = _Node("", None)
+        self.count = 0
+        self.full_sync_needed = False
+        self.moves: list[Move] = []
+        self.first_change_at: float | None = None
+        self.last_change_at: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.full_sync_needed or self.count > 0 or bool(self.moves)
+
+    # -- adding ------------------------------------------------------------
+    def _node(self, path: str, create: bool = True) -> _Node | None:
+        """The node for path, or None when an ancestor subsumes it (or create is False)."""
+        node = self._root
+        if path in ("", "."):
+            return node
+        for name in path.split("/"):
+            if node.flags & (FLAG_FRESH | FLAG_REMOVED) and node is not self._root:
+                return None
+            children = node.children
+            if children is None:
+                if not create:
+                    return None
+                children = node.children = {}
+            child = children.get(name)
+            if child is None:
+                if not create:
+                    return None
+                child = children[name] = _Node(name, node)
+            node = child
+        return node
+
+    def _set_flags(self, node: _Node, flags: int) -> None:
+        if node.flags == 0 and flags:
+            self.count += 1
+        node.flags = flags
+
+    def _drop_children(self, node: _Node) -> None:
+        if node.children:
+            self.count -= sum(1 for child in _walk(node) if child is not node and child.flags)
+        node.children = None
+
+    def _touch(self, now: float) -> None:
+        if self.first_change_at is None:
+            self.first_change_at = now
+        self.last_change_at = now
+
+    def add(self, change: Change, now: float) -> None:
+        """Record one change. O(depth), apart from freeing what a subsumed subtree held."""
+        self._touch(now)
+        if self.full_sync_needed:
+            return
+        kind = change.kind
+        if kind == MOVED:
+            self._add_move(change)
+        else:
+            node = self._node(change.path)
+            if node is not None:
+                if kind == CHANGED:
+                    added = FLAG_DIR_METADATA if change.is_dir else FLAG_CHANGED
+                    self._set_flags(node, (node.flags & ~FLAG_REMOVED) | added)
+                elif kind == CREATED_DIR:
+                    self._drop_children(node)
+                    self._set_flags(node, FLAG_FRESH)
+                elif kind == REMOVED:
+                    self._drop_children(node)
+                    self._set_flags(node, FLAG_REMOVED)
+        if self.count > self.full_sync_threshold:
+            self.request_full_sync()
+
+    def _add_move(self, change: Change) -> None:
+        old_parent_path, _, old_name = change.old_path.rpartition("/")
+        old_parent = self._node(old_parent_path, create=False)
+        moved: _Node | None = None
+        if old_parent is not None and old_parent.children:
+            moved = old_parent.children.pop(old_name, None)
+        if moved is not None:
+            self.count -= sum(1 for child in _walk(moved) if child.flags)
+        else:
+            moved = _Node("", None)
+        # The old name is gone from the source (unless something replaces it later).
+        old_node = self._node(change.old_path)
+        if old_node is not None:
+            self._drop_children(old_node)
+            self._set_flags(old_node, FLAG_REMOVED)
+        new_parent_path, _, new_name = change.path.rpartition("/")
+        new_parent = self._node(new_parent_path)
+        if new_parent is None:
+            return  # lands inside a new directory, which is sent whole anyway
+        if new_parent.children is None:
+            new_parent.children = {}
+        replaced = new_parent.children.get(new_name)
+        if replaced is not None:
+            self.count -= sum(1 for child in _walk(replaced) if child.flags)
+        moved.name, moved.parent = new_name, new_parent
+        new_parent.children[new_name] = moved
+        self.count += sum(1 for child in _walk(moved) if child.flags)
+        if moved.flags & FLAG_FRESH:
+            return  # never reached the destination: nothing to rename there
+        self._set_flags(moved, moved.flags | FLAG_MOVED)
+        self.moves.append(Move(change.old_path, change.path, change.is_dir))
+
+    def request_full_sync(self) -> None:
+        """Forget the individual paths: the next sync sends everything."""
+        self.full_sync_needed = True
+        self._root = _Node("", None)
+        self.count = 0
+        self.moves = []
+
+    # -- sending -----------------------------------------------------------
+    def deadline(self) -> float | None:
+        """When the pending changes should be sent, or None when nothing is pending."""
+        if not self or self.last_change_at is None or self.first_change_at is None:
+            return None if not self else 0.0
+        return min(self.last_change_at + self.delay, self.first_change_at + 10 * self.delay)
+
+    def take(self, change_seq: int = 0) -> Batch:
+        """Empty the pending set into a Batch."""
+        batch = Batch(full=self.full_sync_needed, change_seq=change_seq)
+        if not batch.full:
+            batch.moves = self.moves
+            for path, node in _paths(self._root):
+                if node.flags & FLAG_FRESH:
+                    batch.fresh_dirs.append(path)
+                elif node.flags & (FLAG_CHANGED | FLAG_REMOVED):
+                    batch.changed.append(path)
+                elif node.flags & FLAG_MOVED:
+                    batch.moved_paths.append(path)
+                elif node.flags & FLAG_DIR_METADATA:
+                    batch.directories.append(path)
+        self._reset()
+        return batch
+
+    def put_back(self, batch: Batch, now: float) -> None:
+        """Return a batch that did not make it, so nothing is forgotten."""
+        if batch.full:
+            self.request_full_sync()
+            self._touch(now)
+            return
+        for path in batch.changed:
+            self.add(Change(CHANGED, path), now)
+        for path in batch.fresh_dirs:
+            self.add(Change(CREATED_DIR, path, True), now)
+        for move in batch.moves:
+            # Renames not replayed at the destination: send both ends instead.
+            self.add(Change(REMOVED, move.old_path, move.is_dir), now)
+            self.add(Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir), now)
+        for path in batch.moved_paths:
+            self.add(Change(CREATED_DIR, path, True), now)
+        for path in batch.directories:
+            self.add(Change(CHANGED, path, True), now)
+
+
+def _walk(node: _Node) -> Iterator[_Node]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if current.children:
+            stack.extend(current.children.values())
+
+
+def _paths(root: _Node) -> Iterator[tuple[str, _Node]]:
+    """Every flagged node with its relative path ('.' for the root), parents first."""
+    if root.flags:
+        yield ".", root
+    stack: list[tuple[str, _Node]] = [(name, child) for name, child in (root.children or {}).items()]
+    while stack:
+        path, node = stack.pop()
+        if node.flags:
+            yield path, node
+        if node.children:
+            stack.extend((f"{path}/{name}", child) for name, child in node.children.items())

@@ -1,0 +1,110 @@
+"""One running rsync: started with an argv list, fed its path list on stdin without
+blocking, watched through a pidfd so the main loop learns of its exit by select."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+_OUTPUT_LIMIT = 256 * 1024
+_STDERR_TAIL = 4096
+
+
+class RsyncRun:
+    """A started rsync. The loop registers ``exit_fd``, ``stdout``, ``stderr`` and,
+    while ``stdin_pending``, ``stdin`` with its selector and calls the ``on_*`` methods."""
+
+    def __init__(self, argv: list[str], stdin_data: bytes, label: str) -> None:
+        self.argv = argv
+        self.label = label
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            close_fds=True, start_new_session=True)  # our signals are ours; we stop rsync ourselves
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        self.stdin = self.process.stdin
+        self.stdout = self.process.stdout
+        self.stderr = self.process.stderr
+        for stream in (self.stdin, self.stdout, self.stderr):
+            os.set_blocking(stream.fileno(), False)
+        self.exit_fd = os.pidfd_open(self.process.pid)
+        self._stdin_data = memoryview(stdin_data)
+        self.stdout_text = bytearray()
+        self.stderr_text = bytearray()
+        self.killed_for: str | None = None
+        if not stdin_data:
+            self._close_stdin()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stdin_pending(self) -> bool:
+        return not self.stdin.closed
+
+    def on_stdin_writable(self) -> None:
+        try:
+            written = os.write(self.stdin.fileno(), self._stdin_data[:65536])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            self._close_stdin()
+            return
+        self._stdin_data = self._stdin_data[written:]
+        if not self._stdin_data:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.stdin.close()
+
+    def read_stdout(self) -> bytes:
+        return self._read(self.stdout, self.stdout_text, _OUTPUT_LIMIT)
+
+    def read_stderr(self) -> bytes:
+        return self._read(self.stderr, self.stderr_text, _STDERR_TAIL)
+
+    @staticmethod
+    def _read(stream: object, buffer: bytearray, limit: int) -> bytes:
+        fileno = stream.fileno()  # type: ignore[attr-defined]
+        try:
+            data = os.read(fileno, 65536)
+        except BlockingIOError:
+            return b""
+        buffer += data
+        if len(buffer) > limit:
+            del buffer[:len(buffer) - limit]
+        return data
+
+    def stderr_tail(self) -> str:
+        return self.stderr_text.decode(errors="replace").strip()[-_STDERR_TAIL:]
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def stop(self, reason: str) -> None:
+        """Ask rsync to stop (SIGTERM); ``kill()`` if it does not."""
+        self.killed_for = reason
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def finish(self) -> int:
+        """Reap rsync (it has exited), drain its output and return its exit status."""
+        status = self.process.wait()
+        for stream, buffer, limit in ((self.stdout, self.stdout_text, _OUTPUT_LIMIT),
+                                      (self.stderr, self.stderr_text, _STDERR_TAIL)):
+            while self._read(stream, buffer, limit):
+                pass
+            stream.close()
+        if not self.stdin.closed:
+            self._close_stdin()
+        os.close(self.exit_fd)
+        return status

@@ -1,0 +1,466 @@
+"""The daemon: one selectors loop over inotify, signals and the running rsync.
+
+    signals ─┐
+    inotify ─┼─> select(timeout = earliest deadline) ─> Watcher.read_changes ─> Pending
+    rsync   ─┘        │                                                  │ deadline due
+                      └── WATCHDOG=1 while healthy        Pending.take ─> SyncJob ─> rsync runs
+
+The loop is the only thread. It pings the watchdog itself, so a wedged loop stops
+pinging and systemd restarts it. A failing destination is not unhealthy: it shows
+in STATUS= and the journal, and retries back off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from pirsyncd import exitcodes, notify, rsync
+from pirsyncd.config import Config, ConfigError
+from pirsyncd.events import RESCAN, ROOT_LOST, Change
+from pirsyncd.filters import Excluder
+from pirsyncd.hardlinks import HardLinkIndex
+from pirsyncd.jobs import SyncJob, probe_delete_missing_args
+from pirsyncd.pending import Pending
+from pirsyncd.runner import RsyncRun
+from pirsyncd.safety import SourceProblem, check_source
+from pirsyncd.statusreport import StatusReport
+from pirsyncd.watcher import Watcher
+
+log = logging.getLogger("pirsyncd")
+
+SOURCE_RECHECK_INTERVAL = 5.0
+UNWATCHED_RESYNC_INTERVAL = 60.0
+
+
+class Service:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self.excluder = Excluder(config.exclude)
+        self.pending = Pending(config.delay, config.full_sync_threshold)
+        self.report = StatusReport(config)
+        self.selector = selectors.DefaultSelector()
+        self.watcher: Watcher | None = None
+        self.job: SyncJob | None = None
+        self.retry_at: float | None = None
+        self.failures = 0
+        self.next_full_sync_at: float | None = None
+        self.source_lost_reason: str | None = None
+        self.source_check_at: float | None = None
+        self.stop_deadline: float | None = None
+        self.exit_status: int | None = None
+        self.received_signals: list[int] = []
+        self.delete_missing_args = True
+        self.hard_links = HardLinkIndex(config.source)
+        self.control_path: str | None = None
+        self.watchdog_interval = notify.watchdog_interval()
+        self.next_watchdog_at = time.monotonic()
+
+    # -- set-up --------------------------------------------------------------
+    def _install_signals(self) -> None:
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._signal_reader, self._signal_writer = reader, writer
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(number, self._on_signal)
+        self.selector.register(reader, selectors.EVENT_READ, "signal")
+
+    def _on_signal(self, number: int, frame: object) -> None:
+        self.received_signals.append(number)
+
+    def _start_watching(self) -> None:
+        if self.watcher is not None:
+            self.selector.unregister(self.watcher)
+            self.watcher.close()
+        self.watcher = Watcher(self.config.source, self.excluder, self.config.debug_events)
+        self.watcher.watch_root()
+        self.selector.register(self.watcher, selectors.EVENT_READ, "inotify")
+        self.report.watched_dirs = self.watcher.watched_count
+        if self.watcher.limit_reached:
+            self._report_watch_limit()
+
+    def run(self) -> int:
+        """Run until stopped; return the exit status."""
+        self._install_signals()
+        self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
+        if not self.delete_missing_args:
+            log.warning("this rsync mishandles --delete-missing-args with --files-from; "
+                        "deletions are sent by re-checking their parent directories instead")
+        try:
+            self._start_watching()
+        except OSError as error:
+            log.error("cannot watch the source %s: %s; check that it is readable and that "
+                      "fs.inotify.max_user_watches and max_user_instances are not exhausted",
+                      self.config.source, error.strerror)
+            return exitcodes.OS_ERROR
+        if self.config.initial_sync:
+            self.pending.request_full_sync()
+            self.report.state = "initial-sync"
+        else:
+            self.report.state = "in-sync"
+            self.report.synced_seq = 0
+        self._schedule_full_resync()
+        self.report.publish(pending=self._pending_count(), force=True)
+        notify.send("READY=1", f"STATUS={self.report.status_line()}")
+        log.info("watching %s (%d directories), mirroring to %s", self.config.source,
+                 self.report.watched_dirs, self.config.destination.text)
+        while self.exit_status is None:
+            self._turn()
+        self._shut_down()
+        return self.exit_status
+
+    # -- the loop ------------------------------------------------------------
+    def _deadlines(self) -> list[float]:
+        deadlines = []
+        if self.watchdog_interval:
+            deadlines.append(self.next_watchdog_at)
+        if self.job is None and self.source_lost_reason is None:
+            due = self.pending.deadline()
+            if due is not None:
+                due = max(due, self.retry_at or 0.0)
+                deadlines.append(0.0 if self.stop_deadline is not None and self.retry_at is None else due)
+        if self.job is not None and self.job.run is not None and not self.job.batch.full:
+            deadlines.append(self.job.run.started_at + self.config.time_limit)
+        for moment in (self.next_full_sync_at, self.source_check_at, self.stop_deadline,
+                       self.report.publish_due()):
+            if moment is not None:
+                deadlines.append(moment)
+        return deadlines
+
+    def _turn(self) -> None:
+        deadlines = self._deadlines()
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        for key, mask in self.selector.select(timeout):
+            if key.data == "inotify":
+                self._read_events()
+            elif key.data == "signal":
+                self._drain_signal_socket()
+            elif self.job is not None and self.job.run is not None:
+                self._service_rsync(key.data, mask)
+        self._handle_signals()
+        now = time.monotonic()
+        self._check_timers(now)
+        if self.exit_status is None:
+            self._maybe_start_job(now)
+        if self.watchdog_interval and now >= self.next_watchdog_at:
+            if self._healthy(now):
+                notify.send("WATCHDOG=1")
+                self.report.heartbeat()
+            self.next_watchdog_at = now + self.watchdog_interval
+        self.report.publish(pending=self._pending_count())
+
+    def _healthy(self, now: float) -> bool:
+        if self.watcher is None or (not self.watcher.root_alive and self.source_lost_reason is None):
+            return False
+        run = self.job.run if self.job else None
+        # A run that survived its own time limit by far means our kill did not work.
+        return not (run is not None and not self.job.batch.full  # type: ignore[union-attr]
+                    and now - run.started_at > 2 * self.config.time_limit + 30)
+
+    def _pending_count(self) -> int:
+        return self.pending.count + (self.job.batch.path_count if self.job else 0)
+
+    def _read_events(self) -> None:
+        assert self.watcher is not None
+        changes = self.watcher.read_changes()
+        if not changes:
+            return
+        now = time.monotonic()
+        self.report.change_seq += 1
+        for change in changes:
+            self._apply_change(change, now)
+        self.report.watched_dirs = self.watcher.watched_count
+        if self.watcher.limit_reached and self.watcher.unwatched:
+            self._report_watch_limit()
+        if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
+            self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
+
+    def _apply_change(self, change: Change, now: float) -> None:
+        if change.kind == RESCAN:
+            log.warning("the inotify queue overflowed (fs.inotify.max_queued_events is too small for this "
+                        "burst): events were lost, so a full sync follows")
+            self.pending.request_full_sync()
+            self.pending.add(change, now)
+            return
+        if change.kind == ROOT_LOST:
+            self._lose_source("the source root was deleted, moved or unmounted")
+            return
+        if self.excluder:
+            if change.old_path and self.excluder.excludes(change.old_path, change.is_dir):
+                change = Change("created-dir" if change.is_dir else "changed", change.path, change.is_dir)
+            if self.excluder.excludes(change.path, change.is_dir):
+                if not change.old_path:
+                    return
+                change = Change("removed", change.old_path, change.is_dir)
+        self.pending.add(change, now)
+
+    def _drain_signal_socket(self) -> None:
+        try:
+            while self._signal_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self.received_signals:
+            number = self.received_signals.pop(0)
+            if number in (signal.SIGTERM, signal.SIGINT):
+                self._begin_stop(signal.Signals(number).name)
+            elif number == signal.SIGHUP:
+                self._reload()
+            elif number == signal.SIGUSR1:
+                # A sync barrier: every change made before the signal is in the inotify queue now.
+                if self.watcher is not None:
+                    self._read_events()
+                self.report.barrier(self._pending_count() > 0 or self.job is not None)
+
+    # -- timers ----------------------------------------------------------------
+    def _check_timers(self, now: float) -> None:
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
+            return
+        if self.stop_deadline is not None and self.job is None and (not self.pending or self.retry_at):
+            if self.pending:
+                log.warning("stopping with %d changes not sent (the destination is failing); "
+                            "the next start runs a full sync", self._pending_count())
+            self.exit_status = exitcodes.OK
+            return
+        run = self.job.run if self.job else None
+        if (run is not None and self.job is not None and not self.job.batch.full
+                and run.killed_for is None and run.elapsed() > self.config.time_limit):
+            log.error("rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
+                      self.config.time_limit)
+            run.stop("time limit")
+        if self.next_full_sync_at is not None and now >= self.next_full_sync_at:
+            log.info("periodic full sync")
+            self.pending.request_full_sync()
+            self.pending.last_change_at = self.pending.first_change_at = now
+            self._schedule_full_resync()
+        if self.source_check_at is not None and now >= self.source_check_at:
+            self._recheck_source()
+
+    def _schedule_full_resync(self) -> None:
+        interval = self.config.full_resync_interval
+        if self.watcher is not None and self.watcher.unwatched:
+            interval = min(interval or UNWATCHED_RESYNC_INTERVAL, UNWATCHED_RESYNC_INTERVAL)
+        self.next_full_sync_at = time.monotonic() + interval if interval else None
+
+    def _report_watch_limit(self) -> None:
+        assert self.watcher is not None
+        if getattr(self, "_limit_reported", False):
+            return
+        self._limit_reported = True
+        try:
+            with open("/proc/sys/fs/inotify/max_user_watches") as stream:
+                current = int(stream.read())
+        except (OSError, ValueError):
+            current = 0
+        unwatched = count_directories(self.config.source, self.watcher.unwatched)
+        needed = current + unwatched + 1024
+        log.error("inotify watch limit reached: fs.inotify.max_user_watches = %d, %d directories are not "
+                  "watched; raise it with: sysctl -w fs.inotify.max_user_watches=%d (and in "
+                  "/etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full sync "
+                  "every %g s", current, unwatched, needed, UNWATCHED_RESYNC_INTERVAL)
+        self.report.warning = f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
+        self._schedule_full_resync()
+
+    # -- source safety -----------------------------------------------------------
+    def _lose_source(self, reason: str) -> None:
+        if self.source_lost_reason is None:
+            log.error("%s: syncing stopped so the mirror is not wiped; it resumes when %s is back",
+                      reason, self.config.source)
+        self.source_lost_reason = reason
+        self.report.state = "source-lost"
+        self.report.warning = reason
+        self.source_check_at = time.monotonic() + SOURCE_RECHECK_INTERVAL
+        if self.job is not None and self.job.run is not None:
+            self.job.run.stop("source lost")
+
+    def _recheck_source(self) -> None:
+        self.source_check_at = time.monotonic() + SOURCE_RECHECK_INTERVAL
+        try:
+            check_source(self.config)
+            self._start_watching()
+        except (SourceProblem, OSError) as problem:
+            self.report.warning = f"{self.source_lost_reason}: {problem}"
+            return
+        log.info("the source %s is back: watching it again and running a full sync", self.config.source)
+        self.source_lost_reason = None
+        self.source_check_at = None
+        self.report.warning = None
+        self.pending.request_full_sync()
+
+    # -- rsync jobs ----------------------------------------------------------------
+    def _maybe_start_job(self, now: float) -> None:
+        if self.job is not None or self.source_lost_reason is not None or not self.pending:
+            return
+        if self.retry_at is not None and now < self.retry_at:
+            return
+        due = self.pending.deadline()
+        if due is None or (now < due and self.stop_deadline is None):
+            return
+        batch = self.pending.take(self.report.change_seq)
+        if batch.full:
+            try:
+                check_source(self.config)
+            except SourceProblem as problem:
+                self.pending.put_back(batch, now)
+                self._lose_source(str(problem))
+                return
+        self.job = SyncJob(self.config, batch, self.delete_missing_args, self.report,
+                           control_path=self.control_path, hard_links=self.hard_links)
+        self.report.job_started(batch)
+        self._next_run()
+
+    def _next_run(self) -> None:
+        assert self.job is not None
+        run = self.job.start_next_run()
+        if run is None:
+            self._finish_job()
+            return
+        self.selector.register(run.exit_fd, selectors.EVENT_READ, "rsync-exit")
+        self.selector.register(run.stdout, selectors.EVENT_READ, "rsync-stdout")
+        self.selector.register(run.stderr, selectors.EVENT_READ, "rsync-stderr")
+        if run.stdin_pending:
+            self.selector.register(run.stdin, selectors.EVENT_WRITE, "rsync-stdin")
+
+    def _service_rsync(self, what: str, mask: int) -> None:
+        assert self.job is not None and self.job.run is not None
+        run = self.job.run
+        if what == "rsync-stdin":
+            run.on_stdin_writable()
+            if not run.stdin_pending:
+                self.selector.unregister(run.stdin)
+        elif what == "rsync-stdout":
+            if not run.read_stdout():
+                self.selector.unregister(run.stdout)
+        elif what == "rsync-stderr":
+            if not run.read_stderr():
+                self.selector.unregister(run.stderr)
+        elif what == "rsync-exit":
+            self._on_run_exit(run)
+
+    def _on_run_exit(self, run: RsyncRun) -> None:
+        assert self.job is not None
+        for stream in (run.stdin, run.stdout, run.stderr, run.exit_fd):
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(stream)
+        verdict = self.job.finish_run()
+        if verdict.outcome in (rsync.OK, rsync.VANISHED):
+            self._next_run()
+            return
+        if self.job.switch_to_fallback:
+            self.delete_missing_args = False
+            log.warning("this rsync mishandles --delete-missing-args; switching to the fallback")
+        self._fail_job(verdict)
+
+    def _finish_job(self) -> None:
+        assert self.job is not None
+        job, self.job = self.job, None
+        self.report.job_succeeded(job, self._pending_count())
+        if job.batch.full:
+            self._schedule_full_resync()
+        self.retry_at = None
+        self.failures = 0
+
+    def _fail_job(self, verdict: rsync.Verdict) -> None:
+        assert self.job is not None
+        job, self.job = self.job, None
+        now = time.monotonic()
+        self.pending.put_back(job.batch, now)
+        if job.switch_to_fallback:
+            return
+        if verdict.outcome == rsync.FATAL and self.stop_deadline is None:
+            log.error("rsync failed: %s; %s. Fix it and start pirsyncd again", verdict.meaning, verdict.fix)
+            self.report.state = "failed"
+            auth = "refused" in verdict.meaning
+            self.exit_status = exitcodes.NO_PERMISSION if auth else exitcodes.CONFIG
+            return
+        self.failures += 1
+        backoff = min(self.config.retry_max_interval, 2.0 ** (self.failures - 1))
+        self.retry_at = now + backoff
+        self.report.retrying(verdict, time.time() + backoff)
+        level = logging.WARNING if verdict.outcome in (rsync.PARTIAL,) and self.failures < 3 else logging.ERROR
+        log.log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
+                self._pending_count(), backoff)
+
+    # -- reload and stop ----------------------------------------------------------
+    def _reload(self) -> None:
+        notify.send("RELOADING=1")
+        if self.reload_config is None:
+            notify.send("READY=1")
+            return
+        try:
+            new = self.reload_config()
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload: %s", problem)
+            log.error("reload failed: keeping the running configuration")
+            notify.send("READY=1", f"STATUS={self.report.status_line()}")
+            return
+        old, self.config = self.config, new
+        self.report.config = new
+        self.pending.delay = new.delay
+        self.pending.full_sync_threshold = new.full_sync_threshold
+        if (old.source, old.destination, old.exclude) != (new.source, new.destination, new.exclude):
+            self.excluder = Excluder(new.exclude)
+            self._start_watching()
+            self.pending.request_full_sync()
+        self._schedule_full_resync()
+        log.info("reloaded the configuration from %s", new.origin)
+        notify.send("READY=1", f"STATUS={self.report.status_line()}")
+
+    def _begin_stop(self, why: str) -> None:
+        if self.stop_deadline is not None:
+            self._stop_now(f"second {why}")
+            return
+        log.info("%s: stopping after sending what is pending (at most %g s)", why, self.config.stop_timeout)
+        notify.send("STOPPING=1")
+        self.report.state = "stopping"
+        self.stop_deadline = time.monotonic() + self.config.stop_timeout
+
+    def _stop_now(self, why: str) -> None:
+        if self.job is not None and self.job.run is not None:
+            log.warning("%s: stopping rsync; the next start runs a full sync", why)
+            self.job.run.stop(why)
+        self.exit_status = exitcodes.OK
+
+    def _shut_down(self) -> None:
+        if self.job is not None and self.job.run is not None:
+            run = self.job.run
+            run.stop("shutting down")
+            try:
+                run.process.wait(timeout=5)
+            except Exception:
+                run.kill()
+            run.finish()
+        if self.watcher is not None:
+            self.watcher.close()
+        self.report.state = "stopped" if self.report.state != "failed" else "failed"
+        self.report.publish(pending=self._pending_count(), force=True)
+        self.job = None
+
+
+def count_directories(source: str, roots: set[str]) -> int:
+    """How many directories lie at and below the given relative roots."""
+    total = 0
+    for root in roots:
+        stack = [os.path.join(source, root) if root else source]
+        while stack:
+            path = stack.pop()
+            total += 1
+            try:
+                with os.scandir(path) as entries:
+                    stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+    return total

@@ -1,0 +1,120 @@
+"""The machine-readable status file, and its readers: ``pirsyncd status`` and ``pirsyncd wait``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pirsyncd import exitcodes
+
+
+def default_status_path(instance: str) -> str | None:
+    """$RUNTIME_DIRECTORY/NAME.json under systemd; /run/pirsyncd/NAME.json for readers."""
+    if not instance:
+        return None
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return os.path.join(runtime or "/run/pirsyncd", f"{instance}.json")
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    """Replace the status file atomically, so a reader never sees half of it."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(status, stream, indent=1, sort_keys=True)
+        stream.write("\n")
+    os.replace(temporary, path)
+
+
+def read_status(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def process_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, (int, float)):
+        return "never"
+    age = time.time() - epoch
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(epoch))} ({age:.0f} s ago)"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """Status for a person: a few aligned lines."""
+    alive = process_alive(status.get("pid"))
+    lines = [
+        f"instance:     {status.get('instance') or '-'}",
+        f"state:        {status.get('state')}" + ("" if alive else "  (daemon not running)"),
+        f"status:       {status.get('status_line', '')}",
+        f"source:       {status.get('source')}",
+        f"destination:  {status.get('destination')}",
+        f"pending:      {status.get('pending')}",
+        f"watched dirs: {status.get('watched_dirs')}",
+        f"last success: {_when(status.get('last_success'))}",
+    ]
+    last_sync = status.get("last_sync")
+    if isinstance(last_sync, dict):
+        lines.append(f"last sync:    {last_sync.get('kind')} of {last_sync.get('paths')} paths, "
+                     f"{last_sync.get('seconds')} s, {last_sync.get('bytes_sent')} bytes sent")
+    error = status.get("last_error")
+    if isinstance(error, dict):
+        lines.append(f"last error:   {_when(error.get('time'))}: {error.get('message')}")
+        if error.get("stderr_tail"):
+            lines.extend("              " + line for line in str(error["stderr_tail"]).splitlines()[-5:])
+    if status.get("next_retry"):
+        lines.append(f"next retry:   in {max(0.0, status['next_retry'] - time.time()):.0f} s")
+    return "\n".join(lines)
+
+
+def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] = time.sleep,
+                      print_error: Callable[[str], None] = print) -> int:
+    """Block until every change made before the call is at the destination.
+
+    Sends SIGUSR1 (a sync barrier): the daemon drains inotify, so every change made
+    before this call is queued, and reports the change sequence number that covers
+    them; then this waits for ``synced_seq`` to reach it.
+    """
+    deadline = time.monotonic() + timeout
+    status = read_status(path)
+    if status is None or not process_alive(status.get("pid")):
+        print_error(f"pirsyncd wait: no running pirsyncd writes {path}; start it first")
+        return exitcodes.UNAVAILABLE
+    requests_before = int(status.get("barrier_requests", 0))
+    target: int | None = None
+    try:
+        os.kill(int(status["pid"]), signal.SIGUSR1)
+    except PermissionError:
+        target = int(status.get("change_seq", 0))  # cannot ask: settle for what it has seen
+    while True:
+        status = read_status(path) or {}
+        if target is None and int(status.get("barrier_requests", 0)) > requests_before:
+            target = int(status.get("barrier_seq", 0))
+        if target is not None and int(status.get("synced_seq", -1)) >= target:
+            return exitcodes.OK
+        if not process_alive(status.get("pid")):
+            print_error("pirsyncd wait: the daemon stopped before the mirror was in sync")
+            return exitcodes.UNAVAILABLE
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print_error(f"pirsyncd wait: not in sync after {timeout:g} s (state: {status.get('state')}, "
+                        f"pending: {status.get('pending')})")
+            return exitcodes.TEMPFAIL
+        poll(min(0.05, remaining))

@@ -1,0 +1,159 @@
+"""Recursive inotify watches on the source tree: the only user of inotify_simple."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+
+try:
+    from inotify_simple import INotify
+except ModuleNotFoundError:  # the Debian package carries its own copy
+    from pirsyncd._vendor.inotify_simple import INotify  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+from pirsyncd.events import (
+    CREATED_DIR,
+    LOST_WATCH,
+    REMOVED,
+    WATCH_MASK,
+    Change,
+    Event,
+    EventTranslator,
+    WatchTree,
+    join,
+)
+from pirsyncd.filters import Excluder
+
+log = logging.getLogger("pirsyncd")
+
+
+class WatchLimitReached(Exception):
+    """fs.inotify.max_user_watches is exhausted."""
+
+
+class Watcher:
+    """Watches every directory below ``source`` that is not excluded.
+
+    ``read_changes()`` drains the inotify queue and returns Changes; new directories
+    are watched and scanned for subdirectories right away, so nothing created before
+    their watch existed is missed (the batch sends new directories whole).
+    """
+
+    def __init__(self, source: str, excluder: Excluder, debug_events: bool = False) -> None:
+        self.source = source
+        self.excluder = excluder
+        self.debug_events = debug_events
+        self.inotify = INotify(nonblocking=True)
+        self.tree = WatchTree()
+        self.translator = EventTranslator(self.tree)
+        self.unwatched: set[str] = set()  # directories we could not watch
+        self.limit_reached = False
+
+    def fileno(self) -> int:
+        return self.inotify.fileno()
+
+    def close(self) -> None:
+        self.inotify.close()
+
+    @property
+    def watched_count(self) -> int:
+        return len(self.tree)
+
+    @property
+    def root_alive(self) -> bool:
+        return self.tree.root is not None and self.tree.root.wd in self.tree.by_wd
+
+    def watch_root(self) -> None:
+        """Watch the source root and everything below it. Raises OSError for the root."""
+        self.tree = WatchTree()
+        self.translator = EventTranslator(self.tree)
+        self.unwatched.clear()
+        self.limit_reached = False
+        wd = self.inotify.add_watch(self.source, WATCH_MASK)
+        self.tree.add(wd, "")
+        self._watch_below("")
+
+    def _absolute(self, relative: str) -> str:
+        return join(self.source, relative) if relative else self.source
+
+    def _watch_below(self, relative: str) -> None:
+        """Watch every directory below an already watched one (iterative, depth first)."""
+        stack = [relative]
+        while stack:
+            parent = stack.pop()
+            try:
+                with os.scandir(self._absolute(parent)) as entries:
+                    subdirectories = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+            except OSError as error:
+                if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    self._note_unwatched(parent, error)
+                continue
+            for name in subdirectories:
+                path = join(parent, name)
+                if self.excluder and self.excluder.excludes(path, True):
+                    continue
+                if self._add_watch(path):
+                    stack.append(path)
+
+    def _add_watch(self, relative: str) -> bool:
+        try:
+            wd = self.inotify.add_watch(self._absolute(relative), WATCH_MASK)
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ENOTDIR):
+                return False  # gone again already; its removal is or will be pending
+            self._note_unwatched(relative, error)
+            return False
+        stale = self.tree.by_wd.get(wd)
+        if stale is not None and self.tree.path_of(stale) != relative:
+            self.tree.detach(stale)  # the same directory seen again under a new name
+        try:
+            self.tree.add(wd, relative)
+        except KeyError:
+            return False  # its parent was dropped meanwhile
+        self.unwatched.discard(relative)
+        return True
+
+    def _note_unwatched(self, relative: str, error: OSError) -> None:
+        if relative not in self.unwatched:
+            self.unwatched.add(relative)
+            if error.errno == errno.ENOSPC:
+                self.limit_reached = True
+            else:
+                log.error("cannot watch %r: %s; it is covered by full syncs only", relative or ".",
+                          error.strerror)
+
+    def read_changes(self) -> list[Change]:
+        """Read every queued event and turn it into Changes (never blocks)."""
+        events = [Event(*event) for event in self.inotify.read(timeout=0)]
+        if not events:
+            return []
+        changes = self.translator.feed(events)
+        if self.translator.unpaired_moves:
+            # A MOVED_TO may still be on its way: look once more before calling it a move out.
+            more = [Event(*event) for event in self.inotify.read(timeout=0)]
+            events += more
+            changes += self.translator.feed(more)
+            changes += self.translator.finish_unpaired()
+        if self.debug_events:
+            for event in events:
+                log.debug("inotify event wd=%d mask=%#x cookie=%d name=%r", *event)
+        for wd in self.translator.watches_to_remove:
+            with contextlib.suppress(OSError):  # already gone with its directory
+                self.inotify.rm_watch(wd)
+        self.translator.watches_to_remove.clear()
+        result = []
+        for change in changes:
+            if change.kind == LOST_WATCH:
+                # The watch vanished while the directory may still exist (e.g. an unmount below
+                # the root): watch it again if it is there and send it whole.
+                if os.path.isdir(self._absolute(change.path)) and self._add_watch(change.path):
+                    self._watch_below(change.path)
+                    change = Change(CREATED_DIR, change.path, True)
+                else:
+                    change = Change(REMOVED, change.path, True)
+            elif (change.kind == CREATED_DIR and not (self.excluder and self.excluder.excludes(change.path, True))
+                  and self._add_watch(change.path)):
+                self._watch_below(change.path)
+            result.append(change)
+        return result

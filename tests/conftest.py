@@ -1,0 +1,28 @@
+"""Shared fixtures: a source and a destination directory, and a running daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Daemon
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[Path, Path]:
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    return source, destination
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, trees: tuple[Path, Path]) -> Iterator[tuple[Path, Path, Daemon]]:
+    """A daemon mirroring an empty source with delay 0.1, in sync."""
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.1")
+    with daemon.start():
+        yield source, destination, daemon

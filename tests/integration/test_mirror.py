@@ -1,0 +1,199 @@
+"""The real daemon, real inotify, real rsync: the destination must equal the source."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.trees import differences, wait_for, wait_until_equal
+
+HOSTILE_NAMES = [
+    "-e sh", "--delete", "-rf", "with space", "new\nline", "quote'single", 'quote"double', "star*",
+    "question?", "[bracket]", "back\\slash", "unicodé 日本 🚀", "x" * 255, "é" * 127, " leading space",
+    "trailing space ", ".hidden", "tab\tname",
+]
+
+
+def write(path: Path, data: str | bytes = "data\n") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def test_creates_overwrites_deletes_and_recursive_deletes(mirror: tuple[Path, Path, Daemon]) -> None:
+    source, destination, daemon = mirror
+    for index in range(20):
+        write(source / f"dir{index % 3}" / f"file{index}", f"content {index}\n")
+    wait_until_equal(source, destination, 20)
+    write(source / "dir0" / "file0", "overwritten with longer content\n")
+    (source / "dir1" / "file1").unlink()
+    shutil.rmtree(source / "dir2")
+    (source / "empty-dir").mkdir()
+    wait_until_equal(source, destination, 20)
+    daemon.wait_synced()
+    assert differences(source, destination) == []
+
+
+def test_renames_within_into_and_out_of_the_tree(mirror: tuple[Path, Path, Daemon], tmp_path: Path) -> None:
+    source, destination, _daemon = mirror
+    outside = tmp_path / "outside"
+    write(source / "a" / "b" / "c" / "deep", "deep\n")
+    write(source / "a" / "file", "file\n")
+    write(source / "other", "other\n")
+    write(outside / "incoming" / "sub" / "f", "incoming\n")
+    wait_until_equal(source, destination, 20)
+    (source / "a").rename(source / "renamed")  # directory within the tree
+    (source / "other").rename(source / "renamed" / "b" / "other-moved")  # file across subtrees
+    (outside / "incoming").rename(source / "incoming")  # into the tree
+    (source / "renamed" / "b" / "c").rename(outside / "gone")  # out of the tree
+    write(source / "x", "x\n")
+    write(source / "y", "y\n")
+    (source / "x").rename(source / "y")  # over an existing file
+    wait_until_equal(source, destination, 20)
+    # Changes inside a renamed directory right after its rename land under the new name.
+    (source / "renamed").rename(source / "renamed-again")
+    write(source / "renamed-again" / "b" / "after-rename", "after\n")
+    wait_until_equal(source, destination, 20)
+
+
+def test_directory_created_and_filled_at_once_and_deep_trees(mirror: tuple[Path, Path, Daemon]) -> None:
+    source, destination, _ = mirror
+    deep = source.joinpath(*[f"level{depth}" for depth in range(40)])
+    deep.mkdir(parents=True)
+    write(deep / "bottom", "bottom\n")
+    burst = source / "burst"
+    burst.mkdir()
+    for index in range(200):
+        write(burst / f"sub{index % 10}" / f"file{index}", f"{index}\n")
+    wait_until_equal(source, destination, 30)
+
+
+def test_hostile_file_names_are_files_never_options(mirror: tuple[Path, Path, Daemon]) -> None:
+    source, destination, _ = mirror
+    for name in HOSTILE_NAMES:
+        write(source / name, f"named {name!r}\n")
+        write(source / "dir" / name / name, "nested\n")
+    wait_until_equal(source, destination, 30)
+    for name in HOSTILE_NAMES[:6]:
+        (source / name).rename(source / f"{name}.moved")
+    (source / "--delete").mkdir()
+    wait_until_equal(source, destination, 30)
+
+
+def test_changes_rsync_quick_check_cannot_see(mirror: tuple[Path, Path, Daemon]) -> None:
+    source, destination, _ = mirror
+    target = source / "same-size"
+    write(target, "AAAA")
+    write(source / "truncate-me", "some content\n")
+    (source / "becomes-file").mkdir()
+    write(source / "becomes-file" / "inner", "inner\n")
+    (source / "becomes-link").mkdir()
+    wait_until_equal(source, destination, 20)
+    before = os.stat(target)
+    write(target, "BBBB")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (source / "truncate-me").write_bytes(b"")
+    shutil.rmtree(source / "becomes-file")
+    write(source / "becomes-file", "now a file\n")
+    (source / "becomes-link").rmdir()
+    os.symlink("same-size", source / "becomes-link")
+    os.symlink("/nonexistent/target", source / "dangling")
+    os.chmod(source / "truncate-me", 0o600)
+    wait_until_equal(source, destination, 20)
+    assert (destination / "same-size").read_bytes() == b"BBBB"
+
+
+def test_write_through_a_second_hard_link_name(mirror: tuple[Path, Path, Daemon]) -> None:
+    source, destination, _ = mirror
+    write(source / "first", "one\n")
+    os.link(source / "first", source / "second")
+    wait_until_equal(source, destination, 20)
+    with open(source / "second", "w") as stream:
+        stream.write("two\n")
+    wait_until_equal(source, destination, 20)
+
+
+def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower fs.inotify.max_queued_events")
+    source, destination = trees
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    original = knob.read_text()
+    knob.write_text("64\n")
+    try:
+        daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                        "--delay", "0.1")
+        daemon.start()  # its inotify queue holds 64 events
+    finally:
+        knob.write_text(original)
+    with daemon:
+        for index in range(7):
+            (source / f"d{index}").mkdir()
+        wait_until_equal(source, destination, 20)  # watched now, so the burst below makes events
+        daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
+        try:
+            for index in range(500):
+                write(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
+        finally:
+            daemon.signal(signal.SIGCONT)
+        daemon.wait_log("inotify queue overflowed")
+        wait_until_equal(source, destination, 30)
+
+
+def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "3600")
+    with daemon.start():
+        for index in range(10):
+            write(source / f"pending{index}", f"{index}\n")
+        wait_for(lambda: daemon.status().get("pending", 0) > 0, 10, "changes never became pending")
+        assert daemon.stop() == 0
+    assert differences(source, destination) == []
+
+
+def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write(source / "precious", "keep me\n")
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.1")
+    with daemon.start():
+        source.rename(tmp_path / "source-moved-away")
+        source.mkdir()  # what an unmounted file system looks like
+        status = daemon.wait_state("source-lost")
+        assert "mirror kept" in status["status_line"]
+        daemon.wait_log("syncing stopped so the mirror is not wiped")
+        write(source / "new-but-not-enough", "x")
+        os.unlink(source / "new-but-not-enough")
+        # The source is back (non-empty): syncing resumes with a full sync.
+        (tmp_path / "source-moved-away" / "precious").rename(source / "precious")
+        daemon.wait_state("in-sync", 30)
+        wait_until_equal(source, destination, 20)
+    assert (destination / "precious").read_text() == "keep me\n"
+
+
+def test_refuses_to_start_with_an_empty_source_and_a_full_destination(trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write(destination / "precious", "keep me\n")
+    result = run_pirsyncd("--source", str(source), "--destination", str(destination))
+    assert result.returncode == 65, result.stderr
+    assert "refusing to wipe the mirror" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (destination / "precious").exists()
+
+
+def test_source_root_deleted_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write(source / "a" / "precious", "keep\n")
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.1")
+    with daemon.start():
+        shutil.rmtree(source)
+        daemon.wait_state("source-lost")
+        assert daemon.alive()
+    assert (destination / "a" / "precious").read_text() == "keep\n"

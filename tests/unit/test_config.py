@@ -1,0 +1,147 @@
+"""Config parsing and validation: plain text in, a Config or every problem out."""
+
+from __future__ import annotations
+
+import pytest
+
+from pirsyncd.config import ConfigError, parse, parse_duration, render_sample_config
+from pirsyncd.destination import DAEMON, LOCAL, SSH, DestinationError, parse_destination
+from pirsyncd.options import OPTIONS
+
+MINIMAL = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
+
+
+def problems_of(text: str, **overrides: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "www.conf", overrides)
+    return caught.value.problems
+
+
+def test_minimal_config_takes_defaults() -> None:
+    config = parse(MINIMAL, "www.conf")
+    assert config.source == "/srv/www"
+    assert config.destination.kind == LOCAL
+    assert config.delay == 1.0
+    assert config.initial_sync is True
+    assert config.exclude == ()
+
+
+def test_every_option_has_help_and_example_and_a_config_field() -> None:
+    config = parse(MINIMAL, "www.conf")
+    for option in OPTIONS:
+        assert option.help.endswith((".", ")")), option.key
+        assert option.example, option.key
+        assert hasattr(config, option.key), option.key
+
+
+def test_all_problems_are_reported_at_once_with_file_section_and_key() -> None:
+    text = ("[sync]\nsource = relative/path\ndelay = ten\ntrigger_paths = -3\nbogus = 1\n"
+            "[rsync]\nmax_size = huge\nrsync_flags = --remove-source-files -avn\n[nonsense]\nx = 1\n")
+    problems = problems_of(text)
+    joined = "\n".join(problems)
+    assert "www.conf: [sync] source: is a relative path" in joined
+    assert "www.conf: [sync] delay: not a number of seconds" in joined
+    assert "'ten'" in joined
+    assert "www.conf: [sync] trigger_paths: must be 1 or more" in joined
+    assert "www.conf: [sync] bogus: unknown key" in joined
+    assert "www.conf: [rsync] max_size: not a size" in joined
+    assert "--remove-source-files is not allowed" in joined
+    assert "-n (--dry-run) is not allowed" in joined
+    assert "www.conf: [nonsense]: unknown section" in joined
+    assert "www.conf: [sync] destination: missing" in joined
+
+
+def test_key_in_the_wrong_section_names_the_right_one() -> None:
+    problems = problems_of(MINIMAL + "[rsync]\ndelay = 1\n")
+    assert problems == ["www.conf: [rsync] delay: unknown key; it belongs in [sync]"]
+
+
+@pytest.mark.parametrize("source, destination, fragment", [
+    ("/srv/www", "/srv/www/mirror", "is inside the source"),
+    ("/srv/www/site", "/srv", "is inside the destination"),
+    ("/srv/www", "/srv/www", "is inside the source"),
+])
+def test_source_and_destination_must_not_nest(source: str, destination: str, fragment: str) -> None:
+    problems = problems_of(f"[sync]\nsource = {source}\ndestination = {destination}\n")
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_command_line_overrides_the_file() -> None:
+    config = parse(MINIMAL + "delay = 5\n", "www.conf", {"delay": "0", "exclude": ["*.tmp", "/cache/"]})
+    assert config.delay == 0.0
+    assert config.exclude == ("*.tmp", "/cache/")
+
+
+def test_override_errors_name_the_flag() -> None:
+    problems = problems_of(MINIMAL, delay="-1")
+    assert problems == ["command line: --delay: not a number of seconds (like 1.5, 500ms, 30s, 5m, 6h): '-1'"]
+
+
+def test_multi_line_excludes_and_bad_patterns() -> None:
+    config = parse(MINIMAL + "exclude = *.tmp\n    /cache/\n    .git/\n", "www.conf")
+    assert config.exclude == ("*.tmp", "/cache/", ".git/")
+    problems = problems_of(MINIMAL + "exclude = [unclosed\n")
+    assert problems == ["www.conf: [sync] exclude: pattern '[unclosed' has an unclosed '['"]
+
+
+def test_invalid_ini_and_duplicate_keys_are_one_clear_line() -> None:
+    assert problems_of("source = /x\n")[0].startswith("www.conf: not a valid INI file")
+    assert problems_of(MINIMAL + "delay = 1\ndelay = 2\n")[0].startswith("www.conf: not a valid INI file")
+
+
+def test_password_file_only_with_a_daemon_destination() -> None:
+    problems = problems_of(MINIMAL + "[remote]\npassword_file = /etc/pirsyncd/www.secret\n")
+    assert "only used with an rsync daemon destination" in problems[0]
+
+
+@pytest.mark.parametrize("text, seconds", [("1.5", 1.5), ("500ms", 0.5), ("30s", 30), ("5m", 300),
+                                           ("6h", 21600), ("1d", 86400), ("0", 0)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-1", "1e9999", "1.5.2", "5 minutes"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text, kind, host, module, path", [
+    ("/var/backups/www", LOCAL, "", "", "/var/backups/www"),
+    ("mirror:/srv/www", SSH, "mirror", "", "/srv/www"),
+    ("backup@mirror.example:/srv/www", SSH, "mirror.example", "", "/srv/www"),
+    ("rsync://backup@mirror:8730/www/site", DAEMON, "mirror", "www", "site"),
+    ("backup@mirror::www/site", DAEMON, "mirror", "www", "site"),
+    ("mirror::www", DAEMON, "mirror", "www", ""),
+])
+def test_destinations(text: str, kind: str, host: str, module: str, path: str) -> None:
+    destination = parse_destination(text)
+    assert (destination.kind, destination.host, destination.module, destination.path) == (kind, host, module, path)
+
+
+def test_destination_rsync_targets() -> None:
+    assert parse_destination("/var/backups/www/").rsync_target() == "/var/backups/www/"
+    assert parse_destination("u@h:/srv/www").rsync_target() == "u@h:/srv/www/"
+    assert parse_destination("rsync://u@h:8730/mod/sub").rsync_target() == "rsync://u@h:8730/mod/sub/"
+    assert parse_destination("u@h::mod").rsync_target() == "rsync://u@h/mod/"
+
+
+@pytest.mark.parametrize("text", ["", "relative/dir", "rsync://host", "host::", " /x"])
+def test_bad_destinations(text: str) -> None:
+    with pytest.raises(DestinationError):
+        parse_destination(text)
+
+
+def test_sample_config_parses_and_names_every_key() -> None:
+    sample = render_sample_config()
+    config = parse(sample, "example.conf")
+    assert config.source == "/srv/www"
+    for option in OPTIONS:
+        assert f"{option.key} = " in sample, option.key
+
+
+def test_the_shipped_example_config_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "etc" / "pirsyncd" / "example.conf"
+    assert shipped.read_text() == render_sample_config(), "run: pirsyncd --sample-config > etc/pirsyncd/example.conf"
