@@ -24,6 +24,8 @@ from pirsyncd.statusreport import StatusReport
 
 log = logging.getLogger("pirsyncd")
 
+RENAME = "rename"  # renames replayed over the ssh connection before the transfer
+
 
 def probe_delete_missing_args(rsync_binary: str) -> bool:
     """True when this rsync deletes missing --files-from entries correctly (some builds
@@ -82,9 +84,11 @@ class SyncJob:
             for path in changed:
                 if not os.path.lexists(os.path.join(self.config.source, path)):
                     verify.append(os.path.dirname(path) or ".")
-        runs = []
+        runs: list[tuple[str, list[str]]] = []
+        if self.config.destination.kind == SSH and batch.moves:
+            runs.append((RENAME, [path for move in batch.moves for path in (move.old_path, move.new_path)]))
         if changed or fresh:
-            runs.append((rsync.CHANGES, changed + fresh))
+            runs.append((rsync.CHANGES, list(dict.fromkeys(changed + fresh))))
         if verify:
             runs.append((rsync.VERIFY, sorted(set(verify))))
         if batch.directories:
@@ -92,12 +96,14 @@ class SyncJob:
         return runs
 
     def _replay_moves(self, changed: list[str], fresh: list[str]) -> set[str]:
-        """Rename at a local destination what was renamed at the source; return the new
-        paths renamed. A rename that cannot be replayed exactly is sent instead."""
+        """Rename at the destination what was renamed at the source; return the new paths
+        renamed (to be verified with the quick check). A local rename that cannot be
+        replayed exactly is sent instead; over ssh the renames run remotely first (the
+        RENAME run) and the quick check afterwards sends whatever did not work out."""
         renamed: set[str] = set()
         destination = self.config.destination
         for move in self.batch.moves:
-            done = False
+            done = destination.kind == SSH
             if destination.kind == LOCAL:
                 done = _rename_at(destination.path, move.old_path, move.new_path, move.is_dir)
             if done:
@@ -114,6 +120,12 @@ class SyncJob:
             return None
         self.run_mode, self.run_paths = self.runs.pop(0)
         control = self.control_path if self.config.destination.kind == SSH else None
+        if self.run_mode == RENAME:
+            argv = rsync.build_remote_rename_command(self.config, control)
+            root = self.config.destination.path.rstrip("/") or "/"
+            stdin = rsync.encode_path_list([f"{root}/{path}" for path in self.run_paths], escape_comments=False)
+            self.run = RsyncRun(argv, stdin, self.run_mode)
+            return self.run
         argv = rsync.build_rsync_command(self.config, self.run_mode, control_path=control,
                                          delete_missing_args=self.delete_missing_args)
         if self.config.debug_commands:
@@ -126,10 +138,16 @@ class SyncJob:
         run = self.run
         status = run.finish()
         stderr_tail = run.stderr_tail()
+        if self.run_mode == RENAME:
+            # Whatever did not get renamed is sent by the quick check that follows.
+            if status != 0:
+                log.debug("remote renames exited %d (%s); the quick check sends the rest", status, stderr_tail)
+            self.run = None
+            return rsync.Verdict(rsync.OK, "renamed at the destination")
         output = run.stdout_text.decode(errors="replace")
         if self.run_mode == rsync.CHANGES and rsync.is_broken_delete_missing_args(status, stderr_tail):
             self.switch_to_fallback = True
-        verdict = rsync.classify_exit_status(status, stderr_tail)
+        verdict = rsync.explain(rsync.classify_exit_status(status, stderr_tail), self.config)
         if run.killed_for:
             verdict = rsync.Verdict(rsync.RETRY, f"rsync stopped ({run.killed_for})")
         self.report.run_finished(self.run_mode, len(self.run_paths), run.elapsed(), status, verdict,

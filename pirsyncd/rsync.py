@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 
+from pirsyncd import exitcodes
 from pirsyncd.config import Config
 from pirsyncd.destination import DAEMON, SSH
 
@@ -32,6 +33,7 @@ class Verdict:
     outcome: str
     meaning: str
     fix: str = ""
+    exit_status: int = exitcodes.CONFIG  # for FATAL: how the daemon exits
 
 
 # rsync(1) EXIT VALUES, one row each; anything else is RETRY, logged loudly.
@@ -63,22 +65,25 @@ EXIT_STATUSES: dict[int, Verdict] = {
 }
 
 # stderr texts that mean the destination refused us: retrying cannot fix them.
-_AUTH_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Host key verification failed|No .* host key is known"),
-     "the destination's ssh host key is not known: add it to known_hosts "
-     "(ssh-keyscan HOST >> KNOWN_HOSTS) or set ssh_accept_new_host_key = yes"),
-    (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED"),
-     "the destination's ssh host key changed: check the host, then fix known_hosts"),
-    (re.compile(r"Permission denied \((publickey|password|keyboard)"),
-     "ssh refused the key: put the public key of ssh_identity_file in the destination's authorized_keys"),
-    (re.compile(r"@ERROR: auth failed"),
-     "the rsync daemon refused the password: fix password_file or the user in the destination"),
-    (re.compile(r"@ERROR: Unknown module"),
-     "the rsync daemon has no such module: fix the module name in the destination"),
-    (re.compile(r"@ERROR: access denied"),
-     "the rsync daemon denies this host: fix 'hosts allow' in rsyncd.conf"),
+# The fix may name {host}, {known_hosts}, {module}, {identity} and {password_file}.
+_REFUSALS: tuple[tuple[re.Pattern[str], str, str, int], ...] = (
+    (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED"), "the ssh host key of {host} changed",
+     "check the host, then remove its old key from {known_hosts} (ssh-keygen -R {host} -f {known_hosts})",
+     exitcodes.NO_PERMISSION),
+    (re.compile(r"Host key verification failed|No .* host key is known"), "the ssh host key of {host} is unknown",
+     "add it to {known_hosts} (ssh-keyscan {host} >> {known_hosts}) or set ssh_accept_new_host_key = yes",
+     exitcodes.NO_PERMISSION),
+    (re.compile(r"Permission denied \((publickey|password|keyboard)"), "ssh to {host} was denied: the key was refused",
+     "put the public key of {identity} in the authorized_keys of the destination user", exitcodes.NO_PERMISSION),
+    (re.compile(r"@ERROR: auth failed"), "the rsync daemon on {host} refused the password (auth failed)",
+     "fix the password in {password_file} or the user in the destination", exitcodes.NO_PERMISSION),
+    (re.compile(r"@ERROR: Unknown module"), "the rsync daemon on {host} has no module {module}",
+     "fix the module name in the destination", exitcodes.CONFIG),
+    (re.compile(r"@ERROR: access denied"), "the rsync daemon on {host} denies this host",
+     "allow it with 'hosts allow' in the daemon's rsyncd.conf", exitcodes.NO_PERMISSION),
     (re.compile(r"password file must not be other-accessible|could not open password file"),
-     "password_file must exist and not be readable by others: chmod 600 it"),
+     "rsync refused the password file {password_file}",
+     "it must exist and not be readable by others: chmod 600 {password_file}", exitcodes.CONFIG),
 )
 
 _BROKEN_DELETE_MISSING_ARGS = re.compile(r"invalid file mode 0+ for")
@@ -90,15 +95,36 @@ def classify_exit_status(status: int, stderr_tail: str = "") -> Verdict:
     >>> classify_exit_status(23).outcome
     'partial'
     """
-    for pattern, fix in _AUTH_FAILURES:
+    for pattern, meaning, fix, exit_status in _REFUSALS:
         if status != 0 and pattern.search(stderr_tail):
-            return Verdict(FATAL, "the destination refused the connection", fix)
+            return Verdict(FATAL, meaning, fix, exit_status)
     if status < 0:
         return Verdict(RETRY, f"rsync was killed by signal {-status}")
     known = EXIT_STATUSES.get(status)
     if known is not None:
         return known
     return Verdict(RETRY, f"unknown rsync exit status {status}")
+
+
+def known_hosts_file(config: Config) -> str:
+    """The known_hosts file ssh consults for this config (UserKnownHostsFile or ~/.ssh/known_hosts)."""
+    words = list(config.ssh_options)
+    for index, word in enumerate(words):
+        text = word[2:] if word.startswith("-o") and len(word) > 2 else word
+        key, separator, value = text.replace(" ", "=", 1).partition("=")
+        if key.lower() == "userknownhostsfile" and separator:
+            return value.split()[0]
+        if word == "-o" and index + 1 < len(words) and words[index + 1].lower().startswith("userknownhostsfile"):
+            return words[index + 1].replace(" ", "=", 1).partition("=")[2].split()[0]
+    return os.path.expanduser("~/.ssh/known_hosts")
+
+
+def explain(verdict: Verdict, config: Config) -> Verdict:
+    """Fill in the names a person needs in a refusal's meaning and fix."""
+    names = {"host": config.destination.host or "the destination", "known_hosts": known_hosts_file(config),
+             "module": config.destination.module, "identity": config.ssh_identity_file or "your ssh key",
+             "password_file": config.password_file or "password_file"}
+    return dataclasses.replace(verdict, meaning=verdict.meaning.format(**names), fix=verdict.fix.format(**names))
 
 
 def is_broken_delete_missing_args(status: int, stderr_tail: str) -> bool:
@@ -172,9 +198,24 @@ def build_rsync_command(config: Config, mode: str, *, control_path: str | None =
     return argv
 
 
-def encode_path_list(paths: list[str]) -> bytes:
-    """NUL-terminated paths for --from0, in the file system's own encoding."""
-    return b"".join(os.fsencode(path) + b"\0" for path in paths)
+def build_remote_rename_command(config: Config, control_path: str | None) -> list[str]:
+    """ssh argv that renames (old, new) pairs read NUL-separated from stdin at the destination.
+
+    The remote command is a constant: the paths travel on stdin, never through a shell.
+    """
+    destination = config.destination
+    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
+    return [*remote_shell_words(config, control_path), "--", target, "xargs -0 -r -n 2 mv -T --"]
+
+
+def encode_path_list(paths: list[str], escape_comments: bool = True) -> bytes:
+    """NUL-terminated paths for --from0, in the file system's own encoding.
+
+    rsync skips --files-from entries starting with '#' or ';' as comments, even with
+    --from0, so those get a harmless './' in front.
+    """
+    prefixes = ("#", ";") if escape_comments else ()
+    return b"".join((b"./" if path.startswith(prefixes) else b"") + os.fsencode(path) + b"\0" for path in paths)
 
 
 _STAT_LINES = {

@@ -16,13 +16,17 @@ import contextlib
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 
 from pirsyncd import exitcodes, notify, rsync
 from pirsyncd.config import Config, ConfigError
+from pirsyncd.destination import SSH
 from pirsyncd.events import RESCAN, ROOT_LOST, Change
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex
@@ -60,6 +64,7 @@ class Service:
         self.delete_missing_args = True
         self.hard_links = HardLinkIndex(config.source)
         self.control_path: str | None = None
+        self.control_directory = ""
         self.watchdog_interval = notify.watchdog_interval()
         self.next_watchdog_at = time.monotonic()
 
@@ -91,6 +96,10 @@ class Service:
     def run(self) -> int:
         """Run until stopped; return the exit status."""
         self._install_signals()
+        if self.config.destination.kind == SSH:
+            # One ssh connection shared by all runs (ControlMaster), in a private directory.
+            self.control_directory = tempfile.mkdtemp(prefix="pirsyncd-ssh-")
+            self.control_path = os.path.join(self.control_directory, "%C")
         self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
         if not self.delete_missing_args:
             log.warning("this rsync mishandles --delete-missing-args with --files-from; "
@@ -380,10 +389,9 @@ class Service:
         if job.switch_to_fallback:
             return
         if verdict.outcome == rsync.FATAL and self.stop_deadline is None:
-            log.error("rsync failed: %s; %s. Fix it and start pirsyncd again", verdict.meaning, verdict.fix)
+            log.error("stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
             self.report.state = "failed"
-            auth = "refused" in verdict.meaning
-            self.exit_status = exitcodes.NO_PERMISSION if auth else exitcodes.CONFIG
+            self.exit_status = verdict.exit_status
             return
         self.failures += 1
         backoff = min(self.config.retry_max_interval, 2.0 ** (self.failures - 1))
@@ -445,9 +453,21 @@ class Service:
             run.finish()
         if self.watcher is not None:
             self.watcher.close()
+        if self.control_path is not None:
+            close_shared_connection(self.config, self.control_path)
+            shutil.rmtree(self.control_directory, ignore_errors=True)
         self.report.state = "stopped" if self.report.state != "failed" else "failed"
         self.report.publish(pending=self._pending_count(), force=True)
         self.job = None
+
+
+def close_shared_connection(config: Config, control_path: str) -> None:
+    """Tell the ssh master to exit, so no ssh process outlives the daemon."""
+    destination = config.destination
+    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
+    argv = [*rsync.remote_shell_words(config, control_path), "-O", "exit", "--", target]
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, capture_output=True, timeout=10, check=False)
 
 
 def count_directories(source: str, roots: set[str]) -> int:

@@ -69,8 +69,7 @@ class StatusReport:
         self.publish(pending, force=True)
 
     def retrying(self, verdict: rsync.Verdict, next_retry: float) -> None:
-        if self.state != "initial-sync":
-            self.state = "retrying"
+        self.state = "retrying"
         self.next_retry = next_retry
         if self.retry_since is None:
             self.retry_since = time.time()

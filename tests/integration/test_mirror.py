@@ -15,7 +15,7 @@ from tests.support.trees import differences, wait_for, wait_until_equal
 HOSTILE_NAMES = [
     "-e sh", "--delete", "-rf", "with space", "new\nline", "quote'single", 'quote"double', "star*",
     "question?", "[bracket]", "back\\slash", "unicodé 日本 🚀", "x" * 255, "é" * 127, " leading space",
-    "trailing space ", ".hidden", "tab\tname",
+    "trailing space ", ".hidden", "tab\tname", "#hash", ";semicolon",
 ]
 
 

@@ -103,8 +103,8 @@ def test_moves_pair_by_cookie_and_the_tree_follows_directory_renames() -> None:
 
 def test_unpaired_moves_are_moves_in_and_out() -> None:
     tree, translator = make_tree()
-    changes = translator.feed([Event(1, IN_MOVED_TO | IN_ISDIR, 5, "incoming"), Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"),
-                               Event(1, IN_MOVED_TO, 8, "file-in")])
+    changes = translator.feed([Event(1, IN_MOVED_TO | IN_ISDIR, 5, "incoming"),
+                               Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"), Event(1, IN_MOVED_TO, 8, "file-in")])
     assert changes == [Change(CREATED_DIR, "incoming", True), Change(CHANGED, "file-in")]
     assert translator.finish_unpaired() == [Change(REMOVED, "a", True)]
     assert sorted(translator.watches_to_remove) == [2, 3]
@@ -112,7 +112,7 @@ def test_unpaired_moves_are_moves_in_and_out() -> None:
 
 
 def test_overflow_root_loss_and_lost_watches() -> None:
-    tree, translator = make_tree()
+    _, translator = make_tree()
     assert translator.feed([Event(-1, IN_Q_OVERFLOW, 0, "")]) == [Change(RESCAN)]
     assert translator.feed([Event(4, IN_IGNORED, 0, "")]) == [Change(LOST_WATCH, "c", True)]
     assert translator.feed([Event(1, IN_MOVE_SELF, 0, "")]) == [Change(ROOT_LOST)]
@@ -222,6 +222,8 @@ def test_hostile_paths_only_ever_reach_stdin() -> None:
     assert not set(paths) & set(argv)
     assert rsync.encode_path_list(paths) == b"-e sh\0--delete-this\0new\nline\0"
     assert rsync.encode_path_list(["latin1-\udce9"]) == b"latin1-\xe9\0"
+    # rsync would skip these as comments
+    assert rsync.encode_path_list(["#hash", ";semi", "a#b"]) == b"./#hash\0./;semi\0a#b\0"
 
 
 @pytest.mark.parametrize("status, outcome", [
