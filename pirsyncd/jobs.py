@@ -53,17 +53,20 @@ class SyncJob:
     """Runs one batch; ``start_next_run`` returns the next RsyncRun or None when done."""
 
     def __init__(self, config: Config, batch: Batch, delete_missing_args: bool, report: StatusReport,
-                 control_path: str | None = None, hard_links: HardLinkIndex | None = None) -> None:
+                 control_path: str | None = None, hard_links: HardLinkIndex | None = None,
+                 changed_inodes: set[tuple[int, int]] | None = None) -> None:
         self.config = config
         self.batch = batch
         self.report = report
         self.control_path = control_path
         self.hard_links = hard_links
+        self.changed_inodes = changed_inodes or set()
         self.delete_missing_args = delete_missing_args
         self.run: RsyncRun | None = None
         self.run_mode = ""
         self.run_paths: list[str] = []
         self.switch_to_fallback = False
+        self.vanished = False
         self.runs: list[tuple[str, list[str]]] = self._plan()
 
     def _plan(self) -> list[tuple[str, list[str]]]:
@@ -73,7 +76,7 @@ class SyncJob:
         changed = list(batch.changed)
         if self.hard_links is not None:
             # A write through one name of a hard-linked file changes its other names too.
-            changed += self.hard_links.other_names(changed)
+            changed += self.hard_links.other_names(changed, self.changed_inodes)
         fresh = list(batch.fresh_dirs)
         verify: list[str] = []
         renamed = self._replay_moves(changed, fresh)
@@ -84,6 +87,7 @@ class SyncJob:
             for path in changed:
                 if not os.path.lexists(os.path.join(self.config.source, path)):
                     verify.append(os.path.dirname(path) or ".")
+        changed, fresh = _without_missing_parents(self.config.source, changed, fresh)
         runs: list[tuple[str, list[str]]] = []
         if self.config.destination.kind == SSH and batch.moves:
             runs.append((RENAME, [path for move in batch.moves for path in (move.old_path, move.new_path)]))
@@ -154,6 +158,41 @@ class SyncJob:
                                  rsync.parse_stats(output), stderr_tail, output)
         self.run = None
         return verdict
+
+
+def _without_missing_parents(source: str, changed: list[str], fresh: list[str]) -> tuple[list[str], list[str]]:
+    """Replace paths whose parent directory is gone from the source by their topmost
+    missing ancestor: rsync reports a missing implied directory as 'vanished' (24)
+    instead of deleting it, while the ancestor itself is deleted as a missing argument."""
+    is_directory: dict[str, bool] = {"": True, ".": True}
+
+    def directory(relative: str) -> bool:
+        known = is_directory.get(relative)
+        if known is None:
+            try:
+                known = stat.S_ISDIR(os.lstat(os.path.join(source, relative)).st_mode)
+            except OSError:
+                known = False
+            is_directory[relative] = known
+        return known
+
+    def fix(path: str) -> tuple[str, bool]:
+        parent = os.path.dirname(path)
+        if directory(parent):
+            return path, False
+        components = path.split("/")
+        for depth in range(1, len(components)):
+            if not directory("/".join(components[:depth])):
+                return "/".join(components[:depth]), True
+        return path, False
+
+    fixed_changed: list[str] = []
+    fixed_fresh: list[str] = []
+    for paths, target in ((changed, fixed_changed), (fresh, fixed_fresh)):
+        for path in paths:
+            replacement, moved_up = fix(path)
+            (fixed_changed if moved_up else target).append(replacement)
+    return fixed_changed, fixed_fresh
 
 
 def _rename_at(root: str, old_path: str, new_path: str, is_dir: bool) -> bool:

@@ -11,7 +11,7 @@ under the new name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pirsyncd.events import CHANGED, CREATED_DIR, MOVED, REMOVED, Change
 
@@ -205,14 +205,15 @@ class Pending:
         self._reset()
         return batch
 
-    def put_back(self, batch: Batch, now: float) -> None:
-        """Return a batch that did not make it, so nothing is forgotten."""
+    def put_back(self, batch: Batch, now: float, exists: Callable[[str], bool] = lambda path: True) -> None:
+        """Return a batch that did not make it, so nothing is forgotten. ``exists`` tells
+        changed paths from removed ones (a removed directory subsumes what is below it)."""
         if batch.full:
             self.request_full_sync()
             self._touch(now)
             return
         for path in batch.changed:
-            self.add(Change(CHANGED, path), now)
+            self.add(Change(CHANGED, path) if exists(path) else Change(REMOVED, path, True), now)
         for path in batch.fresh_dirs:
             self.add(Change(CREATED_DIR, path, True), now)
         for move in batch.moves:

@@ -4,13 +4,22 @@ blocking, watched through a pidfd so the main loop learns of its exit by select.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import time
 
+_PR_SET_PDEATHSIG = 1
 _OUTPUT_LIMIT = 256 * 1024
 _STDERR_TAIL = 4096
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when pirsyncd dies, even by SIGKILL, so no
+    orphaned rsync keeps writing to the destination while a restarted daemon syncs it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class RsyncRun:
@@ -23,7 +32,8 @@ class RsyncRun:
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            close_fds=True, start_new_session=True)  # our signals are ours; we stop rsync ourselves
+            close_fds=True, start_new_session=True,  # our signals are ours; we stop rsync ourselves
+            preexec_fn=_die_with_parent)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self.stdin = self.process.stdin
         self.stdout = self.process.stdout

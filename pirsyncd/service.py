@@ -19,6 +19,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,7 @@ class Service:
         self.job: SyncJob | None = None
         self.retry_at: float | None = None
         self.failures = 0
+        self.vanished_in_a_row = 0
         self.next_full_sync_at: float | None = None
         self.source_lost_reason: str | None = None
         self.source_check_at: float | None = None
@@ -63,6 +65,7 @@ class Service:
         self.received_signals: list[int] = []
         self.delete_missing_args = True
         self.hard_links = HardLinkIndex(config.source)
+        self.changed_inodes: set[tuple[int, int]] = set()
         self.control_path: str | None = None
         self.control_directory = ""
         self.watchdog_interval = notify.watchdog_interval()
@@ -210,6 +213,16 @@ class Service:
                 if not change.old_path:
                     return
                 change = Change("removed", change.old_path, change.is_dir)
+        if change.kind == "changed" and not change.is_dir:
+            # Remember which inode a multi-link file had when it changed: its other names
+            # must be sent too, even if this name points elsewhere by the time we send.
+            try:
+                status = os.lstat(os.path.join(self.config.source, change.path))
+            except OSError:
+                pass
+            else:
+                if status.st_nlink > 1 and stat.S_ISREG(status.st_mode):
+                    self.changed_inodes.add((status.st_dev, status.st_ino))
         self.pending.add(change, now)
 
     def _drain_signal_socket(self) -> None:
@@ -237,10 +250,11 @@ class Service:
         if self.stop_deadline is not None and now >= self.stop_deadline:
             self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
             return
-        if self.stop_deadline is not None and self.job is None and (not self.pending or self.retry_at):
+        if (self.stop_deadline is not None and self.job is None
+                and (not self.pending or self.retry_at or self.source_lost_reason)):
             if self.pending:
-                log.warning("stopping with %d changes not sent (the destination is failing); "
-                            "the next start runs a full sync", self._pending_count())
+                log.warning("stopping with %d changes not sent (%s); the next start runs a full sync",
+                            self._pending_count(), self.source_lost_reason or "the destination is failing")
             self.exit_status = exitcodes.OK
             return
         run = self.job.run if self.job else None
@@ -250,6 +264,13 @@ class Service:
                       self.config.time_limit)
             run.stop("time limit")
         if self.next_full_sync_at is not None and now >= self.next_full_sync_at:
+            if self.watcher is not None and self.watcher.unwatched:
+                self.watcher.retry_unwatched()
+                self.report.watched_dirs = self.watcher.watched_count
+                if not self.watcher.unwatched:
+                    log.info("every directory is watched again")
+                    self.report.warning = None
+                    self._limit_reported = False
             log.info("periodic full sync")
             self.pending.request_full_sync()
             self.pending.last_change_at = self.pending.first_change_at = now
@@ -326,7 +347,9 @@ class Service:
                 self._lose_source(str(problem))
                 return
         self.job = SyncJob(self.config, batch, self.delete_missing_args, self.report,
-                           control_path=self.control_path, hard_links=self.hard_links)
+                           control_path=self.control_path, hard_links=self.hard_links,
+                           changed_inodes=self.changed_inodes)
+        self.changed_inodes = set()
         self.report.job_started(batch)
         self._next_run()
 
@@ -364,6 +387,10 @@ class Service:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(stream)
         verdict = self.job.finish_run()
+        if verdict.outcome == rsync.VANISHED:
+            # Files vanished while rsync ran: their events are queued, but send the batch's
+            # paths again too rather than trust that.
+            self.job.vanished = True
         if verdict.outcome in (rsync.OK, rsync.VANISHED):
             self._next_run()
             return
@@ -375,7 +402,14 @@ class Service:
     def _finish_job(self) -> None:
         assert self.job is not None
         job, self.job = self.job, None
-        self.report.job_succeeded(job, self._pending_count())
+        self.vanished_in_a_row = self.vanished_in_a_row + 1 if job.vanished else 0
+        if job.vanished and not job.batch.full:
+            if self.vanished_in_a_row >= 3:
+                log.warning("files keep vanishing during batches: a full sync follows")
+                self.pending.request_full_sync()
+            else:
+                self.pending.put_back(job.batch, time.monotonic(), self._source_has)
+        self.report.job_succeeded(job, self._pending_count(), complete=not job.vanished)
         if job.batch.full:
             self._schedule_full_resync()
         self.retry_at = None
@@ -385,7 +419,7 @@ class Service:
         assert self.job is not None
         job, self.job = self.job, None
         now = time.monotonic()
-        self.pending.put_back(job.batch, now)
+        self.pending.put_back(job.batch, now, self._source_has)
         if job.switch_to_fallback:
             return
         if verdict.outcome == rsync.FATAL and self.stop_deadline is None:
@@ -426,6 +460,9 @@ class Service:
         self._schedule_full_resync()
         log.info("reloaded the configuration from %s", new.origin)
         notify.send("READY=1", f"STATUS={self.report.status_line()}")
+
+    def _source_has(self, path: str) -> bool:
+        return os.path.lexists(os.path.join(self.config.source, path))
 
     def _begin_stop(self, why: str) -> None:
         if self.stop_deadline is not None:

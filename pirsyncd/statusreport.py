@@ -60,8 +60,9 @@ class StatusReport:
         if self.state not in ("initial-sync", "retrying", "source-lost"):
             self.state = "syncing"
 
-    def job_succeeded(self, job: SyncJob, pending: int) -> None:
-        self.synced_seq = max(self.synced_seq, job.batch.change_seq)
+    def job_succeeded(self, job: SyncJob, pending: int, complete: bool = True) -> None:
+        if complete:
+            self.synced_seq = max(self.synced_seq, job.batch.change_seq)
         self.last_success = time.time()
         self.next_retry = None
         self.retry_since = None

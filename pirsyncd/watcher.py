@@ -114,6 +114,17 @@ class Watcher:
         self.unwatched.discard(relative)
         return True
 
+    def retry_unwatched(self) -> None:
+        """Try again to watch what could not be watched (the limit may have been raised)."""
+        for relative in sorted(self.unwatched):
+            if relative == "" or self.tree.find(relative) is not None:
+                continue
+            parent = self.tree.find(relative.rpartition("/")[0])
+            if parent is not None and self._add_watch(relative):
+                self._watch_below(relative)
+        if not self.unwatched:
+            self.limit_reached = False
+
     def _note_unwatched(self, relative: str, error: OSError) -> None:
         if relative not in self.unwatched:
             self.unwatched.add(relative)

@@ -37,6 +37,8 @@ def churn(tmp_path: Path, seed: int, profile: str, operations: int, rounds: int 
             wait_until_equal(source, destination, 120)
         except AssertionError as error:
             raise AssertionError(f"{workload.report()}\n{error}\n--- daemon log:\n{daemon.log()[-4000:]}") from None
+        # Settled too: every change seen is confirmed sent, not retried forever.
+        daemon.wait_synced(60)
         assert daemon.alive(), daemon.log()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pirsyncd import rsync
@@ -249,3 +251,13 @@ def test_refusals_are_fatal_with_a_fix(stderr: str) -> None:
 def test_stats_parsing() -> None:
     output = "Number of regular files transferred: 1,204\nTotal bytes sent: 12,345,678\n"
     assert rsync.parse_stats(output) == {"files_transferred": 1204, "bytes_sent": 12345678}
+
+
+def test_paths_under_a_vanished_directory_become_that_directory(tmp_path: Path) -> None:
+    from pirsyncd.jobs import _without_missing_parents
+
+    (tmp_path / "kept").mkdir()
+    changed, fresh = _without_missing_parents(str(tmp_path), ["kept/file", "gone/deeper/file", "gone"],
+                                              ["gone/new-dir", "kept/new-dir"])
+    assert changed == ["kept/file", "gone", "gone", "gone"]
+    assert fresh == ["kept/new-dir"]

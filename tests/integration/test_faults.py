@@ -1,0 +1,201 @@
+"""Faults: the mirror converges afterwards, and nothing is wiped on the way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Daemon
+from tests.support.trees import differences, wait_for, wait_until_equal
+from tests.support.workload import Workload
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, sysctls)")
+
+
+def write(path: Path, data: str | bytes = "data\n") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def start(tmp_path: Path, source: Path, destination: Path, *extra: str) -> Daemon:
+    return Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                  "--delay", "0.1", "--retry-max-interval", "2", *extra).start()
+
+
+@contextmanager
+def mounted(*mount_arguments: str, target: Path) -> Iterator[None]:
+    subprocess.run(["mount", *mount_arguments, str(target)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workload = Workload(source, 77, "mixed", outside)
+    workload.run(100)
+    daemon = start(tmp_path, source, destination)
+    workload.run(150)
+    daemon.kill()
+    workload.run(150)  # while nothing watches
+    restarted = Daemon(tmp_path / "daemon2", "--source", str(source), "--destination", str(destination),
+                       "--delay", "0.1").start()
+    with restarted:
+        workload.run(100)
+        try:
+            wait_until_equal(source, destination, 60)
+        except AssertionError as error:
+            raise AssertionError(f"{workload.report()}\n{error}") from None
+
+
+@needs_root
+def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write(source / "before", "before\n")
+    with start(tmp_path, source, destination) as daemon:
+        wait_until_equal(source, destination, 20)
+        subprocess.run(["mount", "--bind", str(destination), str(destination)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(destination)], check=True)
+            write(source / "during" / "file", "during\n")
+            status = daemon.wait_state("retrying", 30)
+            assert status["last_error"]["rsync_status"] != 0
+            assert status["pending"] > 0
+        finally:
+            subprocess.run(["umount", "-l", str(destination)], check=False)
+        wait_until_equal(source, destination, 30)
+        assert daemon.status()["state"] == "in-sync" or daemon.wait_state("in-sync")
+
+
+@needs_root
+def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", target=destination), \
+            start(tmp_path, source, destination) as daemon:
+        for index in range(4):
+            write(source / f"big{index}", os.urandom(1024 * 1024))
+        status = daemon.wait_state("retrying", 30)
+        assert status["last_error"]["rsync_status"] in (11, 12, 23), status
+        daemon.wait_log("rsync status")
+        subprocess.run(["mount", "-o", "remount,size=64m", str(destination)], check=True)
+        wait_until_equal(source, destination, 30)
+
+
+@needs_root
+def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    (source / "locked").mkdir()
+    write(source / "free", "free\n")
+    with start(tmp_path, source, destination) as daemon:
+        wait_until_equal(source, destination, 20)
+        target = destination / "locked"
+        subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
+            write(source / "locked" / "cannot-land-yet", "x\n")
+            write(source / "free-2", "lands at once\n")
+            wait_for(lambda: (destination / "free-2").exists(), 20, "the writable part was not sent")
+            wait_for(lambda: (daemon.status().get("last_error") or {}).get("rsync_status") == 23, 20,
+                     lambda: f"no status 23 reported: {daemon.status()}")
+        finally:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+        wait_until_equal(source, destination, 30)
+
+
+def test_vanished_files_status_24_are_sent_again(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """A fake rsync that exits 24 without sending anything the first time a batch runs."""
+    source, destination = trees
+    marker = tmp_path / "fake-rsync-done"
+    fake = tmp_path / "fake-rsync"
+    fake.write_text(f"""#!/bin/sh
+case " $* " in
+  *" --ignore-times "*)
+    if [ ! -e {marker} ]; then touch {marker}; cat >/dev/null; echo "file has vanished" >&2; exit 24; fi ;;
+esac
+exec rsync "$@"
+""")
+    fake.chmod(0o755)
+    with start(tmp_path, source, destination, "--rsync-binary", str(fake)) as daemon:
+        write(source / "first", "1\n")
+        wait_until_equal(source, destination, 20)
+        assert marker.exists()
+        assert "status 24" in daemon.log()
+
+
+def test_source_root_renamed_away_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write(source / "a" / "precious", "keep\n")
+    with start(tmp_path, source, destination) as daemon:
+        wait_until_equal(source, destination, 20)
+        source.rename(tmp_path / "elsewhere")
+        status = daemon.wait_state("source-lost")
+        assert "source" in status["status_line"]
+        shutil.rmtree(tmp_path / "elsewhere" / "a")  # must not reach the mirror
+        (tmp_path / "elsewhere").rename(source)
+        write(source / "b", "b\n")
+        daemon.wait_state("in-sync", 30)
+    assert differences(source, destination) == []
+
+
+def test_a_file_still_being_written_when_the_delay_expires(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    with Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                "--delay", "0").start() as daemon:
+        chunk = os.urandom(256 * 1024)
+        with open(source / "growing", "wb") as stream:
+            for index in range(40):
+                stream.write(chunk)
+                stream.flush()
+                if index == 5:
+                    wait_for(lambda: (destination / "growing").exists(), 20, "no early batch of the file")
+        wait_until_equal(source, destination, 20)
+        daemon.wait_synced()
+
+
+@needs_root
+def test_watch_limit_reached_keeps_mirroring_by_full_syncs(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    for index in range(40):
+        (source / f"dir{index}").mkdir()
+    knob = Path("/proc/sys/fs/inotify/max_user_watches")
+    original = knob.read_text()
+    in_use = sum(_inotify_watches(fdinfo) for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"))
+    knob.write_text(f"{in_use + 10}\n")
+    try:
+        daemon = start(tmp_path, source, destination, "--full-resync-interval", "1")
+    finally:
+        knob.write_text(original)
+    with daemon:
+        daemon.wait_log("fs.inotify.max_user_watches")
+        assert "sysctl -w fs.inotify.max_user_watches=" in daemon.log()
+        assert "unwatched" in (daemon.status().get("warning") or "")
+        for index in range(40):
+            write(source / f"dir{index}" / "late", f"{index}\n")
+        wait_until_equal(source, destination, 30)
+        assert daemon.alive()
+
+
+def _inotify_watches(fdinfo: Path) -> int:
+    try:
+        return sum(1 for line in fdinfo.read_text().splitlines() if line.startswith("inotify wd:"))
+    except OSError:
+        return 0
+
+
+def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "3600").start()
+    daemon.signal(signal.SIGTERM)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.stop(timeout=20) == 0
