@@ -92,6 +92,11 @@ class WatchTree:
             parent = self.find(parent_path)
             if parent is None:
                 raise KeyError(parent_path)
+            stale = self.by_wd.get(wd)
+            if stale is not None and self._is_within(parent, stale):
+                # The map says this directory contains its own parent: it is stale.
+                self.detach(stale)
+                raise KeyError(parent_path)
             existing = parent.children.get(name) if parent.children else None
             if existing is not None and existing.wd == wd:
                 return existing
@@ -101,6 +106,18 @@ class WatchTree:
             if parent.children is None:
                 parent.children = {}
             parent.children[name] = node
+        self.by_wd[wd] = node
+        return node
+
+    def add_child(self, parent: WatchedDir, name: str, wd: int) -> WatchedDir:
+        """Register a new watch for directory ``name`` in ``parent`` (a fast path for scans)."""
+        node = WatchedDir(wd, name, parent)
+        if parent.children is None:
+            parent.children = {}
+        existing = parent.children.get(name)
+        if existing is not None:
+            self.detach(existing)
+        parent.children[name] = node
         self.by_wd[wd] = node
         return node
 
@@ -125,7 +142,8 @@ class WatchTree:
         node = self.find(old_path)
         new_parent_path, _, new_name = new_path.rpartition("/")
         new_parent = self.find(new_parent_path)
-        if node is None or node.parent is None or new_parent is None:
+        if node is None or node.parent is None or new_parent is None or self._is_within(new_parent, node):
+            # The last case cannot happen on disk; it means our map is stale: rebuild that part.
             return False
         replaced = new_parent.children.get(new_name) if new_parent.children else None
         if replaced is not None and replaced is not node:
@@ -138,6 +156,15 @@ class WatchTree:
             new_parent.children = {}
         new_parent.children[new_name] = node
         return True
+
+    @staticmethod
+    def _is_within(node: WatchedDir, ancestor: WatchedDir) -> bool:
+        current: WatchedDir | None = node
+        while current is not None:
+            if current is ancestor:
+                return True
+            current = current.parent
+        return False
 
     def walk(self) -> Iterator[WatchedDir]:
         if self.root is None:

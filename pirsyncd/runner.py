@@ -6,18 +6,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 _PR_SET_PDEATHSIG = 1
+_SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux, always in Debian
 _OUTPUT_LIMIT = 256 * 1024
 _STDERR_TAIL = 4096
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when pirsyncd dies, even by SIGKILL, so no
-    orphaned rsync keeps writing to the destination while a restarted daemon syncs it."""
+    """In the child before exec, where setpriv is missing: SIGKILL when pirsyncd dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -30,10 +31,14 @@ class RsyncRun:
         self.argv = argv
         self.label = label
         self.started_at = time.monotonic()
+        # rsync must die with pirsyncd, even by SIGKILL, so no orphan keeps writing to the
+        # destination while a restarted daemon syncs it: setpriv sets the parent-death signal
+        # and lets Popen use vfork; a preexec_fn would force a slow fork of the whole daemon.
+        prefix = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             close_fds=True, start_new_session=True,  # our signals are ours; we stop rsync ourselves
-            preexec_fn=_die_with_parent)
+            preexec_fn=None if _SETPRIV else _die_with_parent)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self.stdin = self.process.stdin
         self.stdout = self.process.stdout

@@ -63,7 +63,7 @@ class Service:
         self.stop_deadline: float | None = None
         self.exit_status: int | None = None
         self.received_signals: list[int] = []
-        self.delete_missing_args = True
+        self.delete_missing_args: bool | None = None
         self.hard_links = HardLinkIndex(config.source)
         self.changed_inodes: set[tuple[int, int]] = set()
         self.control_path: str | None = None
@@ -103,10 +103,6 @@ class Service:
             # One ssh connection shared by all runs (ControlMaster), in a private directory.
             self.control_directory = tempfile.mkdtemp(prefix="pirsyncd-ssh-")
             self.control_path = os.path.join(self.control_directory, "%C")
-        self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
-        if not self.delete_missing_args:
-            log.warning("this rsync mishandles --delete-missing-args with --files-from; "
-                        "deletions are sent by re-checking their parent directories instead")
         try:
             self._start_watching()
         except OSError as error:
@@ -339,6 +335,12 @@ class Service:
         if due is None or (now < due and self.stop_deadline is None):
             return
         batch = self.pending.take(self.report.change_seq)
+        if self.delete_missing_args is None and not batch.full:
+            # Probed at the first batch rather than at start, to keep the start quick.
+            self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
+            if not self.delete_missing_args:
+                log.warning("this rsync mishandles --delete-missing-args with --files-from; "
+                            "deletions are sent by re-checking their parent directories instead")
         if batch.full:
             try:
                 check_source(self.config)
@@ -346,7 +348,7 @@ class Service:
                 self.pending.put_back(batch, now)
                 self._lose_source(str(problem))
                 return
-        self.job = SyncJob(self.config, batch, self.delete_missing_args, self.report,
+        self.job = SyncJob(self.config, batch, self.delete_missing_args is not False, self.report,
                            control_path=self.control_path, hard_links=self.hard_links,
                            changed_inodes=self.changed_inodes)
         self.changed_inodes = set()

@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # the Debian package carries its own copy
 from pirsyncd.events import (
     CREATED_DIR,
     LOST_WATCH,
+    MOVED,
     REMOVED,
     WATCH_MASK,
     Change,
@@ -48,6 +49,7 @@ class Watcher:
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched: set[str] = set()  # directories we could not watch
+        self.unresolved: set[str] = set()  # new directories gone before we could watch them
         self.limit_reached = False
 
     def fileno(self) -> int:
@@ -69,6 +71,7 @@ class Watcher:
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched.clear()
+        self.unresolved.clear()
         self.limit_reached = False
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
         self.tree.add(wd, "")
@@ -79,22 +82,39 @@ class Watcher:
 
     def _watch_below(self, relative: str) -> None:
         """Watch every directory below an already watched one (iterative, depth first)."""
-        stack = [relative]
+        start = self.tree.find(relative)
+        if start is None:
+            return
+        stack = [(relative, start)]
+        add_watch, excluder, by_wd = self.inotify.add_watch, self.excluder, self.tree.by_wd
         while stack:
-            parent = stack.pop()
+            parent, node = stack.pop()
+            absolute = self._absolute(parent)
             try:
-                with os.scandir(self._absolute(parent)) as entries:
+                with os.scandir(absolute) as entries:
                     subdirectories = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
             except OSError as error:
                 if error.errno not in (errno.ENOENT, errno.ENOTDIR):
                     self._note_unwatched(parent, error)
                 continue
             for name in subdirectories:
-                path = join(parent, name)
-                if self.excluder and self.excluder.excludes(path, True):
+                path = f"{parent}/{name}" if parent else name
+                if excluder and excluder.excludes(path, True):
                     continue
-                if self._add_watch(path):
-                    stack.append(path)
+                try:
+                    wd = add_watch(f"{absolute}/{name}", WATCH_MASK)
+                except OSError as error:
+                    if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        self._note_unwatched(path, error)
+                    continue
+                if wd in by_wd:
+                    # Seen before (a stale entry, or a directory met twice): take the careful path.
+                    if self._add_watch(path):
+                        child = self.tree.find(path)
+                        if child is not None:
+                            stack.append((path, child))
+                    continue
+                stack.append((path, self.tree.add_child(node, name, wd)))
 
     def _add_watch(self, relative: str) -> bool:
         try:
@@ -139,21 +159,27 @@ class Watcher:
         events = [Event(*event) for event in self.inotify.read(timeout=0)]
         if not events:
             return []
-        changes = self.translator.feed(events)
+        result: list[Change] = []
+        for event in events:
+            self._handle(self.translator.feed((event,)), result)
         if self.translator.unpaired_moves:
             # A MOVED_TO may still be on its way: look once more before calling it a move out.
             more = [Event(*event) for event in self.inotify.read(timeout=0)]
             events += more
-            changes += self.translator.feed(more)
-            changes += self.translator.finish_unpaired()
+            for event in more:
+                self._handle(self.translator.feed((event,)), result)
+            self._handle(self.translator.finish_unpaired(), result)
         if self.debug_events:
             for event in events:
                 log.debug("inotify event wd=%d mask=%#x cookie=%d name=%r", *event)
+        return result
+
+    def _handle(self, changes: list[Change], result: list[Change]) -> None:
+        """Act on changes in kernel order, so each one meets the tree as it was then."""
         for wd in self.translator.watches_to_remove:
             with contextlib.suppress(OSError):  # already gone with its directory
                 self.inotify.rm_watch(wd)
         self.translator.watches_to_remove.clear()
-        result = []
         for change in changes:
             if change.kind == LOST_WATCH:
                 # The watch vanished while the directory may still exist (e.g. an unmount below
@@ -163,8 +189,30 @@ class Watcher:
                     change = Change(CREATED_DIR, change.path, True)
                 else:
                     change = Change(REMOVED, change.path, True)
-            elif (change.kind == CREATED_DIR and not (self.excluder and self.excluder.excludes(change.path, True))
-                  and self._add_watch(change.path)):
-                self._watch_below(change.path)
+            elif change.kind == CREATED_DIR:
+                self._watch_new_directory(change.path)
+            elif change.kind == MOVED and change.is_dir:
+                self._follow_unresolved(change.old_path, change.path)
+            elif change.kind == REMOVED and change.is_dir:
+                self._follow_unresolved(change.path, None)
             result.append(change)
-        return result
+
+    def _watch_new_directory(self, path: str) -> None:
+        if self.excluder and self.excluder.excludes(path, True):
+            return
+        if self._add_watch(path):
+            self._watch_below(path)
+        elif not os.path.lexists(self._absolute(path)) and len(self.unresolved) < 10000:
+            # Gone already: renamed (with an ancestor, or itself) by an event still queued,
+            # or deleted. Keep its name to follow that event.
+            self.unresolved.add(path)
+
+    def _follow_unresolved(self, old_path: str, new_path: str | None) -> None:
+        """A directory moved or vanished: new directories not yet watched below it move too."""
+        if not self.unresolved:
+            return
+        prefix = old_path + "/"
+        for path in [p for p in self.unresolved if p == old_path or p.startswith(prefix)]:
+            self.unresolved.discard(path)
+            if new_path is not None:
+                self._watch_new_directory(new_path + path[len(old_path):])
