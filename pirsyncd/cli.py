@@ -26,7 +26,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one clear line, exit 64, no traceback
+    def error(self, message: str) -> Any:  # one clear line, exit 78, no traceback
         raise UsageError(f"{message} (see pirsyncd --help)")
 
 
@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
         epilog="Also: 'pirsyncd status [NAME]' and 'pirsyncd wait NAME [--timeout S]'. "
-               "Exit statuses: 0 ok, 64 usage, 65 refused to wipe the destination, 66 source missing, "
-               "71 inotify unavailable, 77 destination refused authentication, 78 configuration error.")
+               "Exit statuses: 0 ok, 65 refused to wipe the destination, 66 source missing, "
+               "71 inotify unavailable, 77 destination refused authentication, 78 configuration or command-line error.")
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
     parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")

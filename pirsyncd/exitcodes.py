@@ -1,7 +1,7 @@
 """Exit statuses, from sysexits.h where one fits, so scripts and systemd units can tell them apart."""
 
 OK = 0
-USAGE = 64  # EX_USAGE: the command line is wrong
+USAGE = 78  # the command line is configuration too: EX_CONFIG, so systemd does not restart-loop on it
 REFUSED_WIPE = 65  # EX_DATAERR: the source is empty and the destination is not
 NO_SOURCE = 66  # EX_NOINPUT: the source is missing or not a directory
 UNAVAILABLE = 69  # EX_UNAVAILABLE: the daemon is not running (status, wait)

@@ -66,6 +66,7 @@ class SyncJob:
         self.run_mode = ""
         self.run_paths: list[str] = []
         self.switch_to_fallback = False
+        self.renamed_away: set[str] = set()  # old names already renamed at the destination
         self.vanished = False
         self.runs: list[tuple[str, list[str]]] = self._plan()
 
@@ -87,6 +88,7 @@ class SyncJob:
             for path in changed:
                 if not os.path.lexists(os.path.join(self.config.source, path)):
                     verify.append(os.path.dirname(path) or ".")
+        changed = self._without_renamed_away(changed)
         changed, fresh = _without_missing_parents(self.config.source, changed, fresh)
         runs: list[tuple[str, list[str]]] = []
         if self.config.destination.kind == SSH and batch.moves:
@@ -113,10 +115,20 @@ class SyncJob:
             if done:
                 renamed.add(move.new_path)
                 renamed.discard(move.old_path)
+                if destination.kind == LOCAL:
+                    self.renamed_away.add(move.old_path)
             else:
                 renamed.discard(move.new_path)
                 (fresh if move.is_dir else changed).append(move.new_path)
         return renamed
+
+    def _without_renamed_away(self, paths: list[str]) -> list[str]:
+        """Old names renamed at the destination need no deletion run (unless reused since)."""
+        if not self.renamed_away:
+            return paths
+        source = self.config.source
+        return [path for path in paths
+                if path not in self.renamed_away or os.path.lexists(os.path.join(source, path))]
 
     def start_next_run(self) -> RsyncRun | None:
         if not self.runs:
@@ -146,6 +158,12 @@ class SyncJob:
             # Whatever did not get renamed is sent by the quick check that follows.
             if status != 0:
                 log.debug("remote renames exited %d (%s); the quick check sends the rest", status, stderr_tail)
+            else:
+                # Every old name is gone at the destination: drop runs that would only delete it.
+                self.renamed_away.update(move.old_path for move in self.batch.moves)
+                self.runs = [(mode, self._without_renamed_away(paths) if mode == rsync.CHANGES else paths)
+                             for mode, paths in self.runs]
+                self.runs = [(mode, paths) for mode, paths in self.runs if paths]
             self.run = None
             return rsync.Verdict(rsync.OK, "renamed at the destination")
         output = run.stdout_text.decode(errors="replace")

@@ -336,11 +336,7 @@ class Service:
             return
         batch = self.pending.take(self.report.change_seq)
         if self.delete_missing_args is None and not batch.full:
-            # Probed at the first batch rather than at start, to keep the start quick.
-            self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
-            if not self.delete_missing_args:
-                log.warning("this rsync mishandles --delete-missing-args with --files-from; "
-                            "deletions are sent by re-checking their parent directories instead")
+            self._probe_rsync()
         if batch.full:
             try:
                 check_source(self.config)
@@ -354,6 +350,14 @@ class Service:
         self.changed_inodes = set()
         self.report.job_started(batch)
         self._next_run()
+
+    def _probe_rsync(self) -> None:
+        # Done once, after the initial sync (or before the first batch), not before the initial
+        # sync: it would delay the start.
+        self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
+        if not self.delete_missing_args:
+            log.warning("this rsync mishandles --delete-missing-args with --files-from; "
+                        "deletions are sent by re-checking their parent directories instead")
 
     def _next_run(self) -> None:
         assert self.job is not None
@@ -412,6 +416,8 @@ class Service:
             else:
                 self.pending.put_back(job.batch, time.monotonic(), self._source_has)
         self.report.job_succeeded(job, self._pending_count(), complete=not job.vanished)
+        if self.delete_missing_args is None:
+            self._probe_rsync()
         if job.batch.full:
             self._schedule_full_resync()
         self.retry_at = None

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.daemon import run_pirsyncd
 
-EX_USAGE, EX_CONFIG = 64, 78
+EX_USAGE = EX_CONFIG = 78  # a command line is configuration too
 
 # (case, config text with {src}/{dst}/{tmp} placeholders or raw bytes, expected message fragments)
 CONFIG_CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [

@@ -199,3 +199,47 @@ def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path
     daemon.signal(signal.SIGTERM)
     daemon.signal(signal.SIGTERM)
     assert daemon.stop(timeout=20) == 0
+
+
+def fake_rsync(tmp_path: Path, name: str, body: str) -> Path:
+    """A small stand-in for rsync (wired in with --rsync-binary) for faults real rsync cannot
+    be made to show on demand; it runs the real rsync for everything else."""
+    fake = tmp_path / name
+    fake.write_text("#!/bin/bash\n" + body + '\nexec rsync "$@"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def test_rsync_builds_with_broken_delete_missing_args_fall_back(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """Some rsync builds fail --delete-missing-args with --files-from ('invalid file mode 00'):
+    deletions then go by re-checking the parent directories, and still reach the mirror."""
+    source, destination = trees
+    broken = fake_rsync(tmp_path, "broken-rsync", """
+for argument in "$@"; do
+  if [ "$argument" = --delete-missing-args ]; then
+    echo "invalid file mode 00 for ghost [Receiver]" >&2; exit 2
+  fi
+done""")
+    for index in range(5):
+        write(source / "dir" / f"f{index}", f"{index}\n")
+    with start(tmp_path, source, destination, "--rsync-binary", str(broken)) as daemon:
+        (source / "dir" / "f1").unlink()
+        shutil.rmtree(source / "dir")
+        write(source / "kept", "kept\n")
+        wait_until_equal(source, destination, 30)
+        assert "mishandles --delete-missing-args" in daemon.log()
+
+
+def test_a_hung_rsync_is_killed_at_the_time_limit_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    marker = tmp_path / "hung-once"
+    hanging = fake_rsync(tmp_path, "hanging-rsync", f"""
+case " $* " in
+  *" --ignore-times "*)
+    if [ ! -e {marker} ]; then touch {marker}; exec sleep 3600; fi ;;
+esac""")
+    with start(tmp_path, source, destination, "--rsync-binary", str(hanging), "--time-limit", "1") as daemon:
+        write(source / "after-the-hang", "sent on retry\n")
+        wait_until_equal(source, destination, 30)
+        assert marker.exists()
+        assert "rsync ran longer than time_limit" in daemon.log()

@@ -1,0 +1,218 @@
+"""The two contenders, started the same way: a fresh run directory, the logging rsync wrapper as
+their rsync binary, foreground, stopped with SIGTERM by PID.
+
+Command building is pure (``pirsyncd_command``, ``lsyncd_config``); ``start_daemon`` is the only
+place that starts a process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+
+from bench import measure
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
+LSYNCD = "/usr/bin/lsyncd"
+DAEMON_NAMES = ("pirsyncd", "lsyncd")
+
+
+@dataclasses.dataclass(frozen=True)
+class SshTarget:
+    """A loopback sshd the benchmark started (see bench/sshd.py)."""
+
+    user: str
+    host: str
+    port: int
+    identity_file: str
+    known_hosts_file: str
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"UserKnownHostsFile": self.known_hosts_file, "StrictHostKeyChecking": "yes",
+                "BatchMode": "yes", "IdentitiesOnly": "yes"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One daemon run: where things are and how it is configured."""
+
+    run_dir: str
+    source: str
+    destination_path: str  # the destination as a local path, also for ssh (loopback)
+    wrapper: str
+    rsync_log: str
+    status_file: str
+    delay: float
+    ssh: SshTarget | None = None
+
+    @property
+    def destination(self) -> str:
+        if self.ssh is None:
+            return self.destination_path
+        return f"{self.ssh.user}@{self.ssh.host}:{self.destination_path}"
+
+
+def pirsyncd_command(setup: Setup) -> list[str]:
+    """The pirsyncd argv, e.g. ``python -m pirsyncd --source S --destination D --delay 0
+    --rsync-binary W --status-file F``."""
+    argv = [VENV_PYTHON, "-m", "pirsyncd", "--source", setup.source, "--destination", setup.destination,
+            "--delay", format_seconds(setup.delay), "--rsync-binary", setup.wrapper,
+            "--status-file", setup.status_file]
+    if setup.ssh is not None:
+        ssh_options = " ".join(f"-o {key}={value}" for key, value in setup.ssh.options.items())
+        argv += ["--ssh-port", str(setup.ssh.port), "--ssh-identity-file", setup.ssh.identity_file,
+                 "--ssh-options", ssh_options]
+    return argv
+
+
+def lsyncd_config(setup: Setup) -> str:
+    """The Lua config: default.rsync (local) or default.rsyncssh, lsyncd's defaults otherwise.
+
+    >>> print(lsyncd_config(Setup("/r", "/r/src", "/r/dst", "/r/w", "/r/w.log", "", 0)).splitlines()[3])
+    sync { default.rsync, source = "/r/src/", target = "/r/dst/", delay = 0,
+    """
+    lines = ["settings {", f"    logfile = {lua_string(os.path.join(setup.run_dir, 'lsyncd.log'))},", "}"]
+    rsync_table = f"rsync = {{ binary = {lua_string(setup.wrapper)} }}"
+    if setup.ssh is None:
+        lines.append(f"sync {{ default.rsync, source = {lua_string(setup.source + '/')}, "
+                     f"target = {lua_string(setup.destination_path + '/')}, "
+                     f"delay = {format_seconds(setup.delay)},")
+        lines.append(f"    {rsync_table} }}")
+    else:
+        options = ", ".join(f"{key} = {lua_string(value)}" for key, value in setup.ssh.options.items())
+        lines.append(f"sync {{ default.rsyncssh, source = {lua_string(setup.source + '/')}, "
+                     f"host = {lua_string(setup.ssh.user + '@' + setup.ssh.host)}, "
+                     f"targetdir = {lua_string(setup.destination_path + '/')}, "
+                     f"delay = {format_seconds(setup.delay)},")
+        lines.append(f"    {rsync_table},")
+        identity = lua_string(setup.ssh.identity_file)
+        lines.append(f"    ssh = {{ port = {setup.ssh.port}, identityFile = {identity},"
+                     f" options = {{ {options} }} }} }}")
+    return "\n".join(lines) + "\n"
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+class DaemonNotReady(RuntimeError):
+    """The daemon exited or did not report a synced mirror in time."""
+
+
+class RunningDaemon:
+    """A started daemon: its process, when it started and how to tell it is ready."""
+
+    def __init__(self, name: str, setup: Setup, argv: list[str]) -> None:
+        self.name = name
+        self.setup = setup
+        self.output_path = os.path.join(setup.run_dir, f"{name}.out")
+        with open(self.output_path, "wb") as output:
+            self.started_at = time.time()
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
+                                            stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        self.pid = self.process.pid
+
+    def output_tail(self, size: int = 2000) -> str:
+        with open(self.output_path, "rb") as output:
+            return output.read()[-size:].decode(errors="replace")
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise DaemonNotReady(f"{self.name} exited with status {self.process.returncode}:\n"
+                                 f"{self.output_tail()}")
+
+    def wait_ready(self, timeout: float) -> float:
+        """Wait until the daemon says the initial mirror is done; return that moment (epoch).
+
+        pirsyncd: the status file's ``updated`` when it first shows state ``in-sync``.
+        lsyncd: the end of its first successful rsync run (the startup sync), from the wrapper log;
+        lsyncd adds its watches before that run, so it is watching by then.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.name == "pirsyncd":
+                status = read_json(self.setup.status_file)
+                if status is not None and status.get("state") == "in-sync":
+                    return float(status.get("updated") or time.time())
+            else:
+                runs = measure.read_rsync_log(self.setup.rsync_log).finished
+                if any(run.status == 0 for run in runs):
+                    return min(run.end for run in runs if run.status == 0)
+            time.sleep(0.005)
+        raise DaemonNotReady(f"{self.name} not in sync after {timeout:g} s:\n{self.output_tail()}")
+
+    def probe(self, name: str, timeout: float) -> float:
+        """Write a small file into the source and return seconds until it is at the destination."""
+        content = os.urandom(64)
+        with open(os.path.join(self.setup.source, name), "wb") as probe_file:
+            probe_file.write(content)
+        written_at = time.time()
+        target = os.path.join(self.setup.destination_path, name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if measure.read_bytes(target) == content:
+                    return time.time() - written_at
+            except FileNotFoundError:
+                pass
+            self.check_alive()
+            time.sleep(0.002)
+        raise DaemonNotReady(f"{self.name}: probe {name} not mirrored after {timeout:g} s:\n"
+                             f"{self.output_tail()}")
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM by PID, then wait; SIGKILL only if it does not stop. Waits for the rsync runs
+        it left behind (wrapper PIDs) too."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait()
+        deadline = time.monotonic() + 30
+        while measure.read_rsync_log(self.setup.rsync_log).running_pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for wrapper_pid in measure.read_rsync_log(self.setup.rsync_log).running_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(wrapper_pid, signal.SIGTERM)
+        return self.process.returncode
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as json_file:
+            return json.load(json_file)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # not written yet, or caught mid-rewrite
+
+
+def start_daemon(name: str, setup: Setup) -> RunningDaemon:
+    if name == "pirsyncd":
+        return RunningDaemon(name, setup, pirsyncd_command(setup))
+    config_path = os.path.join(setup.run_dir, "lsyncd.lua")
+    with open(config_path, "w", encoding="utf-8") as config_file:
+        config_file.write(lsyncd_config(setup))
+    return RunningDaemon(name, setup, [LSYNCD, "-nodaemon", config_path])
+
+
+def pirsyncd_available() -> str | None:
+    """None when ``python -m pirsyncd --help`` works, else why not."""
+    result = subprocess.run([VENV_PYTHON, "-m", "pirsyncd", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode == 0:
+        return None
+    return (result.stderr or result.stdout).strip().splitlines()[-1:][0] if (result.stderr or result.stdout) \
+        else f"exit status {result.returncode}"

@@ -1,0 +1,391 @@
+"""Workloads W1-W5 of issue 8. Each takes a started, ready daemon (a :class:`Session`) and returns
+a flat dict of figures; ``floor_*`` functions measure one plain ``rsync -a`` of the same tree.
+
+Figure names end in their unit: ``_ms``, ``_s``, ``_mib``, ``_per_s``; plain counts have none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+from inotify_simple import INotify
+from inotify_simple import flags as inotify_flags
+
+from bench import measure
+from bench.daemons import RunningDaemon, Setup, SshTarget, start_daemon
+
+WRAPPER_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rsync-wrapper")
+REAL_RSYNC = "/usr/bin/rsync"
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Workload sizes; ``QUICK`` keeps the whole run to seconds for CI."""
+
+    w1_files: int = 50
+    w1_interval: float = 0.2
+    w2_dirs: int = 1000
+    w2_files_per_dir: int = 10
+    w3_top_dirs: int = 100
+    w3_subdirs: int = 199       # 100 + 100 * 199 = 20,000 directories
+    w3_files_per_dir: int = 5   # 5 * 20,000 = 100,000 files
+    w4_files: int = 200
+    w4_file_size: int = MIB     # 200 MiB
+    w5_window: float = 10.0
+    w5_settle: float = 2.0
+    timeout: float = 300.0
+
+
+FULL = Scale()
+QUICK = Scale(w1_files=5, w1_interval=0.05, w2_dirs=20, w2_files_per_dir=5, w3_top_dirs=5,
+              w3_subdirs=9, w3_files_per_dir=2, w4_files=5, w4_file_size=256 * 1024,
+              w5_window=1.0, w5_settle=0.3, timeout=60.0)
+LARGE = dataclasses.replace(FULL, w3_top_dirs=200, w3_subdirs=499, w3_files_per_dir=10, timeout=1800.0)
+
+
+@dataclasses.dataclass
+class Session:
+    """A daemon started on a fresh source/destination pair and ready (initial sync done)."""
+
+    daemon: RunningDaemon
+    setup: Setup
+    ready_at: float
+    probe_s: float
+
+
+@contextlib.contextmanager
+def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeout: float,
+                   populate: Callable[[str], None] | None = None, ssh: SshTarget | None = None,
+                   keep: bool = False) -> Iterator[Session]:
+    run_dir = tempfile.mkdtemp(prefix=f"pirsyncd-bench-{label}-{daemon_name}-", dir=root)
+    source = os.path.join(run_dir, "src")
+    destination = os.path.join(run_dir, "dst")
+    os.mkdir(source)
+    os.mkdir(destination)
+    with open(os.path.join(source, "seed"), "wb") as seed:
+        seed.write(b"seed\n")  # pirsyncd rightly refuses to mirror an empty source
+    if populate is not None:
+        populate(source)
+    wrapper = os.path.join(run_dir, "rsync-wrapper")
+    shutil.copy2(WRAPPER_TEMPLATE, wrapper)
+    setup = Setup(run_dir, source, destination, wrapper, wrapper + ".log",
+                  os.path.join(run_dir, "status.json"), delay, ssh)
+    daemon = start_daemon(daemon_name, setup)
+    try:
+        ready_at = daemon.wait_ready(timeout)
+        probe_s = daemon.probe("bench-probe-ready", timeout)
+        yield Session(daemon, setup, ready_at, probe_s)
+    finally:
+        daemon.stop()
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# -- tree builders -----------------------------------------------------------------------------
+
+def write_file(path: str, content: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(content)
+
+
+def unique_block(index: int, size: int, noise: bytes) -> bytes:
+    """``size`` bytes, different for every index, cheap to make."""
+    header = f"{index:012d}\n".encode()
+    return header + noise[: size - len(header)]
+
+
+def build_many_dirs(root: str, top_dirs: int, subdirs: int, files_per_dir: int, file_size: int = 100) -> None:
+    noise = os.urandom(file_size)
+    index = 0
+    for top in range(top_dirs):
+        top_path = os.path.join(root, f"t{top:04d}")
+        os.mkdir(top_path)
+        for sub in [None, *range(subdirs)]:
+            directory = top_path if sub is None else os.path.join(top_path, f"s{sub:04d}")
+            if sub is not None:
+                os.mkdir(directory)
+            for number in range(files_per_dir):
+                write_file(os.path.join(directory, f"f{number}"), unique_block(index, file_size, noise))
+                index += 1
+
+
+# -- floors ------------------------------------------------------------------------------------
+
+def plain_rsync_command(source_dir: str, destination_dir: str, ssh: SshTarget | None,
+                        control_path: str | None = None) -> list[str]:
+    """``rsync -a SRC/ DST/``, or over ssh
+    ``rsync -a -e 'ssh -p PORT -i KEY -o...' SRC/ root@127.0.0.1:DST/`` (through an open
+    ControlMaster connection when ``control_path`` is given)."""
+    if ssh is None:
+        return [REAL_RSYNC, "-a", source_dir + "/", destination_dir + "/"]
+    return [REAL_RSYNC, "-a", "-e", shlex.join(ssh_words(ssh, control_path)), source_dir + "/",
+            f"{ssh.user}@{ssh.host}:{destination_dir}/"]
+
+
+def ssh_words(ssh: SshTarget, control_path: str | None = None) -> list[str]:
+    words = ["ssh", "-p", str(ssh.port), "-i", ssh.identity_file]
+    words += [f"-o{key}={value}" for key, value in ssh.options.items()]
+    return words + (["-S", control_path] if control_path else [])
+
+
+def timed_rsync(source_dir: str, destination_dir: str, ssh: SshTarget | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(plain_rsync_command(source_dir, destination_dir, ssh), check=True)
+    return time.perf_counter() - started
+
+
+def floor_copy(source: str, scratch_root: str, ssh: SshTarget | None = None) -> dict[str, float]:
+    """One plain ``rsync -a SRC/ DST/`` of the final tree into an empty directory."""
+    destination = tempfile.mkdtemp(prefix="pirsyncd-bench-floor-", dir=scratch_root)
+    try:
+        return {"floor_s": timed_rsync(source, destination, ssh)}
+    finally:
+        shutil.rmtree(destination, ignore_errors=True)
+
+
+def floor_one_file(scratch_root: str, ssh: SshTarget | None = None, repeats: int = 7) -> dict[str, float]:
+    """W1's floor: a plain ``rsync -a`` of a directory holding one new 4 KiB file, from starting
+    rsync until inotify shows the file complete at the destination (median). rsync's own exit
+    comes tens of milliseconds later (it polls for its children), so its wall time would overstate
+    the floor. Over ssh also ``floor_shared_ssh_ms``: the same through an ssh connection that is
+    already open (ControlMaster), the floor for a daemon that keeps one."""
+    floors = {"floor_ms": one_file_arrival_ms(scratch_root, ssh, None, repeats)}
+    if ssh is not None:
+        control_directory = tempfile.mkdtemp(prefix="pirsyncd-bench-ssh-", dir=scratch_root)
+        control_path = os.path.join(control_directory, "master")
+        master = subprocess.Popen([*ssh_words(ssh), "-M", "-S", control_path, "-N", f"{ssh.user}@{ssh.host}"],
+                                  stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while subprocess.run([*ssh_words(ssh, control_path), "-O", "check", f"{ssh.user}@{ssh.host}"],
+                                 capture_output=True, check=False).returncode != 0:
+                if time.monotonic() > deadline or master.poll() is not None:
+                    raise RuntimeError("ssh ControlMaster for the shared-connection floor did not start")
+                time.sleep(0.05)
+            floors["floor_shared_ssh_ms"] = one_file_arrival_ms(scratch_root, ssh, control_path, repeats)
+        finally:
+            os.kill(master.pid, signal.SIGTERM)
+            master.wait(10)
+            shutil.rmtree(control_directory, ignore_errors=True)
+    return floors
+
+
+def one_file_arrival_ms(scratch_root: str, ssh: SshTarget | None, control_path: str | None,
+                        repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        work = tempfile.mkdtemp(prefix="pirsyncd-bench-floor-", dir=scratch_root)
+        try:
+            source = os.path.join(work, "src")
+            destination = os.path.join(work, "dst")
+            os.mkdir(source)
+            os.mkdir(destination)
+            write_file(os.path.join(source, "one"), os.urandom(4096))
+            with INotify() as inotify:
+                inotify.add_watch(destination, inotify_flags.CLOSE_WRITE | inotify_flags.MOVED_TO)
+                started = time.perf_counter()
+                rsync = subprocess.Popen(plain_rsync_command(source, destination, ssh, control_path))
+                arrived = float("nan")
+                while arrived != arrived and inotify.fd in select.select([inotify.fd], [], [], 10)[0]:
+                    if any(event.name == "one" for event in inotify.read(timeout=0)):
+                        arrived = time.perf_counter() - started
+                rsync.wait()
+            timings.append(arrived)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return measure.median(timings) * 1000
+
+
+# -- W1 latency --------------------------------------------------------------------------------
+
+def w1_latency(session: Session, scale: Scale) -> dict[str, float]:
+    """One 4 KiB file every interval, written plainly then written-then-renamed; latency from the
+    close (or rename) to the moment inotify on the destination shows the full content there."""
+    figures: dict[str, float] = {"probe_ms": session.probe_s * 1000}
+    destination = session.setup.destination_path
+    with INotify() as inotify:
+        inotify.add_watch(destination, inotify_flags.CLOSE_WRITE | inotify_flags.MOVED_TO)
+        for phase in ("plain", "renamed"):
+            latencies, written_at = measure_arrivals(session, inotify, phase, scale)
+            runs = measure.read_rsync_log(session.setup.rsync_log).finished
+            # Reaction time: from the close/rename to the start of the next rsync run (the wrapper's
+            # first line), which separates the daemon's own delay from rsync's time.
+            dispatch = [min((run.start for run in runs if run.start >= moment), default=float("nan")) - moment
+                        for moment in written_at]
+            figures[f"{phase}_dispatch_p50_ms"] = measure.percentile(dispatch, 0.5) * 1000
+            figures[f"{phase}_p50_ms"] = measure.percentile(latencies, 0.5) * 1000
+            figures[f"{phase}_p90_ms"] = measure.percentile(latencies, 0.9) * 1000
+            figures[f"{phase}_max_ms"] = max(latencies, default=float("nan")) * 1000
+            figures[f"{phase}_missing"] = scale.w1_files - len(latencies)
+    return figures
+
+
+def measure_arrivals(session: Session, inotify: INotify, phase: str, scale: Scale
+                     ) -> tuple[list[float], list[float]]:
+    """Write the files of one phase; return (latencies of those that arrived, when each was written)."""
+    source = session.setup.source
+    destination = session.setup.destination_path
+    expected: dict[str, tuple[bytes, float]] = {}
+    arrived: dict[str, float] = {}
+    next_write = time.monotonic()
+    deadline = float("inf")
+    written = 0
+    while len(arrived) < scale.w1_files and time.monotonic() < deadline:
+        now = time.monotonic()
+        if written < scale.w1_files and now >= next_write:
+            name = f"{phase}-{written:03d}"
+            content = os.urandom(4096)
+            if phase == "plain":
+                write_file(os.path.join(source, name), content)
+            else:
+                write_file(os.path.join(source, f".{name}.tmp"), content)
+                os.rename(os.path.join(source, f".{name}.tmp"), os.path.join(source, name))
+            expected[name] = (content, time.time())
+            written += 1
+            next_write += scale.w1_interval
+            if written == scale.w1_files:
+                deadline = time.monotonic() + 30
+            continue
+        wait = (next_write if written < scale.w1_files else deadline) - now
+        ready, _, _ = select.select([inotify.fd], [], [], max(0.0, wait))
+        if not ready:
+            continue
+        seen_at = time.time()
+        for event in inotify.read(timeout=0):
+            if event.name in expected and event.name not in arrived:
+                content, written_at = expected[event.name]
+                try:
+                    if measure.read_bytes(os.path.join(destination, event.name)) == content:
+                        arrived[event.name] = seen_at - written_at
+                except FileNotFoundError:
+                    pass
+    return list(arrived.values()), [written_at for _content, written_at in expected.values()]
+
+
+# -- W2 burst ----------------------------------------------------------------------------------
+
+def w2_burst(session: Session, scale: Scale) -> dict[str, float]:
+    """dirs x files x 4 KiB created as fast as possible; seconds from the first mkdir until the
+    destination is identical, rsync runs, bytes the rsync runs wrote, daemon CPU and peak RSS."""
+    source = session.setup.source
+    pid = session.daemon.pid
+    cpu_before = measure.cpu_seconds(pid)
+    noise = os.urandom(4096)
+    started = time.time()
+    index = 0
+    for number in range(scale.w2_dirs):
+        directory = os.path.join(source, f"burst{number:04d}")
+        os.mkdir(directory)
+        for file_number in range(scale.w2_files_per_dir):
+            write_file(os.path.join(directory, f"f{file_number}"), unique_block(index, 4096, noise))
+            index += 1
+    burst_done = time.time()
+    converged_at, runs = measure.wait_converged(source, session.setup.destination_path,
+                                                session.setup.rsync_log, started, scale.timeout)
+    return {
+        "converge_s": (converged_at - started) if converged_at else float("nan"),
+        "burst_s": burst_done - started,
+        "rsync_runs": len(runs),
+        "rsync_wchar_mib": sum(run.wchar for run in runs) / MIB,
+        "daemon_cpu_s": measure.cpu_seconds(pid) - cpu_before,
+        "peak_rss_mib": measure.peak_rss_mib(pid),
+        "identical": float(measure.trees_identical(source, session.setup.destination_path)),
+    }
+
+
+# -- W3 startup --------------------------------------------------------------------------------
+
+def w3_populate(scale: Scale) -> Callable[[str], None]:
+    return lambda source: build_many_dirs(source, scale.w3_top_dirs, scale.w3_subdirs, scale.w3_files_per_dir)
+
+
+def w3_startup(session: Session, scale: Scale) -> dict[str, float]:
+    """Seconds from starting the daemon until the mirror is complete (end of the last rsync run)
+    and the daemon says so; then the latency of a probe file (proof that it watches)."""
+    daemon = session.daemon
+    runs = measure.read_rsync_log(session.setup.rsync_log).finished
+    synced_at = max((run.end for run in runs if run.end <= session.ready_at + 0.001),
+                    default=session.ready_at)
+    longest = max((run for run in runs if run.start <= session.ready_at), key=lambda run: run.end - run.start,
+                  default=None)
+    return {
+        "ready_s": max(session.ready_at, synced_at) - daemon.started_at,
+        "synced_s": synced_at - daemon.started_at,
+        # When the initial full rsync started: the daemon's own start-up work (imports, watches).
+        "full_sync_start_s": (longest.start - daemon.started_at) if longest else float("nan"),
+        "probe_ms": session.probe_s * 1000,
+        "rsync_runs": sum(run.start <= session.ready_at for run in runs),
+        "daemon_cpu_s": measure.cpu_seconds(daemon.pid),
+        "peak_rss_mib": measure.peak_rss_mib(daemon.pid),
+        "identical": float(measure.trees_identical(session.setup.source, session.setup.destination_path)),
+    }
+
+
+# -- W4 rename ---------------------------------------------------------------------------------
+
+def w4_populate(scale: Scale) -> Callable[[str], None]:
+    def populate(source: str) -> None:
+        os.mkdir(os.path.join(source, "data"))
+        for number in range(scale.w4_files):
+            write_file(os.path.join(source, "data", f"blob{number:04d}"), os.urandom(scale.w4_file_size))
+    return populate
+
+
+def w4_rename(session: Session, scale: Scale) -> dict[str, float]:
+    """Rename the mirrored directory; seconds to converge, bytes the rsync runs wrote (see the
+    wrapper) and how many destination files kept their inode (moved rather than re-sent)."""
+    source = session.setup.source
+    destination = session.setup.destination_path
+    old_inodes = {entry.stat().st_ino for entry in os.scandir(os.path.join(destination, "data"))}
+    started = time.time()
+    os.rename(os.path.join(source, "data"), os.path.join(source, "data-renamed"))
+    converged_at, runs = measure.wait_converged(source, destination, session.setup.rsync_log, started,
+                                                scale.timeout)
+    renamed = os.path.join(destination, "data-renamed")
+    kept = 0
+    if os.path.isdir(renamed):
+        kept = sum(entry.stat().st_ino in old_inodes for entry in os.scandir(renamed))
+    wchar = sum(run.wchar for run in runs)
+    return {
+        "converge_s": (converged_at - started) if converged_at else float("nan"),
+        "rsync_runs": len(runs),
+        "rsync_wchar_mib": wchar / MIB,
+        "wchar_pct_of_tree": 100 * wchar / (scale.w4_files * scale.w4_file_size),
+        "inodes_kept": kept,
+        "identical": float(measure.trees_identical(source, destination)),
+    }
+
+
+# -- W5 idle -----------------------------------------------------------------------------------
+
+def w5_populate(source: str) -> None:
+    build_many_dirs(source, 10, 9, 10)
+
+
+def w5_idle(session: Session, scale: Scale) -> dict[str, float]:
+    """No changes for the window: the daemon's CPU time (all threads, schedstat) and context
+    switches per second (each wake-up of a sleeping thread is one voluntary switch)."""
+    pid = session.daemon.pid
+    time.sleep(scale.w5_settle)
+    runs_before = len(measure.read_rsync_log(session.setup.rsync_log).finished)
+    before = measure.read_activity(pid)
+    started = time.monotonic()
+    time.sleep(scale.w5_window)
+    after = measure.read_activity(pid)
+    elapsed = time.monotonic() - started
+    return {
+        "cpu_ms": (after.runtime_ns - before.runtime_ns) / 1e6,
+        "wakeups_per_s": (after.context_switches - before.context_switches) / elapsed,
+        "rsync_runs": len(measure.read_rsync_log(session.setup.rsync_log).finished) - runs_before,
+    }
