@@ -126,7 +126,7 @@ class Pending:
             return
         kind = change.kind
         if kind == MOVED:
-            self._add_move(change)
+            self._add_move(change, now)
         else:
             node = self._node(change.path)
             if node is not None:
@@ -142,7 +142,24 @@ class Pending:
         if self.count > self.full_sync_threshold:
             self.request_full_sync()
 
-    def _add_move(self, change: Change) -> None:
+    def _subsumed(self, path: str) -> bool:
+        """True when a new or removed directory above ``path`` already covers it."""
+        node = self._root
+        for name in path.split("/")[:-1]:
+            if node.children is None or name not in node.children:
+                return False
+            node = node.children[name]
+            if node.flags & (FLAG_FRESH | FLAG_REMOVED):
+                return True
+        return False
+
+    def _add_move(self, change: Change, now: float) -> None:
+        if self._subsumed(change.old_path):
+            # The old name lies in a directory that is new or gone at the destination: nothing
+            # there can be renamed; send the new name whole.
+            self.add(Change(CREATED_DIR if change.is_dir else CHANGED, change.path, change.is_dir), now)
+            self.add(Change(REMOVED, change.old_path, change.is_dir), now)
+            return
         old_parent_path, _, old_name = change.old_path.rpartition("/")
         old_parent = self._node(old_parent_path, create=False)
         moved: _Node | None = None
@@ -169,10 +186,16 @@ class Pending:
         moved.name, moved.parent = new_name, new_parent
         new_parent.children[new_name] = moved
         self.count += sum(1 for child in _walk(moved) if child.flags)
-        if moved.flags & FLAG_FRESH:
-            return  # never reached the destination: nothing to rename there
+        if moved.flags & (FLAG_FRESH | FLAG_CHANGED):
+            return  # its content is sent anyway: renaming the old copy first gains nothing
         self._set_flags(moved, moved.flags | FLAG_MOVED)
-        self.moves.append(Move(change.old_path, change.path, change.is_dir))
+        last = self.moves[-1] if self.moves else None
+        if last is not None and last.new_path == change.old_path and last.is_dir == change.is_dir:
+            self.moves[-1] = Move(last.old_path, change.path, change.is_dir)  # a -> b -> c is a -> c
+        else:
+            self.moves.append(Move(change.old_path, change.path, change.is_dir))
+        if len(self.moves) > self.full_sync_threshold:
+            self.request_full_sync()
 
     def request_full_sync(self) -> None:
         """Forget the individual paths: the next sync sends everything."""
@@ -212,18 +235,28 @@ class Pending:
             self.request_full_sync()
             self._touch(now)
             return
+        def again(path: str, change: Change) -> None:
+            self.add(change if exists(path) else Change(REMOVED, path, True), now)
+
         for path in batch.changed:
-            self.add(Change(CHANGED, path) if exists(path) else Change(REMOVED, path, True), now)
+            again(path, Change(CHANGED, path))
         for path in batch.fresh_dirs:
-            self.add(Change(CREATED_DIR, path, True), now)
+            again(path, Change(CREATED_DIR, path, True))
         for move in batch.moves:
             # Renames not replayed at the destination: send both ends instead.
             self.add(Change(REMOVED, move.old_path, move.is_dir), now)
-            self.add(Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir), now)
+            again(move.new_path, Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir))
         for path in batch.moved_paths:
-            self.add(Change(CREATED_DIR, path, True), now)
+            again(path, Change(CREATED_DIR, path, True))
         for path in batch.directories:
-            self.add(Change(CHANGED, path, True), now)
+            again(path, Change(CHANGED, path, True))
+        # Pending renames of paths this batch should have sent: the destination's copy under
+        # the old name is stale, so the new name must be sent in full, not renamed.
+        unsent = set(batch.changed) | set(batch.fresh_dirs) | set(batch.moved_paths)
+        for move in self.moves:
+            components = move.old_path.split("/")
+            if any("/".join(components[:depth]) in unsent for depth in range(1, len(components) + 1)):
+                self.add(Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir), now)
 
 
 def _walk(node: _Node) -> Iterator[_Node]:

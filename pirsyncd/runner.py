@@ -50,6 +50,7 @@ class RsyncRun:
         self.stdout_text = bytearray()
         self.stderr_text = bytearray()
         self.killed_for: str | None = None
+        self.stopped_at = 0.0
         if not stdin_data:
             self._close_stdin()
 
@@ -104,6 +105,7 @@ class RsyncRun:
     def stop(self, reason: str) -> None:
         """Ask rsync to stop (SIGTERM); ``kill()`` if it does not."""
         self.killed_for = reason
+        self.stopped_at = time.monotonic()
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
 

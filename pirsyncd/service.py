@@ -34,13 +34,14 @@ from pirsyncd.hardlinks import HardLinkIndex
 from pirsyncd.jobs import SyncJob, probe_delete_missing_args
 from pirsyncd.pending import Pending
 from pirsyncd.runner import RsyncRun
-from pirsyncd.safety import SourceProblem, check_source
+from pirsyncd.safety import SourceProblem, check_source, preflight
 from pirsyncd.statusreport import StatusReport
 from pirsyncd.watcher import Watcher
 
 log = logging.getLogger("pirsyncd")
 
 SOURCE_RECHECK_INTERVAL = 5.0
+KILL_GRACE = 10.0  # seconds a stopped rsync gets before SIGKILL
 UNWATCHED_RESYNC_INTERVAL = 60.0
 
 
@@ -57,6 +58,9 @@ class Service:
         self.retry_at: float | None = None
         self.failures = 0
         self.vanished_in_a_row = 0
+        self.rewatch_needed = False
+        self.unwatched_seen = 0
+        self.held: str | None = None  # why syncing waits for the operator (max_delete)
         self.next_full_sync_at: float | None = None
         self.source_lost_reason: str | None = None
         self.source_check_at: float | None = None
@@ -86,11 +90,18 @@ class Service:
         self.received_signals.append(number)
 
     def _start_watching(self) -> None:
+        """(Re)build every watch; the old watcher stays in place if the new one fails."""
+        watcher = Watcher(self.config.source, self.excluder, self.config.debug_events)
+        try:
+            watcher.watch_root()
+        except OSError:
+            watcher.close()
+            raise
         if self.watcher is not None:
             self.selector.unregister(self.watcher)
             self.watcher.close()
-        self.watcher = Watcher(self.config.source, self.excluder, self.config.debug_events)
-        self.watcher.watch_root()
+        self.watcher = watcher
+        self._limit_reported = False
         self.selector.register(self.watcher, selectors.EVENT_READ, "inotify")
         self.report.watched_dirs = self.watcher.watched_count
         if self.watcher.limit_reached:
@@ -131,13 +142,16 @@ class Service:
         deadlines = []
         if self.watchdog_interval:
             deadlines.append(self.next_watchdog_at)
-        if self.job is None and self.source_lost_reason is None:
+        if self.job is None and self.source_lost_reason is None and not self.held:
             due = self.pending.deadline()
             if due is not None:
                 due = max(due, self.retry_at or 0.0)
                 deadlines.append(0.0 if self.stop_deadline is not None and self.retry_at is None else due)
-        if self.job is not None and self.job.run is not None and not self.job.batch.full:
-            deadlines.append(self.job.run.started_at + self.config.time_limit)
+        run = self.job.run if self.job is not None else None
+        if run is not None and run.killed_for is not None:
+            deadlines.append(run.stopped_at + KILL_GRACE)
+        elif run is not None and self.job is not None and not self.job.batch.full:
+            deadlines.append(run.started_at + self.config.time_limit)
         for moment in (self.next_full_sync_at, self.source_check_at, self.stop_deadline,
                        self.report.publish_due()):
             if moment is not None:
@@ -186,6 +200,16 @@ class Service:
         self.report.change_seq += 1
         for change in changes:
             self._apply_change(change, now)
+        if self.rewatch_needed and self.source_lost_reason is None:
+            self.rewatch_needed = False
+            try:
+                self._start_watching()
+            except OSError as error:
+                self._lose_source(f"the source cannot be watched again after the overflow ({error.strerror})")
+        assert self.watcher is not None
+        if len(self.watcher.unwatched) > self.unwatched_seen:
+            self._schedule_full_resync()  # what cannot be watched is covered by full syncs
+        self.unwatched_seen = len(self.watcher.unwatched)
         self.report.watched_dirs = self.watcher.watched_count
         if self.watcher.limit_reached and self.watcher.unwatched:
             self._report_watch_limit()
@@ -198,6 +222,7 @@ class Service:
                         "burst): events were lost, so a full sync follows")
             self.pending.request_full_sync()
             self.pending.add(change, now)
+            self.rewatch_needed = True  # renames and new directories were lost with the events
             return
         if change.kind == ROOT_LOST:
             self._lose_source("the source root was deleted, moved or unmounted")
@@ -247,13 +272,16 @@ class Service:
             self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
             return
         if (self.stop_deadline is not None and self.job is None
-                and (not self.pending or self.retry_at or self.source_lost_reason)):
+                and (not self.pending or self.retry_at or self.source_lost_reason or self.held)):
             if self.pending:
                 log.warning("stopping with %d changes not sent (%s); the next start runs a full sync",
                             self._pending_count(), self.source_lost_reason or "the destination is failing")
             self.exit_status = exitcodes.OK
             return
         run = self.job.run if self.job else None
+        if run is not None and run.killed_for is not None and now >= run.stopped_at + KILL_GRACE:
+            log.error("rsync ignored SIGTERM for %g s (%s): killing it", KILL_GRACE, run.killed_for)
+            run.kill()
         if (run is not None and self.job is not None and not self.job.batch.full
                 and run.killed_for is None and run.elapsed() > self.config.time_limit):
             log.error("rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
@@ -327,7 +355,7 @@ class Service:
 
     # -- rsync jobs ----------------------------------------------------------------
     def _maybe_start_job(self, now: float) -> None:
-        if self.job is not None or self.source_lost_reason is not None or not self.pending:
+        if self.job is not None or self.source_lost_reason is not None or self.held or not self.pending:
             return
         if self.retry_at is not None and now < self.retry_at:
             return
@@ -430,6 +458,16 @@ class Service:
         self.pending.put_back(job.batch, now, self._source_has)
         if job.switch_to_fallback:
             return
+        if verdict.outcome == rsync.DELETE_LIMIT:
+            # Retrying would delete max_delete more each time: hold until a person decides.
+            self.held = verdict.meaning
+            self.report.state = "held"
+            self.report.warning = ("deletions held: more than max_delete entries would be deleted; "
+                                   "check the source, then raise max_delete and reload")
+            log.error("sync held: %s; nothing more is sent until the configuration is reloaded "
+                      "(systemctl reload, or SIGHUP); %d paths kept", verdict.fix, self._pending_count())
+            self.report.publish(self._pending_count(), force=True)
+            return
         if verdict.outcome == rsync.FATAL and self.stop_deadline is None:
             log.error("stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
             self.report.state = "failed"
@@ -451,6 +489,9 @@ class Service:
             return
         try:
             new = self.reload_config()
+            problems = [message for _, message in preflight(new)]
+            if problems:
+                raise ConfigError(problems)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("reload: %s", problem)
@@ -458,12 +499,25 @@ class Service:
             notify.send("READY=1", f"STATUS={self.report.status_line()}")
             return
         old, self.config = self.config, new
+        if self.held:
+            log.info("reload: releasing the held sync")
+            self.held = None
+            self.report.warning = None
         self.report.config = new
         self.pending.delay = new.delay
         self.pending.full_sync_threshold = new.full_sync_threshold
         if (old.source, old.destination, old.exclude) != (new.source, new.destination, new.exclude):
             self.excluder = Excluder(new.exclude)
-            self._start_watching()
+            try:
+                self._start_watching()
+            except OSError as error:
+                log.error("reload: cannot watch %s: %s; keeping the running configuration",
+                          new.source, error.strerror)
+                self.config, self.excluder = old, Excluder(old.exclude)
+                self.report.config = old
+                notify.send("READY=1", f"STATUS={self.report.status_line()}")
+                return
+            self.hard_links = HardLinkIndex(new.source)
             self.pending.request_full_sync()
         self._schedule_full_resync()
         log.info("reloaded the configuration from %s", new.origin)

@@ -178,6 +178,7 @@ class StatusReport:
                self.last_sync and self.last_sync["time"], self.warning, self.next_retry)
         now = time.monotonic()
         if key == self._published and not force:
+            self._dirty_since = None
             return
         if not force and key[0] == (self._published or ("",))[0] and now - self._last_publish < PUBLISH_INTERVAL:
             self._dirty_since = self._dirty_since or now

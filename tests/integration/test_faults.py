@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, run_pirsyncd
 from tests.support.trees import differences, wait_for, wait_until_equal
 from tests.support.workload import Workload
 
@@ -243,3 +243,28 @@ esac""")
         wait_until_equal(source, destination, 30)
         assert marker.exists()
         assert "rsync ran longer than time_limit" in daemon.log()
+
+
+def test_max_delete_holds_the_sync_until_a_reload(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    for index in range(10):
+        write(source / f"f{index}", f"{index}\n")
+    config = tmp_path / "www.conf"
+    config.write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.1\nmax_delete = 3\n")
+    daemon = Daemon(tmp_path / "daemon", "--config", str(config)).start()
+    with daemon:
+        for index in range(10):
+            (source / f"f{index}").unlink()
+        status = daemon.wait_state("held", 30)
+        assert "max_delete" in status["warning"]
+        remaining = len(list(destination.iterdir()))
+        assert remaining >= 7, "the guard let more than max_delete deletions through"
+        write(source / "new-while-held", "x\n")
+        daemon.wait_log("sync held")
+        # Held: not in sync within 3 s (a retry, due after 1 s, would have eaten the guard).
+        waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "3")
+        assert waited.returncode == 75, waited.stderr
+        assert len(list(destination.iterdir())) == remaining
+        config.write_text(config.read_text().replace("max_delete = 3", "max_delete = 100"))
+        daemon.signal(signal.SIGHUP)
+        wait_until_equal(source, destination, 30)

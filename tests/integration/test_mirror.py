@@ -197,3 +197,56 @@ def test_source_root_deleted_keeps_the_mirror(tmp_path: Path, trees: tuple[Path,
         daemon.wait_state("source-lost")
         assert daemon.alive()
     assert (destination / "a" / "precious").read_text() == "keep\n"
+
+
+def test_excluded_paths_are_neither_sent_nor_watched(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.1", "--exclude", "*.tmp", "--exclude", "/cache/")
+    with daemon.start():
+        write(source / "keep.txt", "keep\n")
+        write(source / "drop.tmp", "drop\n")
+        write(source / "cache" / "big", "cached\n")
+        write(source / "sub" / "cache" / "kept", "only the top cache/ is excluded\n")
+        write(source / "sub" / "x.tmp", "drop\n")
+        daemon.wait_synced()
+        assert (destination / "keep.txt").exists() and (destination / "sub" / "cache" / "kept").exists()
+        assert not (destination / "drop.tmp").exists() and not (destination / "cache").exists()
+        assert not (destination / "sub" / "x.tmp").exists()
+        (source / "sub").rename(source / "cache2")
+        (source / "keep.txt").rename(source / "now.tmp")  # renamed into an excluded name: gone
+        (source / "cache").rename(source / "uncached")  # renamed out of an excluded name: sent
+        daemon.wait_synced()
+        assert not (destination / "keep.txt").exists() and not (destination / "now.tmp").exists()
+        assert (destination / "uncached" / "big").read_text() == "cached\n"
+        assert (destination / "cache2" / "cache" / "kept").exists()
+
+
+def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower fs.inotify.max_queued_events")
+    source, destination = trees
+    (source / "d").mkdir()
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    original = knob.read_text()
+    knob.write_text("32\n")
+    try:
+        daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                        "--delay", "0.1").start()
+    finally:
+        knob.write_text(original)
+    with daemon:
+        daemon.signal(signal.SIGSTOP)
+        try:
+            (source / "n").mkdir()
+            (source / "d").rename(source / "e")
+            for index in range(200):
+                write(source / "e" / f"f{index}", f"{index}\n")
+        finally:
+            daemon.signal(signal.SIGCONT)
+        daemon.wait_log("inotify queue overflowed")
+        wait_until_equal(source, destination, 30)
+        write(source / "n" / "new-after-overflow", "n\n")  # needs a watch made after the overflow
+        write(source / "e" / "renamed-after-overflow", "e\n")  # needs the watch map to say e, not d
+        wait_until_equal(source, destination, 30)
