@@ -8,6 +8,7 @@ a local destination so a moved file or directory is not sent again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -230,3 +231,12 @@ def _rename_at(root: str, old_path: str, new_path: str, is_dir: bool) -> bool:
     except OSError:
         return False
     return True
+
+
+def close_shared_connection(config: Config, control_path: str) -> None:
+    """Tell the ssh master to exit, so no ssh process outlives the daemon."""
+    destination = config.destination
+    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
+    argv = [*rsync.remote_shell_words(config, control_path), "-O", "exit", "--", target]
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, capture_output=True, timeout=10, check=False)

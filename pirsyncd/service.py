@@ -18,9 +18,7 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import stat
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,10 +29,11 @@ from pirsyncd.destination import SSH
 from pirsyncd.events import RESCAN, ROOT_LOST, Change
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex
-from pirsyncd.jobs import SyncJob, probe_delete_missing_args
+from pirsyncd.jobs import SyncJob, close_shared_connection, probe_delete_missing_args
 from pirsyncd.pending import Pending
 from pirsyncd.runner import RsyncRun
 from pirsyncd.safety import SourceProblem, check_source, preflight
+from pirsyncd.signals import SignalInbox
 from pirsyncd.statusreport import StatusReport
 from pirsyncd.watcher import Watcher
 
@@ -66,7 +65,6 @@ class Service:
         self.source_check_at: float | None = None
         self.stop_deadline: float | None = None
         self.exit_status: int | None = None
-        self.received_signals: list[int] = []
         self.delete_missing_args: bool | None = None
         self.hard_links = HardLinkIndex(config.source)
         self.changed_inodes: set[tuple[int, int]] = set()
@@ -76,19 +74,6 @@ class Service:
         self.next_watchdog_at = time.monotonic()
 
     # -- set-up --------------------------------------------------------------
-    def _install_signals(self) -> None:
-        reader, writer = socket.socketpair()
-        reader.setblocking(False)
-        writer.setblocking(False)
-        self._signal_reader, self._signal_writer = reader, writer
-        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(number, self._on_signal)
-        self.selector.register(reader, selectors.EVENT_READ, "signal")
-
-    def _on_signal(self, number: int, frame: object) -> None:
-        self.received_signals.append(number)
-
     def _start_watching(self) -> None:
         """(Re)build every watch; the old watcher stays in place if the new one fails."""
         watcher = Watcher(self.config.source, self.excluder, self.config.debug_events)
@@ -109,7 +94,8 @@ class Service:
 
     def run(self) -> int:
         """Run until stopped; return the exit status."""
-        self._install_signals()
+        self.signals = SignalInbox()
+        self.selector.register(self.signals, selectors.EVENT_READ, "signal")
         if self.config.destination.kind == SSH:
             # One ssh connection shared by all runs (ControlMaster), in a private directory.
             self.control_directory = tempfile.mkdtemp(prefix="pirsyncd-ssh-")
@@ -161,14 +147,15 @@ class Service:
     def _turn(self) -> None:
         deadlines = self._deadlines()
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        signals_received: list[int] = []
         for key, mask in self.selector.select(timeout):
             if key.data == "inotify":
                 self._read_events()
             elif key.data == "signal":
-                self._drain_signal_socket()
+                signals_received = self.signals.drain()
             elif self.job is not None and self.job.run is not None:
                 self._service_rsync(key.data, mask)
-        self._handle_signals()
+        self._handle_signals(signals_received)
         now = time.monotonic()
         self._check_timers(now)
         if self.exit_status is None:
@@ -246,16 +233,8 @@ class Service:
                     self.changed_inodes.add((status.st_dev, status.st_ino))
         self.pending.add(change, now)
 
-    def _drain_signal_socket(self) -> None:
-        try:
-            while self._signal_reader.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def _handle_signals(self) -> None:
-        while self.received_signals:
-            number = self.received_signals.pop(0)
+    def _handle_signals(self, received: list[int]) -> None:
+        for number in received:
             if number in (signal.SIGTERM, signal.SIGINT):
                 self._begin_stop(signal.Signals(number).name)
             elif number == signal.SIGHUP:
@@ -313,18 +292,8 @@ class Service:
         if getattr(self, "_limit_reported", False):
             return
         self._limit_reported = True
-        try:
-            with open("/proc/sys/fs/inotify/max_user_watches") as stream:
-                current = int(stream.read())
-        except (OSError, ValueError):
-            current = 0
-        unwatched = count_directories(self.config.source, self.watcher.unwatched)
-        needed = current + unwatched + 1024
-        log.error("inotify watch limit reached: fs.inotify.max_user_watches = %d, %d directories are not "
-                  "watched; raise it with: sysctl -w fs.inotify.max_user_watches=%d (and in "
-                  "/etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full sync "
-                  "every %g s", current, unwatched, needed, UNWATCHED_RESYNC_INTERVAL)
-        self.report.warning = f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
+        message, self.report.warning = self.watcher.limit_message(UNWATCHED_RESYNC_INTERVAL)
+        log.error("%s", message)
         self._schedule_full_resync()
 
     # -- source safety -----------------------------------------------------------
@@ -558,28 +527,3 @@ class Service:
         self.report.state = "stopped" if self.report.state != "failed" else "failed"
         self.report.publish(pending=self._pending_count(), force=True)
         self.job = None
-
-
-def close_shared_connection(config: Config, control_path: str) -> None:
-    """Tell the ssh master to exit, so no ssh process outlives the daemon."""
-    destination = config.destination
-    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
-    argv = [*rsync.remote_shell_words(config, control_path), "-O", "exit", "--", target]
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(argv, capture_output=True, timeout=10, check=False)
-
-
-def count_directories(source: str, roots: set[str]) -> int:
-    """How many directories lie at and below the given relative roots."""
-    total = 0
-    for root in roots:
-        stack = [os.path.join(source, root) if root else source]
-        while stack:
-            path = stack.pop()
-            total += 1
-            try:
-                with os.scandir(path) as entries:
-                    stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
-            except OSError:
-                continue
-    return total

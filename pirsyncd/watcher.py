@@ -216,3 +216,35 @@ class Watcher:
             self.unresolved.discard(path)
             if new_path is not None:
                 self._watch_new_directory(new_path + path[len(old_path):])
+
+    def limit_message(self, resync_interval: float) -> tuple[str, str]:
+        """What to tell a person when fs.inotify.max_user_watches is exhausted: the log
+        line (the sysctl and the value to set) and a short status warning."""
+        try:
+            with open("/proc/sys/fs/inotify/max_user_watches") as stream:
+                current = int(stream.read())
+        except (OSError, ValueError):
+            current = 0
+        unwatched = count_directories(self.source, self.unwatched)
+        needed = current + unwatched + 1024
+        message = (f"inotify watch limit reached: fs.inotify.max_user_watches = {current}, {unwatched} "
+                   f"directories are not watched; raise it with: sysctl -w fs.inotify.max_user_watches={needed} "
+                   f"(and in /etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full "
+                   f"sync every {resync_interval:g} s")
+        return message, f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
+
+
+def count_directories(source: str, roots: set[str]) -> int:
+    """How many directories lie at and below the given relative roots."""
+    total = 0
+    for root in roots:
+        stack = [os.path.join(source, root) if root else source]
+        while stack:
+            path = stack.pop()
+            total += 1
+            try:
+                with os.scandir(path) as entries:
+                    stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+    return total

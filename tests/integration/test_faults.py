@@ -38,6 +38,15 @@ def mounted(*mount_arguments: str, target: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+def fake_rsync(tmp_path: Path, name: str, body: str) -> Path:
+    """A small stand-in for rsync (wired in with --rsync-binary) for faults real rsync cannot
+    be made to show on demand; it runs the real rsync for everything else."""
+    fake = tmp_path / name
+    fake.write_text("#!/bin/bash\n" + body + '\nexec rsync "$@"\n')
+    fake.chmod(0o755)
+    return fake
+
+
 def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     outside = tmp_path / "outside"
@@ -116,15 +125,11 @@ def test_vanished_files_status_24_are_sent_again(tmp_path: Path, trees: tuple[Pa
     """A fake rsync that exits 24 without sending anything the first time a batch runs."""
     source, destination = trees
     marker = tmp_path / "fake-rsync-done"
-    fake = tmp_path / "fake-rsync"
-    fake.write_text(f"""#!/bin/sh
+    fake = fake_rsync(tmp_path, "vanishing-rsync", f"""
 case " $* " in
   *" --ignore-times "*)
     if [ ! -e {marker} ]; then touch {marker}; cat >/dev/null; echo "file has vanished" >&2; exit 24; fi ;;
-esac
-exec rsync "$@"
-""")
-    fake.chmod(0o755)
+esac""")
     with start(tmp_path, source, destination, "--rsync-binary", str(fake)) as daemon:
         write(source / "first", "1\n")
         wait_until_equal(source, destination, 20)
@@ -199,15 +204,6 @@ def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path
     daemon.signal(signal.SIGTERM)
     daemon.signal(signal.SIGTERM)
     assert daemon.stop(timeout=20) == 0
-
-
-def fake_rsync(tmp_path: Path, name: str, body: str) -> Path:
-    """A small stand-in for rsync (wired in with --rsync-binary) for faults real rsync cannot
-    be made to show on demand; it runs the real rsync for everything else."""
-    fake = tmp_path / name
-    fake.write_text("#!/bin/bash\n" + body + '\nexec rsync "$@"\n')
-    fake.chmod(0o755)
-    return fake
 
 
 def test_rsync_builds_with_broken_delete_missing_args_fall_back(tmp_path: Path, trees: tuple[Path, Path]) -> None:
