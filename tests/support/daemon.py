@@ -42,6 +42,7 @@ class Daemon:
         self.env = {**os.environ, **(env or {})}
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.pop("JOURNAL_STREAM", None)
+        self.env.pop("INVOCATION_ID", None)  # run as by hand, not as a systemd service
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_in_sync: bool = True, timeout: float = 60) -> Daemon:
