@@ -40,16 +40,20 @@ class Destination:
     def is_remote(self) -> bool:
         return self.kind != LOCAL
 
+    @property
+    def login(self) -> str:
+        """'user@host', or 'host' when no user is named."""
+        return f"{self.user}@{self.host}" if self.user else self.host
+
     def rsync_target(self) -> str:
         """The destination argument for rsync, always ending in '/' (copy contents)."""
         if self.kind == LOCAL:
             return self.path.rstrip("/") + "/"
-        user = f"{self.user}@" if self.user else ""
         if self.kind == SSH:
-            return f"{user}{self.host}:{self.path.rstrip('/')}/"
+            return f"{self.login}:{self.path.rstrip('/')}/"
         port = f":{self.port}" if self.port else ""
         inner = f"{self.module}/{self.path.strip('/')}".rstrip("/")
-        return f"rsync://{user}{self.host}{port}/{inner}/"
+        return f"rsync://{self.login}{port}/{inner}/"
 
 
 def parse_destination(text: str) -> Destination:

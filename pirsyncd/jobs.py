@@ -235,8 +235,6 @@ def _rename_at(root: str, old_path: str, new_path: str, is_dir: bool) -> bool:
 
 def close_shared_connection(config: Config, control_path: str) -> None:
     """Tell the ssh master to exit, so no ssh process outlives the daemon."""
-    destination = config.destination
-    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
-    argv = [*rsync.remote_shell_words(config, control_path), "-O", "exit", "--", target]
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        subprocess.run(rsync.build_close_connection_command(config, control_path), capture_output=True,
+                       timeout=10, check=False)

@@ -142,6 +142,11 @@ class Pending:
         if self.count > self.full_sync_threshold:
             self.request_full_sync()
 
+    def is_changed(self, path: str) -> bool:
+        """True when ``path`` is pending as a changed file already (another event adds nothing)."""
+        node = self._node(path, create=False)
+        return node is not None and node.flags & (FLAG_CHANGED | FLAG_REMOVED) == FLAG_CHANGED
+
     def _subsumed(self, path: str) -> bool:
         """True when a new or removed directory above ``path`` already covers it."""
         node = self._root

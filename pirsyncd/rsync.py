@@ -203,9 +203,12 @@ def build_remote_rename_command(config: Config, control_path: str | None) -> lis
 
     The remote command is a constant: the paths travel on stdin, never through a shell.
     """
-    destination = config.destination
-    target = f"{destination.user}@{destination.host}" if destination.user else destination.host
-    return [*remote_shell_words(config, control_path), "--", target, "xargs -0 -r -n 2 mv -T --"]
+    return [*remote_shell_words(config, control_path), "--", config.destination.login, "xargs -0 -r -n 2 mv -T --"]
+
+
+def build_close_connection_command(config: Config, control_path: str) -> list[str]:
+    """ssh argv that tells the shared connection's master to exit."""
+    return [*remote_shell_words(config, control_path), "-O", "exit", "--", config.destination.login]
 
 
 def encode_path_list(paths: list[str], escape_comments: bool = True) -> bytes:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pirsyncd import exitcodes, notify, rsync
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import SSH
-from pirsyncd.events import RESCAN, ROOT_LOST, Change
+from pirsyncd.events import CHANGED, CREATED_DIR, REMOVED, RESCAN, ROOT_LOST, Change
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex
 from pirsyncd.jobs import SyncJob, close_shared_connection, probe_delete_missing_args
@@ -60,6 +60,7 @@ class Service:
         self.rewatch_needed = False
         self.unwatched_seen = 0
         self.held: str | None = None  # why syncing waits for the operator (max_delete)
+        self._limit_reported = False
         self.next_full_sync_at: float | None = None
         self.source_lost_reason: str | None = None
         self.source_check_at: float | None = None
@@ -216,14 +217,15 @@ class Service:
             return
         if self.excluder:
             if change.old_path and self.excluder.excludes(change.old_path, change.is_dir):
-                change = Change("created-dir" if change.is_dir else "changed", change.path, change.is_dir)
+                change = Change(CREATED_DIR if change.is_dir else CHANGED, change.path, change.is_dir)
             if self.excluder.excludes(change.path, change.is_dir):
                 if not change.old_path:
                     return
-                change = Change("removed", change.old_path, change.is_dir)
-        if change.kind == "changed" and not change.is_dir:
+                change = Change(REMOVED, change.old_path, change.is_dir)
+        if change.kind == CHANGED and not change.is_dir and not self.pending.is_changed(change.path):
             # Remember which inode a multi-link file had when it changed: its other names
             # must be sent too, even if this name points elsewhere by the time we send.
+            # Once per pending path: its inode only changes through events that reset it.
             try:
                 status = os.lstat(os.path.join(self.config.source, change.path))
             except OSError:
@@ -289,7 +291,7 @@ class Service:
 
     def _report_watch_limit(self) -> None:
         assert self.watcher is not None
-        if getattr(self, "_limit_reported", False):
+        if self._limit_reported:
             return
         self._limit_reported = True
         message, self.report.warning = self.watcher.limit_message(UNWATCHED_RESYNC_INTERVAL)

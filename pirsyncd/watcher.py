@@ -86,7 +86,7 @@ class Watcher:
         if start is None:
             return
         stack = [(relative, start)]
-        add_watch, excluder, by_wd = self.inotify.add_watch, self.excluder, self.tree.by_wd
+        excluder, by_wd = self.excluder, self.tree.by_wd
         while stack:
             parent, node = stack.pop()
             absolute = self._absolute(parent)
@@ -101,29 +101,33 @@ class Watcher:
                 path = f"{parent}/{name}" if parent else name
                 if excluder and excluder.excludes(path, True):
                     continue
-                try:
-                    wd = add_watch(f"{absolute}/{name}", WATCH_MASK)
-                except OSError as error:
-                    if error.errno not in (errno.ENOENT, errno.ENOTDIR):
-                        self._note_unwatched(path, error)
+                wd = self._kernel_watch(f"{absolute}/{name}", path)
+                if wd is None:
                     continue
                 if wd in by_wd:
                     # Seen before (a stale entry, or a directory met twice): take the careful path.
-                    if self._add_watch(path):
+                    if self._register(wd, path):
                         child = self.tree.find(path)
                         if child is not None:
                             stack.append((path, child))
                     continue
                 stack.append((path, self.tree.add_child(node, name, wd)))
 
-    def _add_watch(self, relative: str) -> bool:
+    def _kernel_watch(self, absolute: str, relative: str) -> int | None:
+        """inotify_add_watch; None when the directory is gone or cannot be watched."""
         try:
-            wd = self.inotify.add_watch(self._absolute(relative), WATCH_MASK)
+            return int(self.inotify.add_watch(absolute, WATCH_MASK))
         except OSError as error:
-            if error.errno in (errno.ENOENT, errno.ENOTDIR):
-                return False  # gone again already; its removal is or will be pending
-            self._note_unwatched(relative, error)
-            return False
+            if error.errno not in (errno.ENOENT, errno.ENOTDIR):  # gone: its removal is pending
+                self._note_unwatched(relative, error)
+            return None
+
+    def _add_watch(self, relative: str) -> bool:
+        wd = self._kernel_watch(self._absolute(relative), relative)
+        return wd is not None and self._register(wd, relative)
+
+    def _register(self, wd: int, relative: str) -> bool:
+        """Enter a kernel watch into the tree at ``relative``."""
         stale = self.tree.by_wd.get(wd)
         if stale is not None and self.tree.path_of(stale) != relative:
             self.tree.detach(stale)  # the same directory seen again under a new name
