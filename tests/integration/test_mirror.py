@@ -239,10 +239,10 @@ def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
     with daemon:
         daemon.signal(signal.SIGSTOP)
         try:
+            for index in range(200):  # fills the queue first, so the two events below are lost
+                write(source / "d" / f"f{index}", f"{index}\n")
             (source / "n").mkdir()
             (source / "d").rename(source / "e")
-            for index in range(200):
-                write(source / "e" / f"f{index}", f"{index}\n")
         finally:
             daemon.signal(signal.SIGCONT)
         daemon.wait_log("inotify queue overflowed")
