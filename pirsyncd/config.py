@@ -53,6 +53,7 @@ class Config:
     max_size: str | None
     min_size: str | None
     full_sync_checksum: bool
+    deletion_mode: str
     io_timeout: float
     time_limit: float
     ssh_port: int | None
@@ -66,6 +67,8 @@ class Config:
     instance: str = ""
     origin: str = ""
 
+
+DELETION_MODES = ("auto", "missing-args", "parents")
 
 _DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -209,6 +212,10 @@ def _convert(option: Option, raw: str) -> Any:
             if flag_problems:
                 raise ValueError("; ".join(flag_problems))
         return tuple(words)
+    if kind == "deletion_mode":
+        if text in DELETION_MODES:
+            return text
+        raise ValueError(f"not one of {', '.join(DELETION_MODES)}: {raw!r}")
     if kind == "rsync_log":
         if text in ("journal", "none") or os.path.isabs(text):
             return text

@@ -14,6 +14,7 @@ import os
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterable
 
 from pirsyncd import rsync
 from pirsyncd.config import Config
@@ -69,6 +70,11 @@ class SyncJob:
         self.switch_to_fallback = False
         self.renamed_away: set[str] = set()  # old names already renamed at the destination
         self.vanished = False
+        self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
+        self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
+        self.deletions_skipped_in_full = False
+        self.fresh_dirs: list[str] = []
+        self.deleted_paths: list[str] = []
         self.runs: list[tuple[str, list[str]]] = self._plan()
 
     def _plan(self) -> list[tuple[str, list[str]]]:
@@ -84,13 +90,13 @@ class SyncJob:
         renamed = self._replay_moves(changed, fresh)
         verify += [path for path in batch.moved_paths if path in renamed]
         fresh += [path for path in batch.moved_paths if path not in renamed]
-        if not self.delete_missing_args:
-            # Deletions go by re-checking the parent directory of each path gone from the source.
-            for path in changed:
-                if not os.path.lexists(os.path.join(self.config.source, path)):
-                    verify.append(os.path.dirname(path) or ".")
         changed = self._without_renamed_away(changed)
-        changed, fresh = _without_missing_parents(self.config.source, changed, fresh)
+        deleted: list[str] = []
+        if self.delete_missing_args:
+            changed, fresh = _without_missing_parents(self.config.source, changed, fresh)
+        else:
+            # Paths gone from the source are deleted by re-checking their parents' own entries.
+            changed, fresh, deleted = _split_deleted(self.config.source, changed, fresh)
         runs: list[tuple[str, list[str]]] = []
         if self.config.destination.kind == SSH and batch.moves:
             runs.append((RENAME, [path for move in batch.moves for path in (move.old_path, move.new_path)]))
@@ -98,8 +104,11 @@ class SyncJob:
             runs.append((rsync.CHANGES, list(dict.fromkeys(changed + fresh))))
         if verify:
             runs.append((rsync.VERIFY, sorted(set(verify))))
+        if deleted:
+            runs.append((rsync.DELETIONS, deleted))
         if batch.directories:
             runs.append((rsync.DIRECTORIES, batch.directories))
+        self.fresh_dirs = fresh
         return runs
 
     def _replay_moves(self, changed: list[str], fresh: list[str]) -> set[str]:
@@ -145,9 +154,19 @@ class SyncJob:
             return self.run
         argv = rsync.build_rsync_command(self.config, self.run_mode, control_path=control,
                                          delete_missing_args=self.delete_missing_args)
+        entries = self.run_paths
+        if self.run_mode == rsync.DELETIONS:
+            # Decided now, not when planned: the tree may have changed since.
+            self.deleted_paths = self._without_renamed_away(self.run_paths)
+            if not self.deleted_paths:
+                return self.start_next_run()
+            self.run_paths = deletion_parents(self.config.source, self.deleted_paths, self.fresh_dirs)
+            if not self.run_paths:
+                return self.start_next_run()
+            entries = rsync.deletion_entries(self.run_paths)
         if self.config.debug_commands:
-            log.debug("running %r with %d paths on stdin: %r", argv, len(self.run_paths), self.run_paths[:50])
-        self.run = RsyncRun(argv, rsync.encode_path_list(self.run_paths), self.run_mode)
+            log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
+        self.run = RsyncRun(argv, rsync.encode_path_list(entries), self.run_mode)
         return self.run
 
     def finish_run(self) -> rsync.Verdict:
@@ -173,10 +192,95 @@ class SyncJob:
         verdict = rsync.explain(rsync.classify_exit_status(status, stderr_tail), self.config)
         if run.killed_for:
             verdict = rsync.Verdict(rsync.RETRY, f"rsync stopped ({run.killed_for})")
+        elif verdict.outcome in (rsync.PARTIAL, rsync.VANISHED) and not run.stderr_truncated:
+            verdict = self._sort_out_errors(verdict, run.stderr_whole())
         self.report.run_finished(self.run_mode, len(self.run_paths), run.elapsed(), status, verdict,
                                  rsync.parse_stats(output), stderr_tail, output)
         self.run = None
         return verdict
+
+    def _sort_out_errors(self, verdict: rsync.Verdict, stderr: str) -> rsync.Verdict:
+        """Status 23/24 whose errors are all about source paths: the run did what it could.
+
+        Paths that still exist are failing (retried on their own); paths gone from the source
+        are not errors (their events are queued). Deletions rsync skipped because of an error
+        on the sending side are sent again at once, or with the failing parent.
+        """
+        source = self.config.source
+        errors = rsync.analyse_errors(stderr, source)
+        if errors.destination_trouble or not (errors.failed or errors.deletions_skipped):
+            return verdict
+        failing = {path: reason for path, reason in errors.failed.items()
+                   if reason != "vanished" and os.path.lexists(os.path.join(source, path))}
+        if errors.deletions_skipped:
+            if self.run_mode == rsync.FULL:
+                self.deletions_skipped_in_full = True
+            else:
+                removed = self.deleted_paths if self.run_mode == rsync.DELETIONS else [
+                    path for path in self.run_paths if not os.path.lexists(os.path.join(source, path))]
+                for path in removed:
+                    parent = _failing_ancestor(path, failing)
+                    if parent is None:
+                        self.redo.append(path)
+                    else:
+                        failing.setdefault(path, failing[parent])
+        self.failed_paths.update(failing)
+        if verdict.outcome == rsync.VANISHED:
+            return verdict
+        return rsync.Verdict(rsync.OK, f"{len(failing)} paths failing" if failing else "source paths gone")
+
+
+def _failing_ancestor(path: str, failing: dict[str, str]) -> str | None:
+    """The failing path at or above ``path``, if any."""
+    components = path.split("/")
+    for depth in range(len(components), 0, -1):
+        candidate = "/".join(components[:depth])
+        if candidate in failing:
+            return candidate
+    return "." if "." in failing else None
+
+
+def _split_deleted(source: str, changed: list[str], fresh: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Separate paths gone from the source (deleted, or under something no longer a
+    directory) from those to send."""
+    deleted: list[str] = []
+    kept: tuple[list[str], list[str]] = ([], [])
+    for paths, target in ((changed, kept[0]), (fresh, kept[1])):
+        for path in paths:
+            (target if os.path.lexists(os.path.join(source, path)) else deleted).append(path)
+    return kept[0], kept[1], deleted
+
+
+def deletion_parents(source: str, deleted: list[str], fresh_dirs: Iterable[str] = ()) -> list[str]:
+    """The nearest existing directory above each deleted path, once each, sorted; none
+    that lies in a new directory sent whole (that run deletes there already).
+
+    A directory is one by lstat (a symlink to a directory is not), so rsync is never
+    given a path that cannot be listed: that would make it skip every deletion.
+    """
+    known: dict[str, bool] = {"": True}
+
+    def is_directory(relative: str) -> bool:
+        answer = known.get(relative)
+        if answer is None:
+            try:
+                answer = stat.S_ISDIR(os.lstat(os.path.join(source, relative)).st_mode)
+            except OSError:
+                answer = False
+            known[relative] = answer
+        return answer
+
+    fresh = set(fresh_dirs)
+    parents: set[str] = set()
+    for path in deleted:
+        parent = os.path.dirname(path)
+        while parent and not is_directory(parent):
+            parent = os.path.dirname(parent)
+        components = parent.split("/") if parent else []
+        if any("/".join(components[:depth]) in fresh for depth in range(1, len(components) + 1)):
+            continue
+        parents.add(parent or ".")
+    return sorted(parents)
 
 
 def _without_missing_parents(source: str, changed: list[str], fresh: list[str]) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ class Option:
 
     section: str
     key: str
-    kind: str  # path, string, destination, duration, int, bool, size, patterns, flags, rsync_log
+    kind: str  # path, string, destination, duration, int, bool, size, patterns, flags, rsync_log, deletion_mode
     default: Any
     help: str
     example: str
@@ -101,6 +101,11 @@ OPTIONS: tuple[Option, ...] = (
            "Compare contents, not just size and time, in full syncs (slower; batches always compare the "
            "changed files).",
            "no"),
+    Option("rsync", "deletion_mode", "deletion_mode", "auto",
+           "How batches delete what is gone from the source: missing-args (rsync --delete-missing-args, "
+           "which some rsync builds, Debian 12's 3.2.7 among them, get wrong), parents (re-check the "
+           "parent directory's own entries, never a subtree), or auto (a probe of the installed rsync decides).",
+           "auto"),
     Option("rsync", "io_timeout", "duration", 60.0,
            "Abort an rsync run when no data moves for this long (rsync --timeout).",
            "120"),

@@ -18,6 +18,7 @@ FULL = "full"  # everything: -a --delete SRC/ DST/
 CHANGES = "changes"  # listed files, removed paths and new directories, compared byte for byte
 VERIFY = "verify"  # listed directories, recursively, with rsync's quick check
 DIRECTORIES = "directories"  # listed directories' own metadata, not their contents
+DELETIONS = "deletions"  # listed directories' own entries (not recursively), deleting what they lost
 
 # Outcomes of one run.
 OK = "ok"
@@ -188,12 +189,17 @@ def build_rsync_command(config: Config, mode: str, *, control_path: str | None =
             argv.append("--checksum")
     elif mode == DIRECTORIES:
         argv += ["--files-from=-", "--from0", "--ignore-missing-args"]
+    elif mode == DELETIONS:
+        # "DIR/." with --dirs: DIR's own entries, one level, and --delete removes what DIR lost.
+        argv += ["-d", "--files-from=-", "--from0", "--ignore-missing-args", "--delete", "--force"]
     else:
         # -a does not imply -r with --files-from; -r makes listed directories go whole.
         argv += ["-r", "--files-from=-", "--from0", "--delete", "--force"]
         if mode == CHANGES:
             argv.append("--ignore-times")  # the paths changed: never trust size and mtime
             argv.append("--delete-missing-args" if delete_missing_args else "--ignore-missing-args")
+        else:
+            argv.append("--ignore-missing-args")  # a path gone since the plan is not an error
     argv += [config.source.rstrip("/") + "/", destination.rsync_target()]
     return argv
 
@@ -219,6 +225,83 @@ def encode_path_list(paths: list[str], escape_comments: bool = True) -> bytes:
     """
     prefixes = ("#", ";") if escape_comments else ()
     return b"".join((b"./" if path.startswith(prefixes) else b"") + os.fsencode(path) + b"\0" for path in paths)
+
+
+def deletion_entries(directories: list[str]) -> list[str]:
+    """File-list entries for a DELETIONS run: each directory's own entries.
+
+    >>> deletion_entries([".", "a/b"])
+    ['.', 'a/b/.']
+    """
+    return ["." if directory in ("", ".") else f"{directory}/." for directory in directories]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunErrors:
+    """What rsync's error lines say about one run (see :func:`analyse_errors`).
+
+    ``failed`` maps source-relative paths rsync could not read or send to the reason;
+    ``destination_trouble`` is any error that is not about one source path (the receiving
+    side, the connection, a line we cannot read); ``deletions_skipped`` means rsync saw an
+    I/O error on the sending side and skipped every deletion of the run.
+    """
+
+    failed: dict[str, str]
+    destination_trouble: bool
+    deletions_skipped: bool
+
+
+_SENDER_ERROR = re.compile(r'^rsync: \[sender\] (?:[^"]*)"(?P<path>.*)"(?: failed)?: (?P<reason>[^()]*) \(\d+\)$')
+_VANISHED = re.compile(r'^file has vanished: "(?P<path>.*)"$')
+_DELETIONS_SKIPPED = "IO error encountered -- skipping file deletion"
+_HARMLESS = ("rsync error: some files/attrs were not transferred", "rsync error: some files vanished",
+             "rsync warning: some files vanished")
+
+
+def _unescape(text: str) -> str:
+    """rsync prints unprintable bytes of a name as \\#ooo (octal)."""
+    raw = os.fsencode(text)
+    return os.fsdecode(re.sub(rb"\\#([0-7]{3})", lambda match: bytes([int(match[1], 8)]), raw))
+
+
+def analyse_errors(stderr: str, source: str) -> RunErrors:
+    """Sort rsync's error lines into failed source paths and everything else.
+
+    >>> errors = analyse_errors('rsync: [sender] send_files failed to open "/srv/www/a b": '
+    ...                         'Permission denied (13)', "/srv/www")
+    >>> errors.failed, errors.destination_trouble
+    ({'a b': 'Permission denied'}, False)
+    """
+    prefix = source.rstrip("/") + "/"
+    failed: dict[str, str] = {}
+    trouble = skipped = False
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line.startswith(_HARMLESS):
+            continue
+        if line.startswith(_DELETIONS_SKIPPED):
+            skipped = True
+            continue
+        match = _SENDER_ERROR.match(line)
+        if match is None:
+            match = _VANISHED.match(line)
+            if match is not None:
+                path = _unescape(match["path"])
+                failed.setdefault(path[len(prefix):] if path.startswith(prefix) else path, "vanished")
+                continue
+            trouble = True
+            continue
+        path = _unescape(match["path"])
+        if path.startswith(prefix):
+            relative = path[len(prefix):].rstrip("/")
+            if relative.endswith("/."):
+                relative = relative[:-2]
+            failed[relative or "."] = match["reason"].strip()
+        elif path.rstrip("/") == source.rstrip("/"):
+            failed["."] = match["reason"].strip()
+        else:
+            trouble = True
+    return RunErrors(failed, trouble, skipped)
 
 
 _STAT_LINES = {

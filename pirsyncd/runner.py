@@ -18,6 +18,7 @@ _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux, always i
 _NEEDS_DEATH_SIGNAL = not os.environ.get("INVOCATION_ID")
 _OUTPUT_LIMIT = 256 * 1024
 _STDERR_TAIL = 4096
+_STDERR_LIMIT = 1 << 20  # kept whole for reading the failed paths; past it the head is dropped
 
 
 def _die_with_parent() -> None:
@@ -52,6 +53,7 @@ class RsyncRun:
         self._stdin_data = memoryview(stdin_data)
         self.stdout_text = bytearray()
         self.stderr_text = bytearray()
+        self.stderr_truncated = False
         self.killed_for: str | None = None
         self.stopped_at = 0.0
         if not stdin_data:
@@ -85,7 +87,11 @@ class RsyncRun:
         return self._read(self.stdout, self.stdout_text, _OUTPUT_LIMIT)
 
     def read_stderr(self) -> bytes:
-        return self._read(self.stderr, self.stderr_text, _STDERR_TAIL)
+        before = len(self.stderr_text)
+        data = self._read(self.stderr, self.stderr_text, _STDERR_LIMIT)
+        if len(self.stderr_text) < before + len(data):
+            self.stderr_truncated = True
+        return data
 
     @staticmethod
     def _read(stream: object, buffer: bytearray, limit: int) -> bytes:
@@ -98,6 +104,9 @@ class RsyncRun:
         if len(buffer) > limit:
             del buffer[:len(buffer) - limit]
         return data
+
+    def stderr_whole(self) -> str:
+        return self.stderr_text.decode(errors="surrogateescape")
 
     def stderr_tail(self) -> str:
         return self.stderr_text.decode(errors="replace").strip()[-_STDERR_TAIL:]
@@ -119,11 +128,12 @@ class RsyncRun:
     def finish(self) -> int:
         """Reap rsync (it has exited), drain its output and return its exit status."""
         status = self.process.wait()
-        for stream, buffer, limit in ((self.stdout, self.stdout_text, _OUTPUT_LIMIT),
-                                      (self.stderr, self.stderr_text, _STDERR_TAIL)):
-            while self._read(stream, buffer, limit):
-                pass
-            stream.close()
+        while self._read(self.stdout, self.stdout_text, _OUTPUT_LIMIT):
+            pass
+        self.stdout.close()
+        while self.read_stderr():
+            pass
+        self.stderr.close()
         if not self.stdin.closed:
             self._close_stdin()
         os.close(self.exit_fd)

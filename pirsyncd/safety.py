@@ -4,6 +4,7 @@ destination is not (an unmounted file system looks exactly like that)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -21,6 +22,55 @@ class SourceProblem(Exception):
     def __init__(self, message: str, exit_status: int) -> None:
         super().__init__(message)
         self.exit_status = exit_status
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceIdentity:
+    """Which directory the source path led to when it was watched: its file system and
+    inode, and the mount it was reached through. Two mounts of the same directory show
+    the same tree, so the device and inode decide; the mount id is for people."""
+
+    device: int
+    inode: int
+    mount_id: int | None
+
+    def same_directory(self, other: SourceIdentity) -> bool:
+        return (self.device, self.inode) == (other.device, other.inode)
+
+
+def source_identity(path: str) -> SourceIdentity:
+    """The identity of the directory ``path`` leads to now; OSError when it cannot be opened."""
+    descriptor = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        status = os.fstat(descriptor)
+        mount_id = None
+        try:
+            with open(f"/proc/self/fdinfo/{descriptor}", "rb") as stream:
+                for line in stream:
+                    if line.startswith(b"mnt_id:"):
+                        mount_id = int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    finally:
+        os.close(descriptor)
+    return SourceIdentity(status.st_dev, status.st_ino, mount_id)
+
+
+def describe_identity_change(source: str, watched: SourceIdentity) -> str | None:
+    """Why ``source`` no longer leads to the directory that is watched, or None if it does."""
+    try:
+        now = source_identity(source)
+    except FileNotFoundError:
+        return f"the source {source} no longer exists"
+    except NotADirectoryError:
+        return f"the source {source} is no longer a directory"
+    except OSError as error:
+        return f"the source {source} cannot be opened ({error.strerror})"
+    if not now.same_directory(watched):
+        return (f"the source {source} now leads to another directory (device {now.device}, inode "
+                f"{now.inode}, was {watched.device}, {watched.inode}): unmounted, or something mounted "
+                "or moved in its place")
+    return None  # another mount of the same directory (a bind mount) shows the same tree
 
 
 def _is_empty_directory(path: str) -> bool:

@@ -27,12 +27,20 @@ from pirsyncd import exitcodes, notify, rsync
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import SSH
 from pirsyncd.events import CHANGED, CREATED_DIR, REMOVED, RESCAN, ROOT_LOST, Change
+from pirsyncd.failing import FailingPaths
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex
 from pirsyncd.jobs import SyncJob, close_shared_connection, probe_delete_missing_args
 from pirsyncd.pending import Pending
 from pirsyncd.runner import RsyncRun
-from pirsyncd.safety import SourceProblem, check_source, preflight
+from pirsyncd.safety import (
+    SourceIdentity,
+    SourceProblem,
+    check_source,
+    describe_identity_change,
+    preflight,
+    source_identity,
+)
 from pirsyncd.signals import SignalInbox
 from pirsyncd.statusreport import StatusReport
 from pirsyncd.watcher import Watcher
@@ -42,6 +50,10 @@ log = logging.getLogger("pirsyncd")
 SOURCE_RECHECK_INTERVAL = 5.0
 KILL_GRACE = 10.0  # seconds a stopped rsync gets before SIGKILL
 UNWATCHED_RESYNC_INTERVAL = 60.0
+
+
+# deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
+_DELETION_MODES: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
 
 
 class Service:
@@ -66,7 +78,10 @@ class Service:
         self.source_check_at: float | None = None
         self.stop_deadline: float | None = None
         self.exit_status: int | None = None
-        self.delete_missing_args: bool | None = None
+        self.delete_missing_args: bool | None = _DELETION_MODES[config.deletion_mode]
+        self.failing = FailingPaths(config.retry_max_interval)
+        self.full_sync_when_failing_clears = False
+        self.source_identity: SourceIdentity | None = None
         self.hard_links = HardLinkIndex(config.source)
         self.changed_inodes: set[tuple[int, int]] = set()
         self.control_path: str | None = None
@@ -75,14 +90,23 @@ class Service:
         self.next_watchdog_at = time.monotonic()
 
     # -- set-up --------------------------------------------------------------
-    def _start_watching(self) -> None:
-        """(Re)build every watch; the old watcher stays in place if the new one fails."""
+    def _start_watching(self, expected: SourceIdentity | None = None) -> None:
+        """(Re)build every watch; the old watcher stays in place if the new one fails.
+        With ``expected``, the source must still be that directory (SourceProblem if not)."""
         watcher = Watcher(self.config.source, self.excluder, self.config.debug_events)
         try:
+            identity = source_identity(self.config.source)
+            if expected is not None and not identity.same_directory(expected):
+                raise SourceProblem(describe_identity_change(self.config.source, expected) or "", exitcodes.NO_SOURCE)
             watcher.watch_root()
-        except OSError:
+            if not source_identity(self.config.source).same_directory(identity):
+                raise SourceProblem(f"the source {self.config.source} changed while it was being watched",
+                                    exitcodes.NO_SOURCE)
+        except (OSError, SourceProblem):
             watcher.close()
             raise
+        self.source_identity = identity
+        self.report.source_identity = identity
         if self.watcher is not None:
             self.selector.unregister(self.watcher)
             self.watcher.close()
@@ -108,6 +132,9 @@ class Service:
                       "fs.inotify.max_user_watches and max_user_instances are not exhausted",
                       self.config.source, error.strerror)
             return exitcodes.OS_ERROR
+        except SourceProblem as problem:
+            log.error("%s; start pirsyncd again once it stays put", problem)
+            return problem.exit_status
         if self.config.initial_sync:
             self.pending.request_full_sync()
             self.report.state = "initial-sync"
@@ -119,6 +146,8 @@ class Service:
         notify.send("READY=1", f"STATUS={self.report.status_line()}")
         log.info("watching %s (%d directories), mirroring to %s", self.config.source,
                  self.report.watched_dirs, self.config.destination.text)
+        if self.delete_missing_args is not None:
+            self._report_deletion_path(f"deletion_mode = {self.config.deletion_mode}")
         while self.exit_status is None:
             self._turn()
         self._shut_down()
@@ -139,8 +168,9 @@ class Service:
             deadlines.append(run.stopped_at + KILL_GRACE)
         elif run is not None and self.job is not None and not self.job.batch.full:
             deadlines.append(run.started_at + self.config.time_limit)
+        failing_due = self.failing.deadline() if self.source_lost_reason is None and not self.held else None
         for moment in (self.next_full_sync_at, self.source_check_at, self.stop_deadline,
-                       self.report.publish_due()):
+                       self.report.publish_due(), failing_due):
             if moment is not None:
                 deadlines.append(moment)
         return deadlines
@@ -191,9 +221,11 @@ class Service:
         if self.rewatch_needed and self.source_lost_reason is None:
             self.rewatch_needed = False
             try:
-                self._start_watching()
+                self._start_watching(expected=self.source_identity)
             except OSError as error:
                 self._lose_source(f"the source cannot be watched again after the overflow ({error.strerror})")
+            except SourceProblem as problem:
+                self._lose_source(str(problem))
         assert self.watcher is not None
         if len(self.watcher.unwatched) > self.unwatched_seen:
             self._schedule_full_resync()  # what cannot be watched is covered by full syncs
@@ -282,6 +314,28 @@ class Service:
             self._schedule_full_resync()
         if self.source_check_at is not None and now >= self.source_check_at:
             self._recheck_source()
+        failing_due = self.failing.deadline()
+        if failing_due is not None and now >= failing_due and self.source_lost_reason is None and not self.held:
+            for path in self.failing.take_due(now):
+                self._retry_failing_path(path, now)
+            self._publish_failing()
+
+    def _retry_failing_path(self, path: str, now: float) -> None:
+        """Send a failing path again, as what it is now."""
+        if path == ".":
+            self.pending.request_full_sync()
+            self.pending.add(Change(CHANGED, ".", True), now)
+            return
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
+        except OSError:
+            self.pending.add(Change(REMOVED, path, True), now)
+            return
+        self.pending.add(Change(CREATED_DIR, path, True) if is_dir else Change(CHANGED, path), now)
+
+    def _publish_failing(self) -> None:
+        self.report.failing_summary = self.failing.summary()
+        self.report.failing_paths = self.failing.snapshot(time.time() - time.monotonic())
 
     def _schedule_full_resync(self) -> None:
         interval = self.config.full_resync_interval
@@ -314,9 +368,15 @@ class Service:
         self.source_check_at = time.monotonic() + SOURCE_RECHECK_INTERVAL
         try:
             check_source(self.config)
-            self._start_watching()
+            # Only the directory that was watched is the source: whatever else appears at its
+            # path (an empty mount point, another file system) is not, until a reload says so.
+            self._start_watching(expected=self.source_identity)
         except (SourceProblem, OSError) as problem:
-            self.report.warning = f"{self.source_lost_reason}: {problem}"
+            warning = f"{self.source_lost_reason}: {problem}"
+            if self.report.warning != warning and isinstance(problem, SourceProblem):
+                log.warning("%s; if this is the source now, reload to mirror it (systemctl reload, or SIGHUP)",
+                            problem)
+            self.report.warning = warning
             return
         log.info("the source %s is back: watching it again and running a full sync", self.config.source)
         self.source_lost_reason = None
@@ -332,6 +392,13 @@ class Service:
             return
         due = self.pending.deadline()
         if due is None or (now < due and self.stop_deadline is None):
+            return
+        moved = (describe_identity_change(self.config.source, self.source_identity)
+                 if self.source_identity is not None else None)
+        if moved is not None:
+            # Before every run, not only full syncs: a batch re-checking "." through an empty
+            # mount point would wipe the mirror as surely as a full sync.
+            self._lose_source(moved)
             return
         batch = self.pending.take(self.report.change_seq)
         if self.delete_missing_args is None and not batch.full:
@@ -354,9 +421,19 @@ class Service:
         # Done once, after the initial sync (or before the first batch), not before the initial
         # sync: it would delay the start.
         self.delete_missing_args = probe_delete_missing_args(self.config.rsync_binary)
-        if not self.delete_missing_args:
-            log.warning("this rsync mishandles --delete-missing-args with --files-from; "
-                        "deletions are sent by re-checking their parent directories instead")
+        self._report_deletion_path("probed")
+
+    def _report_deletion_path(self, why: str) -> None:
+        self.report.deletion_path = "missing-args" if self.delete_missing_args else "parents"
+        if self.delete_missing_args:
+            log.info("deletions: rsync --delete-missing-args (%s)", why)
+        elif why == "probed":
+            log.warning("this rsync mishandles --delete-missing-args with --files-from (%s); deletions "
+                        "are sent by re-checking each deleted path's parent directory (its own entries)",
+                        self.config.rsync_binary)
+        else:
+            log.info("deletions: re-checking each deleted path's parent directory (%s)", why)
+        self.report.publish(self._pending_count(), force=True)
 
     def _next_run(self) -> None:
         assert self.job is not None
@@ -414,6 +491,7 @@ class Service:
                 self.pending.request_full_sync()
             else:
                 self.pending.put_back(job.batch, time.monotonic(), self._source_has)
+        self._settle_failing(job)
         self.report.job_succeeded(job, self._pending_count(), complete=not job.vanished)
         if self.delete_missing_args is None:
             self._probe_rsync()
@@ -421,6 +499,34 @@ class Service:
             self._schedule_full_resync()
         self.retry_at = None
         self.failures = 0
+
+    def _settle_failing(self, job: SyncJob) -> None:
+        """After a job: paths rsync could not send become failing (their own backoff), paths
+        sent again are failing no more, deletions rsync skipped are sent again at once."""
+        now = time.monotonic()
+        batch = job.batch
+        sent = ["."] if batch.full else [*batch.changed, *batch.fresh_dirs, *batch.moved_paths,
+                                         *batch.directories, *(move.new_path for move in batch.moves)]
+        self.failing.record(job.failed_paths, now)
+        cleared = self.failing.clear(sent, keep=job.failed_paths)
+        if job.failed_paths:
+            log.warning("%s; retried with their own backoff while other changes go on",
+                        self.failing.summary(), extra={"PIRSYNCD_FAILING": len(self.failing)})
+        if cleared:
+            log.info("no longer failing: %s", ", ".join(sorted(cleared)[:10]))
+        for path in job.redo:
+            self.pending.add(Change(REMOVED, path, True), now)
+        if job.deletions_skipped_in_full:
+            log.warning("rsync skipped the deletions of this full sync because of the failing paths; "
+                        "a full sync follows once they are sent")
+            self.full_sync_when_failing_clears = True
+        elif batch.full:
+            self.full_sync_when_failing_clears = False
+        if self.full_sync_when_failing_clears and not self.failing:
+            self.full_sync_when_failing_clears = False
+            self.pending.request_full_sync()
+            self.pending.add(Change(CHANGED, ".", True), now)
+        self._publish_failing()
 
     def _fail_job(self, verdict: rsync.Verdict) -> None:
         assert self.job is not None
@@ -470,6 +576,10 @@ class Service:
             notify.send("READY=1", f"STATUS={self.report.status_line()}")
             return
         old, self.config = self.config, new
+        self.failing.retry_max_interval = new.retry_max_interval
+        if self.source_lost_reason is not None:
+            self.source_identity = None  # a reload names the source anew: take what is there now
+            self.source_check_at = time.monotonic()
         if self.held:
             log.info("reload: releasing the held sync")
             self.held = None
@@ -481,9 +591,9 @@ class Service:
             self.excluder = Excluder(new.exclude)
             try:
                 self._start_watching()
-            except OSError as error:
-                log.error("reload: cannot watch %s: %s; keeping the running configuration",
-                          new.source, error.strerror)
+            except (OSError, SourceProblem) as error:
+                log.error("reload: cannot watch %s: %s; keeping the running configuration", new.source,
+                          error.strerror if isinstance(error, OSError) else error)
                 self.config, self.excluder = old, Excluder(old.exclude)
                 self.report.config = old
                 notify.send("READY=1", f"STATUS={self.report.status_line()}")

@@ -79,6 +79,17 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"last error:   {_when(error.get('time'))}: {error.get('message')}")
         if error.get("stderr_tail"):
             lines.extend("              " + line for line in str(error["stderr_tail"]).splitlines()[-5:])
+    if status.get("deletion_path"):
+        way = {"missing-args": "rsync --delete-missing-args",
+               "parents": "re-checking each deleted path's parent directory"}.get(status["deletion_path"], "")
+        lines.append(f"deletions:    {way or status['deletion_path']}")
+    failing = status.get("failing_paths")
+    if isinstance(failing, list) and failing:
+        lines.append(f"failing:      {status.get('failing')}")
+        for entry in failing[:10]:
+            if isinstance(entry, dict):
+                lines.append(f"              {entry.get('path')}: {entry.get('reason')} "
+                             f"(tried {entry.get('attempts')} times)")
     if status.get("next_retry"):
         lines.append(f"next retry:   in {max(0.0, status['next_retry'] - time.time()):.0f} s")
     return "\n".join(lines)
@@ -108,6 +119,8 @@ def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] =
         if target is None and int(status.get("barrier_requests", 0)) > requests_before:
             target = int(status.get("barrier_seq", 0))
         if target is not None and int(status.get("synced_seq", -1)) >= target:
+            if status.get("failing"):
+                print_error(f"pirsyncd wait: in sync except {status['failing']}")
             return exitcodes.OK
         if not process_alive(status.get("pid")):
             print_error("pirsyncd wait: the daemon stopped before the mirror was in sync")

@@ -51,6 +51,10 @@ class StatusReport:
         self._pending = 0
         self._heartbeat = time.time()
         self._rsync_log_stream: Any = None
+        self.deletion_path: str | None = None  # "missing-args" or "parents", once decided
+        self.source_identity: Any = None
+        self.failing_summary = ""
+        self.failing_paths: list[dict[str, Any]] = []
 
     # -- events from the service --------------------------------------------------
     def job_started(self, batch: Batch) -> None:
@@ -152,6 +156,8 @@ class StatusReport:
             last = (f" · last sync {_clock(self.last_sync['time'])} ({self.last_sync['paths']} paths, "
                     f"{self.last_sync['seconds']} s)")
         text = f"{self.state.replace('-', ' ')} · {self.watched_dirs:,} dirs watched{last} · {pending}"
+        if self.failing_summary:
+            text = f"{text} · {self.failing_summary}"
         return f"{text} · {self.warning}" if self.warning else text
 
     def snapshot(self) -> dict[str, Any]:
@@ -163,7 +169,11 @@ class StatusReport:
             "updated": time.time(), "heartbeat": self._heartbeat, "status_line": self.status_line(),
             "change_seq": self.change_seq, "synced_seq": self.synced_seq,
             "barrier_requests": self.barrier_requests, "barrier_seq": self.barrier_seq,
-            "warning": self.warning,
+            "warning": self.warning, "deletion_path": self.deletion_path,
+            "failing_paths": self.failing_paths, "failing": self.failing_summary or None,
+            "source_identity": None if self.source_identity is None else {
+                "device": self.source_identity.device, "inode": self.source_identity.inode,
+                "mount_id": self.source_identity.mount_id},
         }
 
     def publish_due(self) -> float | None:
@@ -175,7 +185,8 @@ class StatusReport:
         at most once a second unless ``force`` (state changes are always forced)."""
         self._pending = pending
         key = (self.state, pending, self.watched_dirs, self.synced_seq, self.barrier_requests,
-               self.last_sync and self.last_sync["time"], self.warning, self.next_retry)
+               self.last_sync and self.last_sync["time"], self.warning, self.next_retry, self.failing_summary,
+               self.deletion_path)
         now = time.monotonic()
         if key == self._published and not force:
             self._dirty_since = None

@@ -168,10 +168,14 @@ def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
         status = daemon.wait_state("source-lost")
         assert "mirror kept" in status["status_line"]
         daemon.wait_log("syncing stopped so the mirror is not wiped")
-        write(source / "new-but-not-enough", "x")
-        os.unlink(source / "new-but-not-enough")
-        # The source is back (non-empty): syncing resumes with a full sync.
+        # Another directory at the source path is not the source, even once it has content.
+        write(source / "other", "from the directory swapped in\n")
+        daemon.wait_log("reload to mirror", 30)
+        assert daemon.status()["state"] == "source-lost"
+        assert sorted(os.listdir(destination)) == ["precious"]
+        # A reload says the directory now there is the source: syncing resumes with a full sync.
         (tmp_path / "source-moved-away" / "precious").rename(source / "precious")
+        daemon.signal(signal.SIGHUP)
         daemon.wait_state("in-sync", 30)
         wait_until_equal(source, destination, 20)
     assert (destination / "precious").read_text() == "keep me\n"
