@@ -20,6 +20,7 @@ from bench import measure
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
 LSYNCD = "/usr/bin/lsyncd"
+SYSTEM_RSYNC = "/usr/bin/rsync"
 DAEMON_NAMES = ("pirsyncd", "lsyncd")
 
 
@@ -51,6 +52,10 @@ class Setup:
     status_file: str
     delay: float
     ssh: SshTarget | None = None
+    # The rsync the wrapper runs (its $BENCH_REAL_RSYNC) and extra pirsyncd arguments (W6 runs
+    # pirsyncd with --deletion-mode and, for missing-args, a fixed rsync).
+    real_rsync: str = SYSTEM_RSYNC
+    pirsyncd_arguments: tuple[str, ...] = ()
 
     @property
     def destination(self) -> str:
@@ -69,7 +74,7 @@ def pirsyncd_command(setup: Setup) -> list[str]:
         ssh_options = " ".join(f"-o {key}={value}" for key, value in setup.ssh.options.items())
         argv += ["--ssh-port", str(setup.ssh.port), "--ssh-identity-file", setup.ssh.identity_file,
                  "--ssh-options", ssh_options]
-    return argv
+    return argv + list(setup.pirsyncd_arguments)
 
 
 def lsyncd_config(setup: Setup) -> str:
@@ -120,7 +125,8 @@ class RunningDaemon:
         with open(self.output_path, "wb") as output:
             self.started_at = time.time()
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
-                                            stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+                                            stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                            env={**os.environ, "BENCH_REAL_RSYNC": setup.real_rsync})
         self.pid = self.process.pid
 
     def output_tail(self, size: int = 2000) -> str:

@@ -1,16 +1,21 @@
 """pirsyncd against lsyncd 2.2.3, side by side, in one run (issue 8).
 
-    .venv/bin/python bench/run.py [--quick] [--workloads W1,W2,W3,W4,W5] [--ssh] [--root /dev/shm]
+    .venv/bin/python bench/run.py [--quick] [--workloads W1,W2,W3,W4,W5,W6] [--ssh] [--root /dev/shm]
                                   [--repeat N] [--json out.json] [--results-md bench/RESULTS.md]
+                                  [--fixed-rsync PATH] [--deletion-modes parents,missing-args]
 
 For every repetition and workload it runs pirsyncd, then lsyncd (A B A B ...), each on fresh trees
 under --root, then one plain ``rsync -a`` of the same final tree (the floor), and prints medians
-with the ratio pirsyncd/lsyncd. Exit status: 0 when every run completed, 1 otherwise.
+with the ratio pirsyncd/lsyncd. W6 (deletions) runs pirsyncd twice, once per deletion mode
+(``parents`` with the system rsync, ``missing-args`` with the fixed rsync), then lsyncd (A A' B ...);
+its floor is a no-op full rsync of the in-sync tree. Exit status: 0 when every run completed, 1
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,12 +33,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import measure, workloads
-from bench.daemons import DAEMON_NAMES, REPO_ROOT, SshTarget, pirsyncd_available
+from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
 from bench.sshd import LoopbackSshd
 
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W1ssh", "W4ssh", "W3large")
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
-FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large")
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms",
+                      *(f"{place}_busy_s" for place in workloads.W6_PLACES))
+DELETION_MODES = ("parents", "missing-args")
+# Where the test setup puts an rsync whose --delete-missing-args works with --files-from (Debian's
+# 3.5.0+ds1-0+deb12u1, extracted): W6 runs pirsyncd --deletion-mode missing-args with it.
+DEFAULT_FIXED_RSYNC = os.path.join(REPO_ROOT, ".cache", "rsync-fixed", "usr", "bin", "rsync")
 DESCRIPTIONS = {
     "W1": "latency, delay 0: one 4 KiB file every 200 ms, 50 files (plain, then written-then-renamed)",
     "W2": "burst: 1,000 dirs x 10 files x 4 KiB as fast as possible",
@@ -41,6 +51,11 @@ DESCRIPTIONS = {
     "W3large": "startup: 100,000 dirs and 1,000,000 files, empty destination",
     "W4": "rename: a mirrored 200 MiB directory of 200 files is renamed",
     "W5": "idle: 10 s without changes",
+    "W6": "deletion, in the mirrored W3 tree, one at a time: a root file, a file in a top-level dir, a file "
+          "10 dirs deep, a top-level dir (1,200 entries), 1,000 files of one dir; busy time until the daemon's "
+          "last rsync run ends, against a no-op full rsync (the floor; _x_noop = busy / no-op in the same run). "
+          "Rows 'W6 parents': pirsyncd --deletion-mode parents, system rsync; 'W6 missing-args': "
+          "--deletion-mode missing-args, the fixed rsync; lsyncd (default.rsync, system rsync) in both",
     "W1ssh": "W1 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
     "W4ssh": "W4 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
 }
@@ -61,7 +76,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", help="write every figure of every run here")
     parser.add_argument("--results-md", help="write the table, machine and command as Markdown here")
     parser.add_argument("--keep", action="store_true", help="keep run directories (logs, trees)")
+    parser.add_argument("--fixed-rsync", default=DEFAULT_FIXED_RSYNC if os.access(DEFAULT_FIXED_RSYNC, os.X_OK)
+                        else None, metavar="PATH",
+                        help="an rsync whose --delete-missing-args works, for W6's missing-args runs "
+                             f"(default: {os.path.relpath(DEFAULT_FIXED_RSYNC, REPO_ROOT)} when it exists; "
+                             "without one those runs are skipped)")
+    parser.add_argument("--deletion-modes", default=",".join(DELETION_MODES),
+                        help="pirsyncd's --deletion-mode values W6 runs (default: %(default)s)")
     arguments = parser.parse_args(argv)
+    arguments.deletion_modes = [mode.strip() for mode in arguments.deletion_modes.split(",") if mode.strip()]
+    if [mode for mode in arguments.deletion_modes if mode not in DELETION_MODES]:
+        parser.error(f"--deletion-modes: from {', '.join(DELETION_MODES)}")
+    if arguments.fixed_rsync is not None:
+        if not os.access(arguments.fixed_rsync, os.X_OK):
+            parser.error(f"--fixed-rsync: not an executable: {arguments.fixed_rsync}")
+        arguments.fixed_rsync = os.path.abspath(arguments.fixed_rsync)
     arguments.workloads = [name.strip() for name in arguments.workloads.split(",") if name.strip()]
     if arguments.ssh:
         arguments.workloads += [name + "ssh" for name in ("W1", "W4") if name in arguments.workloads]
@@ -73,22 +102,59 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def run_one(workload: str, daemon: str, arguments: argparse.Namespace, ssh: SshTarget | None
-            ) -> tuple[dict[str, float], dict[str, float]]:
-    """Run one workload on one daemon; return (figures, floor figures)."""
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One column of a run: a daemon, the rsync its wrapper runs and (W6) pirsyncd's deletion mode."""
+
+    name: str                        # pirsyncd, lsyncd, or pirsyncd/MODE (W6)
+    daemon: str
+    real_rsync: str = SYSTEM_RSYNC
+    deletion_mode: str | None = None
+
+    @property
+    def floor_key(self) -> str:
+        return "floor" if self.name in DAEMON_NAMES else f"floor {self.name}"
+
+
+def contenders(workload: str, arguments: argparse.Namespace) -> list[Contender]:
+    """The daemons in order; for W6 pirsyncd once per deletion mode (missing-args only with a
+    fixed rsync)."""
+    if workload != "W6":
+        return [Contender(daemon, daemon) for daemon in arguments.daemons]
+    chosen = []
+    for daemon in arguments.daemons:
+        if daemon != "pirsyncd":
+            chosen.append(Contender(daemon, daemon))
+            continue
+        for mode in arguments.deletion_modes:
+            if mode == "missing-args" and arguments.fixed_rsync is None:
+                continue
+            chosen.append(Contender(f"pirsyncd/{mode}", daemon,
+                                    arguments.fixed_rsync if mode == "missing-args" else SYSTEM_RSYNC, mode))
+    return chosen
+
+
+def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, ssh: SshTarget | None
+            ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Run one workload on one daemon; return (figures, floor figures, notes)."""
     scale = workloads.QUICK if arguments.quick else workloads.FULL
     if workload == "W3large":
         scale = workloads.LARGE
     base = workload.removesuffix("ssh")
     populate: Callable[[str], None] | None = {
         "W3": workloads.w3_populate(scale), "W3large": workloads.w3_populate(scale),
-        "W4": workloads.w4_populate(scale), "W5": workloads.w5_populate}.get(base)
+        "W4": workloads.w4_populate(scale), "W5": workloads.w5_populate,
+        "W6": workloads.w6_populate(scale)}.get(base)
     delay = 0.0 if base == "W1" else arguments.delay
     use_ssh = ssh if workload.endswith("ssh") else None
-    with workloads.daemon_session(daemon, arguments.root, workload, delay, scale.timeout, populate,
-                                  use_ssh, arguments.keep) as session:
+    pirsyncd_arguments = ("--deletion-mode", contender.deletion_mode) if contender.deletion_mode else ()
+    with workloads.daemon_session(contender.daemon, arguments.root, workload, delay, scale.timeout, populate,
+                                  use_ssh, arguments.keep, contender.real_rsync, pirsyncd_arguments) as session:
         if base == "W1":
-            return workloads.w1_latency(session, scale), workloads.floor_one_file(arguments.root, use_ssh)
+            return workloads.w1_latency(session, scale), workloads.floor_one_file(arguments.root, use_ssh), {}
+        if base == "W6":
+            figures, notes = workloads.w6_deletions(session, scale)
+            return figures, {"noop_full_s": figures["noop_full_s"]}, notes
         if base == "W2":
             figures = workloads.w2_burst(session, scale)
         elif base in ("W3", "W3large"):
@@ -96,12 +162,12 @@ def run_one(workload: str, daemon: str, arguments: argparse.Namespace, ssh: SshT
         elif base == "W4":
             figures = workloads.w4_rename(session, scale)
         else:
-            return workloads.w5_idle(session, scale), {}
+            return workloads.w5_idle(session, scale), {}, {}
         # The daemon is stopped and its mirror removed first: W3large needs the inodes (a tmpfs has
         # about 3 million by default, and three copies of 1.1 million entries do not fit).
         session.daemon.stop()
         shutil.rmtree(session.setup.destination_path)
-        return figures, workloads.floor_copy(session.setup.source, arguments.root, use_ssh)
+        return figures, workloads.floor_copy(session.setup.source, arguments.root, use_ssh), {}
 
 
 def pirsyncd_code_digest() -> str:
@@ -117,34 +183,95 @@ def pirsyncd_code_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+_RSYNC_VERSIONS: dict[str, str] = {}
+
+
+def rsync_version(binary: str) -> str:
+    """``rsync  version 3.2.7  protocol version 32`` (the first line of --version), once per binary."""
+    if binary not in _RSYNC_VERSIONS:
+        _RSYNC_VERSIONS[binary] = first_line([binary, "--version"])
+    return _RSYNC_VERSIONS[binary]
+
+
+def run_notes(workload: str, contender: Contender, label: str, notes: dict[str, str]) -> dict[str, str]:
+    """What a run used: the rsync behind the wrapper and, for W6's pirsyncd, the deletion path
+    (the status file's ``deletion_path`` when pirsyncd reports it, else the flag given)."""
+    info = {"run": label, "workload": workload, "contender": contender.name,
+            "rsync_binary": contender.real_rsync, "rsync_version": rsync_version(contender.real_rsync)}
+    if contender.deletion_mode:
+        info["deletion_mode_flag"] = contender.deletion_mode
+        info["deletion_path"] = notes.get("deletion_path", contender.deletion_mode)
+        info["deletion_path_from"] = "status file" if "deletion_path" in notes else "--deletion-mode flag"
+    elif contender.daemon == "lsyncd" and workload == "W6":
+        info["deletion_path"] = "lsyncd default.rsync: --delete with an include filter list"
+        info["deletion_path_from"] = "its default"
+    return info
+
+
 def run_all(arguments: argparse.Namespace, ssh: SshTarget | None) -> tuple[dict, list[str]]:
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     failures: list[str] = []
     arguments.pirsyncd_digests = []
     arguments.pirsyncd_code_by_run = []
+    arguments.run_notes = []
     for repetition in range(arguments.repeat):
         for workload in arguments.workloads:
-            for daemon in arguments.daemons:
-                label = f"{workload} {daemon} #{repetition + 1}"
+            for contender in contenders(workload, arguments):
+                label = f"{workload} {contender.name} #{repetition + 1}"
                 print(f"-- {label} ...", file=sys.stderr, flush=True)
                 started = time.monotonic()
-                if daemon == "pirsyncd":
+                if contender.daemon == "pirsyncd":
                     digest = pirsyncd_code_digest()
                     if digest not in arguments.pirsyncd_digests:
                         arguments.pirsyncd_digests.append(digest)
                     arguments.pirsyncd_code_by_run.append(f"{label}: {digest}")
                 try:
-                    figures, floor = run_one(workload, daemon, arguments, ssh)
+                    figures, floor, notes = run_one(workload, contender, arguments, ssh)
                 except Exception:  # a failed run is reported and the benchmark goes on
                     failures.append(f"{label}: {traceback.format_exc().strip().splitlines()[-1]}")
                     traceback.print_exc()
                     continue
                 print(f"   {label}: {format_figures(figures)} floor {format_figures(floor)} "
                       f"({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
-                results.setdefault(workload, {}).setdefault(daemon, []).append(figures)
+                if workload == "W6":
+                    arguments.run_notes.append(run_notes(workload, contender, label, notes))
+                results.setdefault(workload, {}).setdefault(contender.name, []).append(figures)
                 if floor:
-                    results[workload].setdefault("floor", []).append(floor)
+                    results[workload].setdefault(contender.floor_key, []).append(floor)
     return results, failures
+
+
+def table_views(results: dict) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """The results as the table shows them: a workload with pirsyncd/MODE runs (W6) becomes one
+    group per mode, ``W6 MODE``, with those runs as pirsyncd, the same lsyncd runs, and the no-op
+    full rsync of that mode's runs (its own rsync binary) as the floor."""
+    views: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for workload, by_contender in results.items():
+        variants = [name for name in by_contender if name.startswith("pirsyncd/")]
+        if not variants:
+            views[workload] = by_contender
+        for variant in variants:
+            views[f"{workload} {variant.partition('/')[2]}"] = {
+                "pirsyncd": by_contender[variant], "lsyncd": by_contender.get("lsyncd", []),
+                "floor": by_contender.get(f"floor {variant}", [])}
+    return views
+
+
+def notes_lines(run_notes: list[dict[str, str]]) -> list[str]:
+    """One line per W6 contender: the rsync version(s) and the deletion path(s) its runs used."""
+    by_contender: dict[str, dict[str, list[str]]] = {}
+    for info in run_notes:
+        entry = by_contender.setdefault(info["contender"], {"rsync": [], "path": []})
+        version = info["rsync_version"]
+        if version.startswith("rsync  version "):
+            version = version.split()[2]
+        rsync = f"{version} ({info['rsync_binary']})"
+        path = f"{info.get('deletion_path', '-')} ({info.get('deletion_path_from', '-')})"
+        for key, value in (("rsync", rsync), ("path", path)):
+            if value not in entry[key]:
+                entry[key].append(value)
+    return [f"{name}: rsync {'; '.join(entry['rsync'])}; deletions: {'; '.join(entry['path'])}"
+            for name, entry in by_contender.items()]
 
 
 def format_figures(figures: dict[str, float]) -> str:
@@ -205,21 +332,26 @@ def table_lines(rows: list[dict], markdown: bool) -> list[str]:
             for cells in [header, *body]]
 
 
-def machine_description() -> dict[str, str]:
-    def first_line(argv: list[str]) -> str:
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-            return ((result.stdout or result.stderr).strip().splitlines() or ["?"])[0]
-        except OSError as error:
-            return str(error)
-    return {"nproc": str(os.cpu_count()), "kernel": platform.release(),
-            "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="ascii")
-                         if line.startswith("model name")), "?"),
-            "rsync": first_line(["/usr/bin/rsync", "--version"]),
-            "lsyncd": first_line(["/usr/bin/lsyncd", "-version"]),
-            "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
-            "pirsyncd commit": first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]
-                                          ).replace("fatal: ", "none: ")}
+def first_line(argv: list[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return ((result.stdout or result.stderr).strip().splitlines() or ["?"])[0]
+    except OSError as error:
+        return str(error)
+
+
+def machine_description(arguments: argparse.Namespace | None = None) -> dict[str, str]:
+    with open("/proc/cpuinfo", encoding="ascii") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    machine = {"nproc": str(os.cpu_count()), "kernel": platform.release(), "cpu": cpu,
+               "rsync": first_line([SYSTEM_RSYNC, "--version"]),
+               "lsyncd": first_line(["/usr/bin/lsyncd", "-version"]),
+               "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+               "pirsyncd commit": first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]
+                                             ).replace("fatal: ", "none: ")}
+    if arguments is not None and any(info["rsync_binary"] != SYSTEM_RSYNC for info in arguments.run_notes):
+        machine["rsync (fixed, W6 missing-args)"] = f"{rsync_version(arguments.fixed_rsync)} ({arguments.fixed_rsync})"
+    return machine
 
 
 def write_markdown(path: str, rows: list[dict], machine: dict[str, str], command: str,
@@ -233,6 +365,10 @@ def write_markdown(path: str, rows: list[dict], machine: dict[str, str], command
                  + (" — the engine changed during the run; runs mix versions" if len(digests) > 1 else ""))
     lines += ["", "Workloads:", ""]
     lines += [f"- {name}: {DESCRIPTIONS[name]}" for name in arguments.workloads]
+    notes = notes_lines(getattr(arguments, "run_notes", []))
+    if notes or getattr(arguments, "skipped", []):
+        lines += ["", "W6 runs:", "", *[f"- {line}" for line in notes],
+                  *[f"- skipped: {skipped}" for skipped in getattr(arguments, "skipped", [])]]
     lines += ["", *table_lines(rows, markdown=True), ""]
     if failures:
         lines += ["Failed runs:", "", *[f"- {failure}" for failure in failures], ""]
@@ -251,21 +387,30 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
                           else sys.executable, *sys.argv])
     ssh_workloads = [name for name in arguments.workloads if name.endswith("ssh")]
+    arguments.skipped = []
+    if ("W6" in arguments.workloads and "pirsyncd" in arguments.daemons and "missing-args" in arguments.deletion_modes
+            and arguments.fixed_rsync is None):
+        arguments.skipped.append(f"W6 pirsyncd/missing-args: no fixed rsync (give --fixed-rsync PATH or put one at "
+                                 f"{DEFAULT_FIXED_RSYNC})")
+        print(f"run.py: {arguments.skipped[-1]}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pirsyncd-bench-sshd-", dir=arguments.root) as sshd_dir:
         if ssh_workloads:
             with LoopbackSshd(sshd_dir) as ssh:
                 results, failures = run_all(arguments, ssh)
         else:
             results, failures = run_all(arguments, None)
-    rows = summarize(results)
-    machine = machine_description()
+    rows = summarize(table_views(results))
+    machine = machine_description(arguments)
     print("\n".join(table_lines(rows, markdown=False)))
+    for line in notes_lines(arguments.run_notes) + [f"skipped: {skipped}" for skipped in arguments.skipped]:
+        print(line)
     for failure in failures:
         print(f"FAILED {failure}")
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as json_file:
             json.dump({"command": command, "machine": machine, "arguments": vars(arguments),
-                       "results": results, "summary": rows, "failures": failures}, json_file, indent=1)
+                       "results": results, "summary": rows, "run_notes": arguments.run_notes,
+                       "skipped": arguments.skipped, "failures": failures}, json_file, indent=1)
     if arguments.results_md:
         write_markdown(arguments.results_md, rows, machine, command, arguments, failures)
     return 1 if failures else 0

@@ -1,4 +1,4 @@
-"""Workloads W1-W5 of issue 8. Each takes a started, ready daemon (a :class:`Session`) and returns
+"""Workloads W1-W6 (W1-W5 of issue 8, W6 deletions). Each takes a started, ready daemon (a :class:`Session`) and returns
 a flat dict of figures; ``floor_*`` functions measure one plain ``rsync -a`` of the same tree.
 
 Figure names end in their unit: ``_ms``, ``_s``, ``_mib``, ``_per_s``; plain counts have none.
@@ -22,10 +22,10 @@ from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
 
 from bench import measure
-from bench.daemons import RunningDaemon, Setup, SshTarget, start_daemon
+from bench.daemons import SYSTEM_RSYNC, RunningDaemon, Setup, SshTarget, read_json, start_daemon
 
 WRAPPER_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rsync-wrapper")
-REAL_RSYNC = "/usr/bin/rsync"
+REAL_RSYNC = SYSTEM_RSYNC
 MIB = 1024 * 1024
 
 
@@ -44,13 +44,18 @@ class Scale:
     w4_file_size: int = MIB     # 200 MiB
     w5_window: float = 10.0
     w5_settle: float = 2.0
+    w6_many_files: int = 1000   # deleted from one directory (W6 many_files)
+    w6_deep_levels: int = 8     # directories below a t*/s* leaf for W6's deep file
+    w6_quiet: float = 0.5       # no rsync run for this long (plus the delay): the daemon has settled
+    w6_noop_repeats: int = 3    # no-op full rsync runs timed per W6 run (median)
     timeout: float = 300.0
 
 
 FULL = Scale()
 QUICK = Scale(w1_files=5, w1_interval=0.05, w2_dirs=20, w2_files_per_dir=5, w3_top_dirs=5,
               w3_subdirs=9, w3_files_per_dir=2, w4_files=5, w4_file_size=256 * 1024,
-              w5_window=1.0, w5_settle=0.3, timeout=60.0)
+              w5_window=1.0, w5_settle=0.3, w6_many_files=20, w6_quiet=0.1, w6_noop_repeats=1,
+              timeout=60.0)
 LARGE = dataclasses.replace(FULL, w3_top_dirs=200, w3_subdirs=499, w3_files_per_dir=10, timeout=1800.0)
 
 
@@ -67,7 +72,8 @@ class Session:
 @contextlib.contextmanager
 def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeout: float,
                    populate: Callable[[str], None] | None = None, ssh: SshTarget | None = None,
-                   keep: bool = False) -> Iterator[Session]:
+                   keep: bool = False, real_rsync: str = REAL_RSYNC,
+                   pirsyncd_arguments: tuple[str, ...] = ()) -> Iterator[Session]:
     run_dir = tempfile.mkdtemp(prefix=f"pirsyncd-bench-{label}-{daemon_name}-", dir=root)
     source = os.path.join(run_dir, "src")
     destination = os.path.join(run_dir, "dst")
@@ -80,7 +86,7 @@ def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeou
     wrapper = os.path.join(run_dir, "rsync-wrapper")
     shutil.copy2(WRAPPER_TEMPLATE, wrapper)
     setup = Setup(run_dir, source, destination, wrapper, wrapper + ".log",
-                  os.path.join(run_dir, "status.json"), delay, ssh)
+                  os.path.join(run_dir, "status.json"), delay, ssh, real_rsync, pirsyncd_arguments)
     daemon = start_daemon(daemon_name, setup)
     try:
         ready_at = daemon.wait_ready(timeout)
@@ -389,3 +395,181 @@ def w5_idle(session: Session, scale: Scale) -> dict[str, float]:
         "wakeups_per_s": (after.context_switches - before.context_switches) / elapsed,
         "rsync_runs": len(measure.read_rsync_log(session.setup.rsync_log).finished) - runs_before,
     }
+
+
+# -- W6 deletions ------------------------------------------------------------------------------
+
+W6_PLACES = ("root_file", "mid_file", "deep_file", "top_dir", "many_files")
+
+
+@dataclasses.dataclass(frozen=True)
+class W6Layout:
+    """What W6 deletes, relative to the tree root: places in (or added to) the W3 tree."""
+
+    root_file: str               # a file at the root, beside the t* directories
+    mid_file: str                # a file in a top-level directory (199 subdirectories, 5 files)
+    deep_file: str               # a file w6_deep_levels directories below a t*/s* leaf
+    top_dir: str                 # a whole top-level directory (199 subdirectories, 1,000 files)
+    many_dir: str                # a directory whose w6_many_files files are all deleted
+    many_names: tuple[str, ...]
+
+    def paths(self, place: str) -> list[str]:
+        if place == "many_files":
+            return [os.path.join(self.many_dir, name) for name in self.many_names]
+        return [getattr(self, place)]
+
+
+def w6_layout(scale: Scale) -> W6Layout:
+    """The places, spread over the top-level directories (distinct for any w3_top_dirs >= 5).
+
+    >>> w6_layout(FULL).mid_file, w6_layout(FULL).top_dir
+    ('t0050/f0', 't0033')
+    """
+    def top(fraction_num: int, fraction_den: int) -> str:
+        return f"t{scale.w3_top_dirs * fraction_num // fraction_den:04d}"
+    deep_dir = os.path.join(top(3, 5), f"s{scale.w3_subdirs // 2:04d}",
+                            *(f"deep{level}" for level in range(1, scale.w6_deep_levels + 1)))
+    return W6Layout(root_file="w6-root-file", mid_file=os.path.join(top(1, 2), "f0"),
+                    deep_file=os.path.join(deep_dir, "w6-deep-file"), top_dir=top(1, 3),
+                    many_dir=os.path.join(top(4, 5), "w6-many"),
+                    many_names=tuple(f"m{number:05d}" for number in range(scale.w6_many_files)))
+
+
+def w6_populate(scale: Scale) -> Callable[[str], None]:
+    """The W3 tree plus W6's root file, deep chain and directory of many files."""
+    layout = w6_layout(scale)
+
+    def populate(source: str) -> None:
+        build_many_dirs(source, scale.w3_top_dirs, scale.w3_subdirs, scale.w3_files_per_dir)
+        noise = os.urandom(100)
+        write_file(os.path.join(source, layout.root_file), unique_block(0, 100, noise))
+        os.makedirs(os.path.join(source, os.path.dirname(layout.deep_file)))
+        write_file(os.path.join(source, layout.deep_file), unique_block(1, 100, noise))
+        os.mkdir(os.path.join(source, layout.many_dir))
+        for number, name in enumerate(layout.many_names):
+            write_file(os.path.join(source, layout.many_dir, name), unique_block(2 + number, 100, noise))
+    return populate
+
+
+def noop_full_rsync(real_rsync: str, source: str, destination: str, repeats: int) -> tuple[float, int]:
+    """(median seconds, changes the first run itemized) of ``rsync -a --delete SRC/ DST/`` on the
+    in-sync tree: what a full sync costs when nothing needs sending (``-i`` only adds output; 0
+    changes means the daemon's mirror was complete, metadata included)."""
+    timings = []
+    changes = 0
+    for number in range(repeats):
+        started = time.perf_counter()
+        result = subprocess.run([real_rsync, "-a", "--delete", "-i", source + "/", destination + "/"],
+                                check=True, stdout=subprocess.PIPE)
+        timings.append(time.perf_counter() - started)
+        if number == 0:
+            changes = len(result.stdout.splitlines())
+    return measure.median(timings), changes
+
+
+def daemon_idle(session: Session) -> bool:
+    """pirsyncd: its status file says in-sync with nothing pending; lsyncd has no such signal."""
+    if session.daemon.name != "pirsyncd":
+        return True
+    status = read_json(session.setup.status_file)
+    return status is not None and status.get("state") == "in-sync" and not status.get("pending")
+
+
+def wait_settled(session: Session, quiet: float, timeout: float) -> None:
+    """Until no rsync run is in flight, none has ended for ``quiet`` seconds and the daemon is
+    idle; raises after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.daemon.check_alive()
+        log = measure.read_rsync_log(session.setup.rsync_log)
+        if not log.running_pids:
+            last_end = max((run.end for run in log.finished), default=0.0)
+            if time.time() - last_end >= quiet and daemon_idle(session):
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"{session.daemon.name} did not settle within {timeout:g} s "
+                       f"(W6; status {read_json(session.setup.status_file)})")
+
+
+def wait_deleted(session: Session, gone: Callable[[], bool], since: float, quiet: float,
+                 timeout: float) -> tuple[float | None, list[measure.RsyncRun]]:
+    """Wait until the deletion is done and the daemon has settled; return (when the daemon's last
+    rsync run started since ``since`` ended, or, without any, when the entry was seen gone; None
+    on timeout) and those runs. The destination is looked at only while no rsync run is in
+    flight; settled = no run in flight or started for ``quiet`` seconds and the daemon idle."""
+    deadline = time.monotonic() + timeout
+    gone_at: float | None = None
+    while time.monotonic() < deadline:
+        log = measure.read_rsync_log(session.setup.rsync_log)
+        if not log.running_pids:
+            now = time.time()
+            if gone_at is None and gone():
+                gone_at = now
+            if gone_at is not None:
+                runs = log.finished_since(since)
+                last_end = max((run.end for run in runs), default=None)
+                if now - max(last_end or 0.0, gone_at) >= quiet and daemon_idle(session):
+                    return (last_end if last_end is not None else gone_at), runs
+        session.daemon.check_alive()
+        time.sleep(0.005)
+    return None, measure.read_rsync_log(session.setup.rsync_log).finished_since(since)
+
+
+def w6_gone_check(destination: str, layout: W6Layout, place: str) -> Callable[[], bool]:
+    """True once the destination has none of the place's entries (one listing for many_files)."""
+    if place == "many_files":
+        directory = os.path.join(destination, layout.many_dir)
+        names = frozenset(layout.many_names)
+
+        def many_gone() -> bool:
+            try:
+                return names.isdisjoint(os.listdir(directory))
+            except FileNotFoundError:
+                return True
+        return many_gone
+    target = os.path.join(destination, layout.paths(place)[0])
+    return lambda: not os.path.lexists(target)
+
+
+def w6_deletions(session: Session, scale: Scale) -> tuple[dict[str, float], dict[str, str]]:
+    """Delete at each place of :func:`w6_layout`, one at a time, each after the daemon has settled.
+    Busy time: from the deletion until the end of the last rsync run it caused, the entry gone at
+    the destination. Reference: a no-op full rsync of the same in-sync tree with the same rsync
+    binary, in the same run; ``PLACE_x_noop`` = busy / no-op. Returns (figures, notes): the
+    notes hold pirsyncd's ``deletion_path`` from its status file when it reports one."""
+    setup = session.setup
+    source, destination = setup.source, setup.destination_path
+    layout = w6_layout(scale)
+    quiet = scale.w6_quiet + setup.delay
+    wait_settled(session, quiet, scale.timeout)
+    noop, noop_changes = noop_full_rsync(setup.real_rsync, source, destination, scale.w6_noop_repeats)
+    # Generous (the goal is 0.15 x the no-op), but bounded: a daemon that never finishes a
+    # deletion costs this, not the whole workload timeout, per place.
+    deletion_timeout = min(scale.timeout, max(30.0, 20 * noop))
+    figures: dict[str, float] = {"noop_full_s": noop, "noop_changes": noop_changes}
+    failed_runs = 0
+    for place in W6_PLACES:
+        wait_settled(session, quiet, scale.timeout)
+        relative_paths = layout.paths(place)
+        started = time.time()
+        if place == "top_dir":
+            shutil.rmtree(os.path.join(source, layout.top_dir))
+        else:
+            for relative in relative_paths:
+                os.unlink(os.path.join(source, relative))
+        ended, runs = wait_deleted(session, w6_gone_check(destination, layout, place), started, quiet,
+                                   deletion_timeout)
+        busy = (ended - started) if ended is not None else float("nan")
+        figures[f"{place}_busy_s"] = busy
+        figures[f"{place}_x_noop"] = busy / noop if noop else float("nan")
+        figures[f"{place}_runs"] = len(runs)
+        failed_runs += sum(run.status != 0 for run in runs)
+    ratios = [figures[f"{place}_x_noop"] for place in W6_PLACES]
+    figures["max_x_noop"] = float("nan") if any(ratio != ratio for ratio in ratios) else max(ratios)
+    figures["rsync_failed_runs"] = failed_runs
+    figures["identical"] = float(measure.trees_identical(source, destination))
+    notes: dict[str, str] = {}
+    status = read_json(setup.status_file) if session.daemon.name == "pirsyncd" else None
+    if status is not None and status.get("deletion_path"):
+        notes["deletion_path"] = str(status["deletion_path"])
+    return figures, notes

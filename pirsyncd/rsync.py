@@ -240,7 +240,8 @@ def deletion_entries(directories: list[str]) -> list[str]:
 class RunErrors:
     """What rsync's error lines say about one run (see :func:`analyse_errors`).
 
-    ``failed`` maps source-relative paths rsync could not read or send to the reason;
+    ``failed`` maps source-relative paths rsync could not read or send to the reason
+    ("vanished" for a path that went away or changed type while rsync ran);
     ``destination_trouble`` is any error that is not about one source path (the receiving
     side, the connection, a line we cannot read); ``deletions_skipped`` means rsync saw an
     I/O error on the sending side and skipped every deletion of the run.
@@ -253,6 +254,10 @@ class RunErrors:
 
 _SENDER_ERROR = re.compile(r'^rsync: \[sender\] (?:[^"]*)"(?P<path>.*)"(?: failed)?: (?P<reason>[^()]*) \(\d+\)$')
 _VANISHED = re.compile(r'^file has vanished: "(?P<path>.*)"$')
+# A file that changed while rsync read it ("read errors mapping", then this): a source path.
+_DISCARDED = re.compile(r"^(?:WARNING|ERROR): (?P<path>.*) failed verification -- update (?:discarded|retained)")
+# Reasons that mean the path changed type or went away while rsync ran: its events are queued.
+_CHANGED_UNDER_US = ("No such file or directory", "Not a directory", "Is a directory")
 _DELETIONS_SKIPPED = "IO error encountered -- skipping file deletion"
 _HARMLESS = ("rsync error: some files/attrs were not transferred", "rsync error: some files vanished",
              "rsync warning: some files vanished")
@@ -283,6 +288,10 @@ def analyse_errors(stderr: str, source: str) -> RunErrors:
             skipped = True
             continue
         match = _SENDER_ERROR.match(line)
+        discarded = _DISCARDED.match(line) if match is None else None
+        if discarded is not None:
+            failed.setdefault(_unescape(discarded["path"]), "vanished")
+            continue
         if match is None:
             match = _VANISHED.match(line)
             if match is not None:
@@ -296,7 +305,8 @@ def analyse_errors(stderr: str, source: str) -> RunErrors:
             relative = path[len(prefix):].rstrip("/")
             if relative.endswith("/."):
                 relative = relative[:-2]
-            failed[relative or "."] = match["reason"].strip()
+            reason = match["reason"].strip()
+            failed[relative or "."] = "vanished" if reason in _CHANGED_UNDER_US else reason
         elif path.rstrip("/") == source.rstrip("/"):
             failed["."] = match["reason"].strip()
         else:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import rsyncs
 from tests.support.daemon import Daemon
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return rsyncs.describe()
 
 
 @pytest.fixture

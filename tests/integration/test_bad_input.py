@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.daemon import run_pirsyncd
 
+pytestmark = pytest.mark.auto_deletion_mode  # nothing here syncs: once is enough
+
 EX_USAGE = EX_CONFIG = 78  # a command line is configuration too
 
 # (case, config text with {src}/{dst}/{tmp} placeholders or raw bytes, expected message fragments)

@@ -40,7 +40,8 @@ def mounted(*mount_arguments: str, target: Path) -> Iterator[None]:
 
 def fake_rsync(tmp_path: Path, name: str, body: str) -> Path:
     """A small stand-in for rsync (wired in with --rsync-binary) for faults real rsync cannot
-    be made to show on demand; it runs the real rsync for everything else."""
+    be made to show on demand; it runs the real rsync for everything else: ``rsync`` by name, the
+    test's deletion path's rsync (first in the daemon's PATH)."""
     fake = tmp_path / name
     fake.write_text("#!/bin/bash\n" + body + '\nexec rsync "$@"\n')
     fake.chmod(0o755)
@@ -206,6 +207,7 @@ def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path
     assert daemon.stop(timeout=20) == 0
 
 
+@pytest.mark.auto_deletion_mode  # about the deletion path itself: pirsyncd's own probe decides
 def test_rsync_builds_with_broken_delete_missing_args_fall_back(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     """Some rsync builds fail --delete-missing-args with --files-from ('invalid file mode 00'):
     deletions then go by re-checking the parent directories, and still reach the mirror."""

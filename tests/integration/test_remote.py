@@ -3,7 +3,9 @@
 The servers come from :mod:`tests.support.servers` (own host keys, authorized_keys, secrets file and
 module config; loopback or network namespaces created here; stopped by PID). pirsyncd runs as a
 subprocess with ``--rsync-binary`` pointing at a small wrapper that logs one line per rsync run and
-then execs the real rsync with its argv unchanged, so the tests can count attempts.
+then execs the real rsync with its argv unchanged, so the tests can count attempts. Every test runs on
+both deletion paths (``tests/integration/conftest.py``); on the missing-args path the sending rsync
+(first in PATH), the receiving one over ssh (``--rsync-path``) and the rsync daemon are the path's.
 
 Run: ``sudo .venv/bin/python -m pytest -m remote tests/integration/test_remote.py`` (needs root for
 sshd and ``ip netns``).
@@ -32,6 +34,8 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
+from pirsyncd.destination import SSH, parse_destination  # noqa: E402
+from tests.support import rsyncs  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     NetNamespaceHost,
     RsyncDaemon,
@@ -77,13 +81,14 @@ HOSTILE_NAMES = (
 )
 
 WRAPPER = """#!/bin/sh
-# Test wrapper: one line per rsync run (time, pid, run|version), then the real rsync, argv unchanged.
+# Test wrapper: one line per rsync run (time, pid, run|version), then the real rsync, argv unchanged
+# (the first rsync in PATH: the harness puts the deletion path's rsync there).
 kind=run
 for argument in "$@"; do
     case $argument in --version|-V) kind=version ;; esac
 done
 echo "$(date +%s.%N) $$ $kind" >> {log}
-exec /usr/bin/rsync "$@"
+exec rsync "$@"
 """
 
 
@@ -101,17 +106,25 @@ class Pirsyncd:
         self.wrapper.write_text(WRAPPER.format(log=self.attempts_log))
         self.wrapper.chmod(0o755)
         self.process: subprocess.Popen[bytes] | None = None
+        self.deletion_path = rsyncs.current()
 
     def start(self, source: Path, destination: str, *extra: str,
               netns: NetNamespaceHost | None = None) -> None:
         argv = [sys.executable, "-m", "pirsyncd", "--source", str(source), "--destination", destination,
                 "--delay", "0.2", "--status-file", str(self.status_file),
                 "--rsync-binary", str(self.wrapper), *extra]
+        if self.deletion_path is not None:
+            argv += self.deletion_path.daemon_arguments()
+            if parse_destination(destination).kind == SSH:
+                assert not any(argument.startswith("--rsync-flags") for argument in extra), extra
+                argv += self.deletion_path.ssh_receiver_arguments()
         if netns is not None:
             argv = netns.client_command(argv)
         environment = {name: value for name, value in os.environ.items()
                        if name not in ("RSYNC_PASSWORD", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC")}
         environment["PYTHONPATH"] = str(REPOSITORY)
+        if self.deletion_path is not None:
+            environment = self.deletion_path.environment(environment)
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(argv, cwd=REPOSITORY, env=environment, stdin=subprocess.DEVNULL,
                                             stdout=stderr, stderr=stderr)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support import rsyncs
 from tests.support.trees import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,23 +33,45 @@ class Daemon:
 
     Use as a context manager; ``stop()`` sends SIGTERM and waits, killing it after a
     deadline. stderr goes to ``workdir/pirsyncd.log`` so a failing test can show it.
+
+    On a deletion path (:func:`tests.support.rsyncs.current`, set for every integration test) it
+    runs with ``--deletion-mode NAME`` (unless ``arguments`` name one) and that path's rsync first
+    in PATH; ``env`` may set PATH, the rsync still goes first.
+
+    ``prefix`` goes before the command, e.g. ``['setpriv', '--reuid=65534', '--regid=65534',
+    '--clear-groups', '--']`` to run it as nobody. It must exec the command, not fork it (setpriv,
+    env and chroot do; sudo and runuser fork), so that the PID is the daemon's. The caller makes
+    ``workdir`` writable by that user (the status file is replaced atomically inside it; the log is
+    opened here and inherited) and the source readable, the destination writable; nothing here
+    changes permissions.
     """
 
-    def __init__(self, workdir: Path, *arguments: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *arguments: str, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
         self.workdir = workdir
         self.status_file = workdir / "status.json"
         self.log_file = workdir / "pirsyncd.log"
+        self.prefix = list(prefix or [])
+        self.deletion_path = rsyncs.current()
         self.arguments = [*arguments, "--status-file", str(self.status_file)]
         self.env = {**os.environ, **(env or {})}
+        if self.deletion_path is not None:
+            if not any(argument.split("=", 1)[0] == "--deletion-mode" for argument in arguments):
+                self.arguments += self.deletion_path.daemon_arguments()
+            self.env = self.deletion_path.environment(self.env)
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.pop("JOURNAL_STREAM", None)
         self.env.pop("INVOCATION_ID", None)  # run as by hand, not as a systemd service
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        """The argv this daemon runs (prefix included)."""
+        return [*self.prefix, *pirsyncd_command(*self.arguments)]
+
     def start(self, wait_in_sync: bool = True, timeout: float = 60) -> Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(pirsyncd_command(*self.arguments), cwd=REPO, stdout=log,
+            self.process = subprocess.Popen(self.command(), cwd=REPO, stdout=log,
                                             stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         if wait_in_sync:
             self.wait_state("in-sync", timeout)

@@ -29,9 +29,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from tests.support import rsyncs
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
-RSYNC = "/usr/bin/rsync"
+RSYNC = rsyncs.SYSTEM_RSYNC
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
 RSYNC_DAEMON_DEFAULT_PORT = 873
 START_TIMEOUT = 15.0
@@ -425,14 +427,20 @@ class SshServer(_Server):
 
 
 class RsyncDaemon(_Server):
-    """A real ``rsync --daemon`` serving one writable module with password authentication."""
+    """A real ``rsync --daemon`` serving one writable module with password authentication.
+
+    It runs ``rsync`` (default: the current deletion path's, :func:`tests.support.rsyncs.receiver_rsync`,
+    as the daemon is the receiving side), chosen when it is created.
+    """
 
     name = "rsyncd"
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None,
                  netns: NetNamespaceHost | None = None, module: str = "mirror",
-                 user: str = "pirsync", password: str = "correct horse battery staple") -> None:
+                 user: str = "pirsync", password: str = "correct horse battery staple",
+                 rsync: str | None = None) -> None:
         super().__init__(host, port, RSYNC_DAEMON_DEFAULT_PORT, netns)
+        self.rsync = rsync or rsyncs.receiver_rsync()
         self.module = module
         self.user = user
         self.password = password
@@ -469,7 +477,7 @@ class RsyncDaemon(_Server):
 
     def _command(self) -> list[str]:
         (self.directory / "rsyncd.pid").unlink(missing_ok=True)  # rsync refuses to start over a stale one
-        return [RSYNC, "--daemon", "--no-detach", f"--config={self.config_path}", f"--port={self.port}",
+        return [self.rsync, "--daemon", "--no-detach", f"--config={self.config_path}", f"--port={self.port}",
                 f"--address={self.host}"]
 
     def connections(self) -> int:
