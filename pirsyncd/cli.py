@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
+import traceback
 from typing import Any
 
 from pirsyncd import __version__, exitcodes
@@ -45,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pirsyncd",
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
-        epilog="Also: 'pirsyncd status [NAME]' and 'pirsyncd wait NAME [--timeout S]'. "
-               "Exit statuses: 0 ok, 65 refused to wipe the destination, 66 source missing, "
-               "71 inotify unavailable, 77 destination refused authentication, 78 configuration or command-line error.")
+        epilog="Also: 'pirsyncd status [NAME]' and 'pirsyncd wait NAME [--timeout S]'. " + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
     parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
@@ -232,3 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.USAGE
     except KeyboardInterrupt:
         return exitcodes.OK
+    except Exception:  # a bug: say so with the traceback (the journal under systemd), exit 70
+        logging.getLogger("pirsyncd").exception("internal error; please report it with this traceback")
+        if not logging.getLogger("pirsyncd").handlers:
+            traceback.print_exc()
+        return exitcodes.SOFTWARE

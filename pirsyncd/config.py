@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from pirsyncd.destination import DAEMON, LOCAL, Destination, DestinationError, parse_destination
+from pirsyncd.destination import Destination, DestinationError, DestinationKind, parse_destination
 from pirsyncd.filters import PatternError, compile_pattern
 from pirsyncd.options import OPTIONS, OPTIONS_BY_KEY, SECTIONS, Option
 
@@ -285,14 +285,14 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
             values[option.key] = option.default
 
     source, destination = values["source"], values["destination"]
-    if isinstance(source, str) and isinstance(destination, Destination) and destination.kind == LOCAL:
+    if isinstance(source, str) and isinstance(destination, Destination) and destination.kind == DestinationKind.LOCAL:
         if _is_within(destination.path, source):
             problems.append(f"{where['destination']}: {destination.path!r} is inside the source {source!r}; "
                             "a mirror inside its source would copy itself forever")
         elif _is_within(source, destination.path):
             problems.append(f"{where['source']}: {source!r} is inside the destination {destination.path!r}; "
                             "mirroring would delete the source")
-    if values["password_file"] and isinstance(destination, Destination) and destination.kind != DAEMON:
+    if values["password_file"] and isinstance(destination, Destination) and destination.kind != DestinationKind.DAEMON:
         problems.append(f"{where['password_file']}: only used with an rsync daemon destination "
                         "(rsync://host/module or host::module)")
     if problems:

@@ -1,9 +1,9 @@
 """Destination strings, parsed the way rsync reads them.
 
 >>> parse_destination("/var/backups/www").kind
-'local'
+<DestinationKind.LOCAL: 'local'>
 >>> parse_destination("backup@mirror.example:/srv/www").kind
-'ssh'
+<DestinationKind.SSH: 'ssh'>
 >>> parse_destination("rsync://backup@mirror.example:8730/www/site").module
 'www'
 """
@@ -11,11 +11,15 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 
-LOCAL = "local"
-SSH = "ssh"
-DAEMON = "daemon"
+
+class DestinationKind(enum.Enum):
+    LOCAL = "local"
+    SSH = "ssh"
+    DAEMON = "daemon"
+
 
 _URL = re.compile(r"^rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<rest>.*)$")
 _DOUBLE_COLON = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)::(?P<rest>.*)$")
@@ -28,7 +32,7 @@ class DestinationError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Destination:
-    kind: str
+    kind: DestinationKind
     text: str
     path: str  # local path, remote path, or path inside the daemon module
     host: str = ""
@@ -37,19 +41,15 @@ class Destination:
     module: str = ""
 
     @property
-    def is_remote(self) -> bool:
-        return self.kind != LOCAL
-
-    @property
     def login(self) -> str:
         """'user@host', or 'host' when no user is named."""
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def rsync_target(self) -> str:
         """The destination argument for rsync, always ending in '/' (copy contents)."""
-        if self.kind == LOCAL:
+        if self.kind == DestinationKind.LOCAL:
             return self.path.rstrip("/") + "/"
-        if self.kind == SSH:
+        if self.kind == DestinationKind.SSH:
             return f"{self.login}:{self.path.rstrip('/')}/"
         port = f":{self.port}" if self.port else ""
         inner = f"{self.module}/{self.path.strip('/')}".rstrip("/")
@@ -65,7 +65,7 @@ def parse_destination(text: str) -> Destination:
         module, _, path = match["rest"].partition("/")
         if not module:
             raise DestinationError("names no module (rsync://host/MODULE/path)")
-        return Destination(DAEMON, text, path, match["host"], match["user"] or "",
+        return Destination(DestinationKind.DAEMON, text, path, match["host"], match["user"] or "",
                            int(match["port"]) if match["port"] else None, module)
     if text.startswith("rsync://"):
         raise DestinationError("is not a valid rsync:// URL (rsync://[user@]host[:port]/module/path)")
@@ -74,12 +74,12 @@ def parse_destination(text: str) -> Destination:
         module, _, path = match["rest"].partition("/")
         if not module:
             raise DestinationError("names no module (host::MODULE/path)")
-        return Destination(DAEMON, text, path, match["host"], match["user"] or "", None, module)
+        return Destination(DestinationKind.DAEMON, text, path, match["host"], match["user"] or "", None, module)
     match = _SSH.match(text)
     if match and not text.startswith("/"):
         if not match["path"]:
             raise DestinationError("names no remote path (host:/path)")
-        return Destination(SSH, text, match["path"], match["host"], match["user"] or "")
+        return Destination(DestinationKind.SSH, text, match["path"], match["host"], match["user"] or "")
     if not text.startswith("/"):
         raise DestinationError("is a relative path; give an absolute path")
-    return Destination(LOCAL, text, text.rstrip("/") or "/")
+    return Destination(DestinationKind.LOCAL, text, text.rstrip("/") or "/")

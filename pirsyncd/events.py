@@ -10,7 +10,8 @@ was when the kernel queued it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+import enum
+from collections.abc import Iterable
 from typing import NamedTuple
 
 # Kernel event bits (linux/inotify.h); names as in the man page.
@@ -166,30 +167,23 @@ class WatchTree:
             current = current.parent
         return False
 
-    def walk(self) -> Iterator[WatchedDir]:
-        if self.root is None:
-            return
-        stack = [self.root]
-        while stack:
-            node = stack.pop()
-            yield node
-            if node.children:
-                stack.extend(node.children.values())
 
 
-# Change kinds, in the words of the batcher.
-CHANGED = "changed"  # a file's content or metadata, or a directory's metadata
-CREATED_DIR = "created-dir"  # a new directory (or one moved in): watch it and send all of it
-REMOVED = "removed"  # gone from the source (deleted or moved out of the tree)
-MOVED = "moved"  # renamed within the tree: old_path -> path
-RESCAN = "rescan"  # events were lost: only a full sync can be sure
-ROOT_LOST = "root-lost"  # the source root itself was deleted, moved or unmounted
-LOST_WATCH = "lost-watch"  # a directory's watch vanished unexpectedly (e.g. unmount below the root)
+class ChangeKind(enum.Enum):
+    """What happened to a path of the source, in the words of the pending set."""
+
+    CHANGED = "changed"  # a file's content or metadata, or a directory's metadata
+    NEW_DIR = "new-dir"  # a new directory (or one moved in): watch it and send all of it
+    REMOVED = "removed"  # gone from the source (deleted or moved out of the tree)
+    MOVED = "moved"  # renamed within the tree: old_path -> path
+    RESCAN = "rescan"  # events were lost: only a full sync can be sure
+    ROOT_LOST = "root-lost"  # the source root itself was deleted, moved or unmounted
+    LOST_WATCH = "lost-watch"  # a directory's watch vanished unexpectedly (e.g. unmount below the root)
 
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    kind: str
+    kind: ChangeKind
     path: str = ""
     is_dir: bool = False
     old_path: str = ""
@@ -224,7 +218,7 @@ class EventTranslator:
         for path, is_dir in self.unpaired_moves.values():
             if is_dir:
                 self._forget_directory(path, remove_watches=True)
-            changes.append(Change(REMOVED, path, is_dir))
+            changes.append(Change(ChangeKind.REMOVED, path, is_dir))
         self.unpaired_moves.clear()
         return changes
 
@@ -238,7 +232,7 @@ class EventTranslator:
     def _translate(self, event: Event) -> tuple[Change, ...]:
         mask = event.mask
         if mask & IN_Q_OVERFLOW:
-            return (Change(RESCAN),)
+            return (Change(ChangeKind.RESCAN),)
         node = self.tree.by_wd.get(event.wd)
         if node is None:
             return ()  # a watch we already dropped; its directory is accounted for
@@ -246,16 +240,16 @@ class EventTranslator:
         if not event.name:
             # An event about the watched directory itself.
             if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
-                return (Change(ROOT_LOST),) if is_root else ()
+                return (Change(ChangeKind.ROOT_LOST),) if is_root else ()
             if mask & IN_IGNORED:
                 if is_root:
-                    return (Change(ROOT_LOST),)
+                    return (Change(ChangeKind.ROOT_LOST),)
                 path = self.tree.path_of(node)
                 self.tree.detach(node)
-                return (Change(LOST_WATCH, path, True),)
+                return (Change(ChangeKind.LOST_WATCH, path, True),)
             if mask & IN_ATTRIB and is_root:
                 # Other directories' metadata changes arrive through their parent's watch.
-                return (Change(CHANGED, ".", True),)
+                return (Change(ChangeKind.CHANGED, ".", True),)
             return ()
         path = join(self.tree.path_of(node), event.name)
         is_dir = bool(mask & IN_ISDIR)
@@ -265,18 +259,18 @@ class EventTranslator:
         if mask & IN_MOVED_TO:
             held = self.unpaired_moves.pop(event.cookie, None)
             if held is None:
-                return (Change(CREATED_DIR, path, True),) if is_dir else (Change(CHANGED, path),)
+                return (Change(ChangeKind.NEW_DIR, path, True),) if is_dir else (Change(ChangeKind.CHANGED, path),)
             old_path = held[0]
             if is_dir and not self.tree.move(old_path, path):
                 # Never watched (created and moved before we saw it): send it whole.
-                return (Change(REMOVED, old_path, True), Change(CREATED_DIR, path, True))
-            return (Change(MOVED, path, is_dir, old_path),)
+                return (Change(ChangeKind.REMOVED, old_path, True), Change(ChangeKind.NEW_DIR, path, True))
+            return (Change(ChangeKind.MOVED, path, is_dir, old_path),)
         if mask & IN_DELETE:
             if is_dir:
                 self._forget_directory(path, remove_watches=False)
-            return (Change(REMOVED, path, is_dir),)
+            return (Change(ChangeKind.REMOVED, path, is_dir),)
         if mask & IN_CREATE and is_dir:
-            return (Change(CREATED_DIR, path, True),)
+            return (Change(ChangeKind.NEW_DIR, path, True),)
         if mask & (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB):
-            return (Change(CHANGED, path, is_dir),)
+            return (Change(ChangeKind.CHANGED, path, is_dir),)
         return ()

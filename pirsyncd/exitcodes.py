@@ -1,12 +1,55 @@
-"""Exit statuses, from sysexits.h where one fits, so scripts and systemd units can tell them apart."""
+"""Exit statuses, from sysexits.h where one fits, so scripts and systemd units can tell
+them apart. ``STATUSES`` is the one table: ``--help``, the man page and the tests read it.
+
+>>> describe(77)
+'the destination refused authentication: wrong password, wrong key, or an unknown host key'
+"""
+
+from __future__ import annotations
+
+import dataclasses
 
 OK = 0
-USAGE = 78  # the command line is configuration too: EX_CONFIG, so systemd does not restart-loop on it
-REFUSED_WIPE = 65  # EX_DATAERR: the source is empty and the destination is not
-NO_SOURCE = 66  # EX_NOINPUT: the source is missing or not a directory
-UNAVAILABLE = 69  # EX_UNAVAILABLE: the daemon is not running (status, wait)
-SOFTWARE = 70  # EX_SOFTWARE: a bug in pirsyncd
-OS_ERROR = 71  # EX_OSERR: inotify could not be set up
-TEMPFAIL = 75  # EX_TEMPFAIL: wait timed out
-NO_PERMISSION = 77  # EX_NOPERM: the destination refused our credentials
-CONFIG = 78  # EX_CONFIG: the configuration is invalid
+REFUSED_WIPE = 65  # EX_DATAERR
+NO_SOURCE = 66  # EX_NOINPUT
+UNAVAILABLE = 69  # EX_UNAVAILABLE
+SOFTWARE = 70  # EX_SOFTWARE
+OS_ERROR = 71  # EX_OSERR
+TEMPFAIL = 75  # EX_TEMPFAIL
+NO_PERMISSION = 77  # EX_NOPERM
+CONFIG = 78  # EX_CONFIG
+USAGE = CONFIG  # the command line is configuration too, so systemd does not restart-loop on it
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitStatus:
+    code: int
+    meaning: str
+
+
+STATUSES: tuple[ExitStatus, ...] = (
+    ExitStatus(OK, "success; or stopped by SIGTERM or SIGINT after sending what was pending"),
+    ExitStatus(REFUSED_WIPE, "refused to wipe the destination: the source is empty and the destination is not "
+                             "(see allow_empty_source)"),
+    ExitStatus(NO_SOURCE, "the source is missing or not a directory"),
+    ExitStatus(UNAVAILABLE, "the instance is not running (status, wait)"),
+    ExitStatus(SOFTWARE, "internal error (a bug in pirsyncd; the traceback is in the log: please report it)"),
+    ExitStatus(OS_ERROR, "the kernel's inotify is not available (for example the inotify instance limit is reached)"),
+    ExitStatus(TEMPFAIL, "the wait command timed out"),
+    ExitStatus(NO_PERMISSION, "the destination refused authentication: wrong password, wrong key, or an unknown "
+                              "host key"),
+    ExitStatus(CONFIG, "the configuration or the command line is not valid; every problem is listed"),
+)
+
+
+def describe(code: int) -> str:
+    for status in STATUSES:
+        if status.code == code:
+            return status.meaning
+    return "unknown"
+
+
+def help_text() -> str:
+    """One line for --help: 'Exit statuses: 0 success ..., 65 ...'."""
+    return "Exit statuses: " + "; ".join(f"{status.code} {status.meaning.split(':')[0].split(';')[0]}"
+                                         for status in STATUSES) + "."

@@ -53,9 +53,6 @@ class FailingPaths:
                 cleared.append(path)
         return cleared
 
-    def clear_all(self) -> None:
-        self.paths.clear()
-
     def deadline(self) -> float | None:
         """The earliest retry still to hand out, or None."""
         waiting = [entry.retry_at for entry in self.paths.values() if entry.retry_at != float("inf")]

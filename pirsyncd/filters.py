@@ -125,6 +125,3 @@ class Excluder:
             if self.matches("/".join(components[:depth]), True):
                 return True
         return self.matches(relative_path, is_dir)
-
-    def rsync_arguments(self) -> list[str]:
-        return [f"--exclude={pattern.text}" for pattern in self.patterns]

@@ -1,55 +1,64 @@
 """Other names of hard-linked files: a write through one name changes all of them, but
 inotify reports only the name written to.
 
-The index holds only files with more than one link, so it stays small; it is built by
-one walk of the source the first time a batch meets a multi-link file it does not know.
+The index holds only files with more than one link, so it stays small. It is filled
+from a scan of the source by ``find`` (a child the loop services like any rsync run,
+so a walk of a large tree never blocks the loop), the first time a batch meets a
+multi-link file it does not know.
+
+    >>> index = HardLinkIndex("/srv")
+    >>> index.load(b"5 7 a\\x005 7 b\\x00")
+    >>> sorted(index.names[(5, 7)])
+    ['a', 'b']
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
+
+MAX_WANTED = 64  # inodes looked for by number in one scan (beyond: only multi-link files)
+
+Key = tuple[int, int]  # (st_dev, st_ino)
+
+
+def build_scan_command(source: str, wanted: Iterable[Key] = ()) -> list[str]:
+    """argv of the scan: every multi-link file, and the ``wanted`` inodes whatever their
+    link count (a name written through may have been replaced since), NUL-separated.
+
+    >>> build_scan_command("/srv/www", [(5, 7)])
+    ['find', '/srv/www', '-type', 'f', '(', '-links', '+1', '-o', '-inum', '7', ')', '-printf', '%D %i %P\\\\0']
+    """
+    inodes = sorted({inode for _, inode in wanted})[:MAX_WANTED]
+    clauses = ["-links", "+1"]
+    for inode in inodes:
+        clauses += ["-o", "-inum", str(inode)]
+    return ["find", source, "-type", "f", "(", *clauses, ")", "-printf", "%D %i %P\\0"]
 
 
 class HardLinkIndex:
     def __init__(self, source: str) -> None:
         self.source = source
-        self.names: dict[tuple[int, int], set[str]] | None = None
+        self.names: dict[Key, set[str]] | None = None
 
-    def _rebuild(self, wanted: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()) -> None:
-        """Walk the source; record multi-link files, and the ``wanted`` inodes whatever
-        their link count (a name written through may have been replaced since)."""
-        names: dict[tuple[int, int], set[str]] = {}
-        stack = [""]
-        while stack:
-            relative = stack.pop()
-            try:
-                with os.scandir(os.path.join(self.source, relative) if relative else self.source) as entries:
-                    for entry in entries:
-                        path = f"{relative}/{entry.name}" if relative else entry.name
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(path)
-                        elif entry.is_file(follow_symlinks=False):
-                            status = entry.stat(follow_symlinks=False)
-                            key = (status.st_dev, status.st_ino)
-                            if status.st_nlink > 1 or key in wanted:
-                                names.setdefault(key, set()).add(path)
-            except OSError:
-                continue
+    def load(self, scan_output: bytes) -> None:
+        """Take the output of :func:`build_scan_command`."""
+        names: dict[Key, set[str]] = {}
+        for record in scan_output.split(b"\0"):
+            device, _, rest = record.partition(b" ")
+            inode, _, path = rest.partition(b" ")
+            if device.isdigit() and inode.isdigit() and path:
+                names.setdefault((int(device), int(inode)), set()).add(os.fsdecode(path))
         self.names = names
 
-    def other_names(self, paths: list[str], inodes: set[tuple[int, int]] | None = None) -> list[str]:
-        """Names not in ``paths`` that share an inode with a multi-link file in ``paths`` or
-        with one of ``inodes`` (multi-link files seen changing when their event arrived:
-        by now that name may point elsewhere)."""
-        multi: list[tuple[str, tuple[int, int], int]] = []
-        if inodes:
-            if self.names is None or any(key not in self.names for key in inodes):
-                self._rebuild(inodes)
-            assert self.names is not None
-            for key in inodes:
-                for name in list(self.names.get(key, ())):
-                    multi.append((name, key, 0))
+    def examine(self, paths: list[str], inodes: set[Key]) -> tuple[list[tuple[str, Key, int]], bool]:
+        """The multi-link files among ``paths`` and ``inodes`` (path, key, link count), and
+        whether the index must be scanned first to know their other names."""
+        multi: list[tuple[str, Key, int]] = []
+        for key in inodes:
+            for name in (self.names or {}).get(key, ()):
+                multi.append((name, key, 0))
         for path in paths:
             try:
                 status = os.lstat(os.path.join(self.source, path))
@@ -57,23 +66,21 @@ class HardLinkIndex:
                 continue
             if stat.S_ISREG(status.st_mode) and status.st_nlink > 1:
                 multi.append((path, (status.st_dev, status.st_ino), status.st_nlink))
-        if not multi:
+        keys = {key for _, key, _ in multi} | set(inodes)
+        scan = bool(keys) and (self.names is None or any(key not in self.names for key in keys))
+        return multi, scan
+
+    def incomplete(self, multi: list[tuple[str, Key, int]]) -> bool:
+        """True when the index knows fewer names than a file has links (names moved since)."""
+        names = self.names or {}
+        return any(len(names.get(key, ())) < links for _, key, links in multi)
+
+    def other_names(self, paths: list[str], multi: list[tuple[str, Key, int]],
+                    inodes: Iterable[Key] = ()) -> list[str]:
+        """Names not in ``paths`` that still share an inode with a file in ``multi``."""
+        if self.names is None:
             return []
-        if self.names is None or any(key not in self.names for _, key, _ in multi):
-            self._rebuild(inodes or frozenset())
-        found = self._lookup(paths, multi)
-        if self._incomplete(multi):
-            # Names moved since the index was built (a renamed directory): look again, once.
-            self._rebuild(inodes or frozenset())
-            found = self._lookup(paths, multi)
-        return found
-
-    def _incomplete(self, multi: list[tuple[str, tuple[int, int], int]]) -> bool:
-        assert self.names is not None
-        return any(len(self.names.get(key, ())) < links for _, key, links in multi)
-
-    def _lookup(self, paths: list[str], multi: list[tuple[str, tuple[int, int], int]]) -> list[str]:
-        assert self.names is not None
+        multi = multi + [(name, key, 0) for key in inodes for name in self.names.get(key, ())]
         listed = set(paths)
         found: list[str] = []
         for path, key, _ in multi:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
-from pirsyncd.events import CHANGED, CREATED_DIR, MOVED, REMOVED, Change
+from pirsyncd.events import Change, ChangeKind
 
 # Node flags.
 FLAG_CHANGED = 1  # send this path's content and metadata (no quick check)
 FLAG_REMOVED = 2  # gone at the source: delete at the destination
-FLAG_FRESH = 4  # a new directory: send all of it, recursively
+FLAG_NEW_DIR = 4  # a new directory: send all of it, recursively
 FLAG_MOVED = 8  # arrived by a rename: its old self may be renamed at the destination
 FLAG_DIR_METADATA = 16  # a directory's own metadata changed: check it without resending it
 
@@ -47,8 +47,9 @@ class Batch:
     """What one sync sends. ``full`` means: ignore the lists, sync everything."""
 
     full: bool = False
-    changed: list[str] = dataclasses.field(default_factory=list)  # files, removed paths, dir metadata
-    fresh_dirs: list[str] = dataclasses.field(default_factory=list)  # sent whole, recursively
+    changed: list[str] = dataclasses.field(default_factory=list)  # content or metadata changed
+    removed: list[str] = dataclasses.field(default_factory=list)  # gone from the source
+    new_dirs: list[str] = dataclasses.field(default_factory=list)  # sent whole, recursively
     moves: list[Move] = dataclasses.field(default_factory=list)
     moved_paths: list[str] = dataclasses.field(default_factory=list)  # to verify after renaming
     directories: list[str] = dataclasses.field(default_factory=list)  # metadata changed: quick check
@@ -56,7 +57,15 @@ class Batch:
 
     @property
     def path_count(self) -> int:
-        return len(self.changed) + len(self.fresh_dirs) + len(self.moved_paths) + len(self.directories)
+        return (len(self.changed) + len(self.removed) + len(self.new_dirs) + len(self.moved_paths)
+                + len(self.directories))
+
+    def paths(self) -> list[str]:
+        """Every path the batch sends or deletes ('.' for a full sync)."""
+        if self.full:
+            return ["."]
+        return [*self.changed, *self.removed, *self.new_dirs, *self.moved_paths, *self.directories,
+                *(move.new_path for move in self.moves)]
 
 
 class Pending:
@@ -89,7 +98,7 @@ class Pending:
         if path in ("", "."):
             return node
         for name in path.split("/"):
-            if node.flags & (FLAG_FRESH | FLAG_REMOVED) and node is not self._root:
+            if node.flags & (FLAG_NEW_DIR | FLAG_REMOVED) and node is not self._root:
                 return None
             children = node.children
             if children is None:
@@ -125,18 +134,18 @@ class Pending:
         if self.full_sync_needed:
             return
         kind = change.kind
-        if kind == MOVED:
+        if kind == ChangeKind.MOVED:
             self._add_move(change, now)
         else:
             node = self._node(change.path)
             if node is not None:
-                if kind == CHANGED:
+                if kind == ChangeKind.CHANGED:
                     added = FLAG_DIR_METADATA if change.is_dir else FLAG_CHANGED
                     self._set_flags(node, (node.flags & ~FLAG_REMOVED) | added)
-                elif kind == CREATED_DIR:
+                elif kind == ChangeKind.NEW_DIR:
                     self._drop_children(node)
-                    self._set_flags(node, FLAG_FRESH)
-                elif kind == REMOVED:
+                    self._set_flags(node, FLAG_NEW_DIR)
+                elif kind == ChangeKind.REMOVED:
                     self._drop_children(node)
                     self._set_flags(node, FLAG_REMOVED)
         if self.count > self.full_sync_threshold:
@@ -154,7 +163,7 @@ class Pending:
             if node.children is None or name not in node.children:
                 return False
             node = node.children[name]
-            if node.flags & (FLAG_FRESH | FLAG_REMOVED):
+            if node.flags & (FLAG_NEW_DIR | FLAG_REMOVED):
                 return True
         return False
 
@@ -162,8 +171,9 @@ class Pending:
         if self._subsumed(change.old_path):
             # The old name lies in a directory that is new or gone at the destination: nothing
             # there can be renamed; send the new name whole.
-            self.add(Change(CREATED_DIR if change.is_dir else CHANGED, change.path, change.is_dir), now)
-            self.add(Change(REMOVED, change.old_path, change.is_dir), now)
+            kind = ChangeKind.NEW_DIR if change.is_dir else ChangeKind.CHANGED
+            self.add(Change(kind, change.path, change.is_dir), now)
+            self.add(Change(ChangeKind.REMOVED, change.old_path, change.is_dir), now)
             return
         old_parent_path, _, old_name = change.old_path.rpartition("/")
         old_parent = self._node(old_parent_path, create=False)
@@ -191,7 +201,7 @@ class Pending:
         moved.name, moved.parent = new_name, new_parent
         new_parent.children[new_name] = moved
         self.count += sum(1 for child in _walk(moved) if child.flags)
-        if moved.flags & (FLAG_FRESH | FLAG_CHANGED):
+        if moved.flags & (FLAG_NEW_DIR | FLAG_CHANGED):
             return  # its content is sent anyway: renaming the old copy first gains nothing
         self._set_flags(moved, moved.flags | FLAG_MOVED)
         last = self.moves[-1] if self.moves else None
@@ -222,9 +232,11 @@ class Pending:
         if not batch.full:
             batch.moves = self.moves
             for path, node in _paths(self._root):
-                if node.flags & FLAG_FRESH:
-                    batch.fresh_dirs.append(path)
-                elif node.flags & (FLAG_CHANGED | FLAG_REMOVED):
+                if node.flags & FLAG_NEW_DIR:
+                    batch.new_dirs.append(path)
+                elif node.flags & FLAG_REMOVED:
+                    batch.removed.append(path)
+                elif node.flags & FLAG_CHANGED:
                     batch.changed.append(path)
                 elif node.flags & FLAG_MOVED:
                     batch.moved_paths.append(path)
@@ -233,35 +245,41 @@ class Pending:
         self._reset()
         return batch
 
-    def put_back(self, batch: Batch, now: float, exists: Callable[[str], bool] = lambda path: True) -> None:
-        """Return a batch that did not make it, so nothing is forgotten. ``exists`` tells
-        changed paths from removed ones (a removed directory subsumes what is below it)."""
+    def put_back(self, batch: Batch, now: float, is_dir: Callable[[str], bool | None] | None = None) -> None:
+        """Return a batch that did not make it, so nothing is forgotten. ``is_dir`` tells what
+        a path is now: True a directory, False something else, None gone (a removed
+        directory subsumes what is below it); without it, paths are taken as listed."""
         if batch.full:
             self.request_full_sync()
             self._touch(now)
             return
-        def again(path: str, change: Change) -> None:
-            self.add(change if exists(path) else Change(REMOVED, path, True), now)
 
-        for path in batch.changed:
-            again(path, Change(CHANGED, path))
-        for path in batch.fresh_dirs:
-            again(path, Change(CREATED_DIR, path, True))
+        def again(path: str, as_directory_metadata: bool = False) -> None:
+            kind = is_dir(path) if is_dir is not None else (path in new_dirs or as_directory_metadata)
+            if kind is None:
+                self.add(Change(ChangeKind.REMOVED, path, True), now)
+            elif kind and path in new_dirs:
+                self.add(Change(ChangeKind.NEW_DIR, path, True), now)
+            else:  # a changed path that is a directory now is sent whole (-r), as it was listed
+                self.add(Change(ChangeKind.CHANGED, path, as_directory_metadata and kind), now)
+
+        new_dirs = {*batch.new_dirs, *batch.moved_paths, *(move.new_path for move in batch.moves if move.is_dir)}
+        for path in [*batch.changed, *batch.removed, *batch.new_dirs, *batch.moved_paths]:
+            again(path)
+        for path in batch.directories:
+            again(path, as_directory_metadata=True)
         for move in batch.moves:
             # Renames not replayed at the destination: send both ends instead.
-            self.add(Change(REMOVED, move.old_path, move.is_dir), now)
-            again(move.new_path, Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir))
-        for path in batch.moved_paths:
-            again(path, Change(CREATED_DIR, path, True))
-        for path in batch.directories:
-            again(path, Change(CHANGED, path, True))
+            self.add(Change(ChangeKind.REMOVED, move.old_path, move.is_dir), now)
+            again(move.new_path)
         # Pending renames of paths this batch should have sent: the destination's copy under
         # the old name is stale, so the new name must be sent in full, not renamed.
-        unsent = set(batch.changed) | set(batch.fresh_dirs) | set(batch.moved_paths)
+        unsent = {*batch.changed, *batch.new_dirs, *batch.moved_paths}
         for move in self.moves:
             components = move.old_path.split("/")
             if any("/".join(components[:depth]) in unsent for depth in range(1, len(components) + 1)):
-                self.add(Change(CREATED_DIR if move.is_dir else CHANGED, move.new_path, move.is_dir), now)
+                kind = ChangeKind.NEW_DIR if move.is_dir else ChangeKind.CHANGED
+                self.add(Change(kind, move.new_path, move.is_dir), now)
 
 
 def _walk(node: _Node) -> Iterator[_Node]:

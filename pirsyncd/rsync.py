@@ -7,31 +7,39 @@ so a file named ``-e sh`` or containing a newline is a file, never an option.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 
 from pirsyncd import exitcodes
 from pirsyncd.config import Config
-from pirsyncd.destination import DAEMON, SSH
+from pirsyncd.destination import DestinationKind
 
-FULL = "full"  # everything: -a --delete SRC/ DST/
-CHANGES = "changes"  # listed files, removed paths and new directories, compared byte for byte
-VERIFY = "verify"  # listed directories, recursively, with rsync's quick check
-DIRECTORIES = "directories"  # listed directories' own metadata, not their contents
-DELETIONS = "deletions"  # listed directories' own entries (not recursively), deleting what they lost
 
-# Outcomes of one run.
-OK = "ok"
-VANISHED = "vanished"  # files vanished while rsync ran: their events follow, send again
-PARTIAL = "partial"  # some files failed: keep them, retry with backoff
-RETRY = "retry"  # destination or transfer trouble: keep everything, retry with backoff
-DELETE_LIMIT = "delete-limit"  # max_delete stopped deletions: keep them, retry with backoff
-FATAL = "fatal"  # retrying cannot help: a user must fix something
+class RunMode(enum.Enum):
+    """What one rsync run sends."""
+
+    FULL = "full"  # everything: -a --delete SRC/ DST/
+    CHANGES = "changes"  # listed files, removed paths and new directories, compared byte for byte
+    VERIFY = "verify"  # listed directories, recursively, with rsync's quick check
+    DELETIONS = "deletions"  # listed directories' own entries (not recursively), deleting what they lost
+    DIRECTORIES = "directories"  # listed directories' own metadata, not their contents
+
+
+class Outcome(enum.Enum):
+    """What to do after one run."""
+
+    OK = "ok"
+    VANISHED = "vanished"  # files vanished while rsync ran: their events follow, send again
+    PARTIAL = "partial"  # some files failed: keep them, retry with backoff
+    RETRY = "retry"  # destination or transfer trouble: keep everything, retry with backoff
+    DELETE_LIMIT = "delete-limit"  # max_delete stopped deletions: hold until a reload
+    FATAL = "fatal"  # retrying cannot help: a user must fix something
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    outcome: str
+    outcome: Outcome
     meaning: str
     fix: str = ""
     exit_status: int = exitcodes.CONFIG  # for FATAL: how the daemon exits
@@ -39,30 +47,30 @@ class Verdict:
 
 # rsync(1) EXIT VALUES, one row each; anything else is RETRY, logged loudly.
 EXIT_STATUSES: dict[int, Verdict] = {
-    0: Verdict(OK, "success"),
-    1: Verdict(FATAL, "syntax or usage error", "check rsync_flags and the rsync version"),
-    2: Verdict(FATAL, "protocol incompatibility", "install a compatible rsync at the destination"),
-    3: Verdict(RETRY, "errors selecting input/output files or directories"),
-    4: Verdict(FATAL, "requested action not supported", "remove the unsupported option from rsync_flags"),
-    5: Verdict(RETRY, "error starting client-server protocol"),
-    6: Verdict(RETRY, "daemon unable to append to log-file"),
-    10: Verdict(RETRY, "error in socket I/O"),
-    11: Verdict(RETRY, "error in file I/O"),
-    12: Verdict(RETRY, "error in rsync protocol data stream"),
-    13: Verdict(RETRY, "errors with program diagnostics"),
-    14: Verdict(RETRY, "error in IPC code"),
-    19: Verdict(RETRY, "received SIGUSR1"),
-    20: Verdict(RETRY, "received SIGUSR1 or SIGINT, or was stopped"),
-    21: Verdict(RETRY, "some error returned by waitpid()"),
-    22: Verdict(RETRY, "error allocating core memory buffers"),
-    23: Verdict(PARTIAL, "partial transfer due to error"),
-    24: Verdict(VANISHED, "partial transfer due to vanished source files"),
-    25: Verdict(DELETE_LIMIT, "the max_delete limit stopped deletions",
+    0: Verdict(Outcome.OK, "success"),
+    1: Verdict(Outcome.FATAL, "syntax or usage error", "check rsync_flags and the rsync version"),
+    2: Verdict(Outcome.FATAL, "protocol incompatibility", "install a compatible rsync at the destination"),
+    3: Verdict(Outcome.RETRY, "errors selecting input/output files or directories"),
+    4: Verdict(Outcome.FATAL, "requested action not supported", "remove the unsupported option from rsync_flags"),
+    5: Verdict(Outcome.RETRY, "error starting client-server protocol"),
+    6: Verdict(Outcome.RETRY, "daemon unable to append to log-file"),
+    10: Verdict(Outcome.RETRY, "error in socket I/O"),
+    11: Verdict(Outcome.RETRY, "error in file I/O"),
+    12: Verdict(Outcome.RETRY, "error in rsync protocol data stream"),
+    13: Verdict(Outcome.RETRY, "errors with program diagnostics"),
+    14: Verdict(Outcome.RETRY, "error in IPC code"),
+    19: Verdict(Outcome.RETRY, "received SIGUSR1"),
+    20: Verdict(Outcome.RETRY, "received SIGUSR1 or SIGINT, or was stopped"),
+    21: Verdict(Outcome.RETRY, "some error returned by waitpid()"),
+    22: Verdict(Outcome.RETRY, "error allocating core memory buffers"),
+    23: Verdict(Outcome.PARTIAL, "partial transfer due to error"),
+    24: Verdict(Outcome.VANISHED, "partial transfer due to vanished source files"),
+    25: Verdict(Outcome.DELETE_LIMIT, "the max_delete limit stopped deletions",
                 "check the source; raise max_delete if the deletions are intended"),
-    30: Verdict(RETRY, "timeout in data send/receive"),
-    35: Verdict(RETRY, "timeout waiting for daemon connection"),
-    127: Verdict(FATAL, "rsync could not be run", "install rsync or fix rsync_binary"),
-    255: Verdict(RETRY, "ssh connection failed"),
+    30: Verdict(Outcome.RETRY, "timeout in data send/receive"),
+    35: Verdict(Outcome.RETRY, "timeout waiting for daemon connection"),
+    127: Verdict(Outcome.FATAL, "rsync could not be run", "install rsync or fix rsync_binary"),
+    255: Verdict(Outcome.RETRY, "ssh connection failed"),
 }
 
 # stderr texts that mean the destination refused us: retrying cannot fix them.
@@ -94,17 +102,17 @@ def classify_exit_status(status: int, stderr_tail: str = "") -> Verdict:
     """Map rsync's exit status (negative: killed by that signal) to what to do next.
 
     >>> classify_exit_status(23).outcome
-    'partial'
+    <Outcome.PARTIAL: 'partial'>
     """
     for pattern, meaning, fix, exit_status in _REFUSALS:
         if status != 0 and pattern.search(stderr_tail):
-            return Verdict(FATAL, meaning, fix, exit_status)
+            return Verdict(Outcome.FATAL, meaning, fix, exit_status)
     if status < 0:
-        return Verdict(RETRY, f"rsync was killed by signal {-status}")
+        return Verdict(Outcome.RETRY, f"rsync was killed by signal {-status}")
     known = EXIT_STATUSES.get(status)
     if known is not None:
         return known
-    return Verdict(RETRY, f"unknown rsync exit status {status}")
+    return Verdict(Outcome.RETRY, f"unknown rsync exit status {status}")
 
 
 def known_hosts_file(config: Config) -> str:
@@ -157,11 +165,11 @@ def remote_shell_words(config: Config, control_path: str | None) -> list[str]:
     return words
 
 
-def build_rsync_command(config: Config, mode: str, *, control_path: str | None = None,
+def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | None = None,
                         delete_missing_args: bool = True) -> list[str]:
-    """argv for one rsync run; paths for CHANGES and VERIFY are read from stdin.
+    """argv for one rsync run; paths for every mode but FULL are read from stdin.
 
-    >>> build_rsync_command(config, CHANGES)  # doctest: +SKIP
+    >>> build_rsync_command(config, RunMode.CHANGES)  # doctest: +SKIP
     ['rsync', '-a', '--stats', '--timeout=60', '-r', '--files-from=-', '--from0',
      '--ignore-times', '--delete', '--delete-missing-args', '--force', '/srv/www/', '/backup/www/']
     """
@@ -179,29 +187,60 @@ def build_rsync_command(config: Config, mode: str, *, control_path: str | None =
     argv += [f"--exclude={pattern}" for pattern in config.exclude]
     argv += list(config.rsync_flags)
     destination = config.destination
-    if destination.kind == SSH:
+    if destination.kind == DestinationKind.SSH:
         argv.append("--rsh=" + " ".join(quote_for_rsync_shell(w) for w in remote_shell_words(config, control_path)))
-    elif destination.kind == DAEMON and config.password_file:
+    elif destination.kind == DestinationKind.DAEMON and config.password_file:
         argv.append(f"--password-file={config.password_file}")
-    if mode == FULL:
+    if mode == RunMode.FULL:
         argv += ["--delete", "--force"]
         if config.full_sync_checksum:
             argv.append("--checksum")
-    elif mode == DIRECTORIES:
+    elif mode == RunMode.DIRECTORIES:
         argv += ["--files-from=-", "--from0", "--ignore-missing-args"]
-    elif mode == DELETIONS:
+    elif mode == RunMode.DELETIONS:
         # "DIR/." with --dirs: DIR's own entries, one level, and --delete removes what DIR lost.
         argv += ["-d", "--files-from=-", "--from0", "--ignore-missing-args", "--delete", "--force"]
     else:
         # -a does not imply -r with --files-from; -r makes listed directories go whole.
         argv += ["-r", "--files-from=-", "--from0", "--delete", "--force"]
-        if mode == CHANGES:
+        if mode == RunMode.CHANGES:
             argv.append("--ignore-times")  # the paths changed: never trust size and mtime
             argv.append("--delete-missing-args" if delete_missing_args else "--ignore-missing-args")
         else:
             argv.append("--ignore-missing-args")  # a path gone since the plan is not an error
     argv += [config.source.rstrip("/") + "/", destination.rsync_target()]
     return argv
+
+
+def build_listing_command(config: Config) -> list[str]:
+    """argv that lists the destination's top level (to tell an empty one from a full one).
+
+    >>> build_listing_command(config)  # doctest: +SKIP
+    ['rsync', '-a', '--timeout=60', '--list-only', '--no-recursive', '--dirs', 'host:/srv/www/']
+    """
+    argv = build_rsync_command(config, RunMode.FULL)
+    listing = [word for word in argv[:-2] if word not in ("--delete", "--force", "--stats")]
+    return [*listing, "--list-only", "--no-recursive", "--dirs", argv[-1]]
+
+
+def listing_shows_entries(status: int, output: bytes) -> bool:
+    """Read a listing's result; any failure but 'not there yet' (23) counts as entries.
+
+    >>> listing_shows_entries(0, b"drwxr-xr-x 4,096 2026/12/01 10:00:00 .\\n")
+    False
+    """
+    if status != 0:
+        return status != 23  # 23: the destination path does not exist yet
+    return any(line.strip() and not line.endswith(b" .") for line in output.splitlines())
+
+
+def build_probe_command(rsync_binary: str, scratch_source: str, scratch_target: str) -> list[str]:
+    """argv of the probe: does this rsync delete missing --files-from entries?"""
+    return [rsync_binary, "-a", "--files-from=-", "--from0", "--delete-missing-args", "--force",
+            scratch_source + "/", scratch_target + "/"]
+
+
+PROBE_INPUT = b"present\0ghost\0ghost-dir\0"
 
 
 def build_remote_rename_command(config: Config, control_path: str | None) -> list[str]:

@@ -1,11 +1,19 @@
-"""One running rsync: started with an argv list, fed its path list on stdin without
-blocking, watched through a pidfd so the main loop learns of its exit by select."""
+"""The one way pirsyncd starts a subprocess (rsync, the probe, a listing, a tree scan,
+ssh): an argv list, input fed on stdin without blocking, output collected, the exit
+learnt through a pidfd, so the main loop services every child with select.
+
+    >>> child = Child(["true"], b"", "example")
+    >>> child.wait(5.0).status
+    0
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -14,11 +22,11 @@ import time
 _PR_SET_PDEATHSIG = 1
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux, always in Debian
 # Under systemd the unit's cgroup is killed with the daemon (KillMode=mixed), so the
-# parent-death signal and its cost (setpriv: about 0.8 ms per run) are only needed by hand.
+# parent-death signal and its cost (setpriv: about 0.8 ms per child) are only needed by hand.
 _NEEDS_DEATH_SIGNAL = not os.environ.get("INVOCATION_ID")
 _OUTPUT_LIMIT = 256 * 1024
-_STDERR_TAIL = 4096
 _STDERR_LIMIT = 1 << 20  # kept whole for reading the failed paths; past it the head is dropped
+_STDERR_TAIL = 4096
 
 
 def _die_with_parent() -> None:
@@ -27,21 +35,38 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-class RsyncRun:
-    """A started rsync. The loop registers ``exit_fd``, ``stdout``, ``stderr`` and,
-    while ``stdin_pending``, ``stdin`` with its selector and calls the ``on_*`` methods."""
+@dataclasses.dataclass(frozen=True)
+class ChildResult:
+    """How a child ended: exit status (negative: killed by that signal) and its output."""
+
+    status: int
+    stdout: bytes
+    stderr: str
+    stderr_truncated: bool
+    seconds: float
+    stopped_for: str | None  # why we stopped it, if we did
+
+    @property
+    def stderr_tail(self) -> str:
+        return self.stderr.strip()[-_STDERR_TAIL:]
+
+
+class Child:
+    """A started subprocess. The loop registers ``exit_fd``, ``stdout``, ``stderr`` and,
+    while ``stdin_pending``, ``stdin`` with its selector and calls the ``on_*`` methods;
+    once ``exit_fd`` is readable, ``finish()`` reaps it."""
 
     def __init__(self, argv: list[str], stdin_data: bytes, label: str) -> None:
         self.argv = argv
         self.label = label
         self.started_at = time.monotonic()
-        # rsync must die with pirsyncd, even by SIGKILL, so no orphan keeps writing to the
-        # destination while a restarted daemon syncs it: setpriv sets the parent-death signal
+        # A child must die with pirsyncd, even by SIGKILL, so no orphan rsync keeps writing to
+        # the destination while a restarted daemon syncs it: setpriv sets the parent-death signal
         # and lets Popen use vfork; a preexec_fn would force a slow fork of the whole daemon.
         prefix = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV and _NEEDS_DEATH_SIGNAL else []
         self.process = subprocess.Popen(
             prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            close_fds=True, start_new_session=True,  # our signals are ours; we stop rsync ourselves
+            close_fds=True, start_new_session=True,  # our signals are ours; we stop children ourselves
             preexec_fn=_die_with_parent if _NEEDS_DEATH_SIGNAL and not _SETPRIV else None)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self.stdin = self.process.stdin
@@ -51,10 +76,10 @@ class RsyncRun:
             os.set_blocking(stream.fileno(), False)
         self.exit_fd = os.pidfd_open(self.process.pid)
         self._stdin_data = memoryview(stdin_data)
-        self.stdout_text = bytearray()
-        self.stderr_text = bytearray()
-        self.stderr_truncated = False
-        self.killed_for: str | None = None
+        self._stdout_text = bytearray()
+        self._stderr_text = bytearray()
+        self._stderr_truncated = False
+        self.stopped_for: str | None = None
         self.stopped_at = 0.0
         if not stdin_data:
             self._close_stdin()
@@ -83,52 +108,38 @@ class RsyncRun:
         with contextlib.suppress(BrokenPipeError):
             self.stdin.close()
 
-    def read_stdout(self) -> bytes:
-        return self._read(self.stdout, self.stdout_text, _OUTPUT_LIMIT)
+    def read_stdout(self) -> bytes | None:
+        """Read what is there: b"" at the end, None when nothing is there yet."""
+        return _read(self.stdout.fileno(), self._stdout_text, _OUTPUT_LIMIT)
 
-    def read_stderr(self) -> bytes:
-        before = len(self.stderr_text)
-        data = self._read(self.stderr, self.stderr_text, _STDERR_LIMIT)
-        if len(self.stderr_text) < before + len(data):
-            self.stderr_truncated = True
+    def read_stderr(self) -> bytes | None:
+        before = len(self._stderr_text)
+        data = _read(self.stderr.fileno(), self._stderr_text, _STDERR_LIMIT)
+        if data and len(self._stderr_text) < before + len(data):
+            self._stderr_truncated = True
         return data
-
-    @staticmethod
-    def _read(stream: object, buffer: bytearray, limit: int) -> bytes:
-        fileno = stream.fileno()  # type: ignore[attr-defined]
-        try:
-            data = os.read(fileno, 65536)
-        except BlockingIOError:
-            return b""
-        buffer += data
-        if len(buffer) > limit:
-            del buffer[:len(buffer) - limit]
-        return data
-
-    def stderr_whole(self) -> str:
-        return self.stderr_text.decode(errors="surrogateescape")
-
-    def stderr_tail(self) -> str:
-        return self.stderr_text.decode(errors="replace").strip()[-_STDERR_TAIL:]
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
 
     def stop(self, reason: str) -> None:
-        """Ask rsync to stop (SIGTERM); ``kill()`` if it does not."""
-        self.killed_for = reason
-        self.stopped_at = time.monotonic()
+        """Ask the child to stop (SIGTERM to its process group); ``kill()`` if it does not."""
+        if self.stopped_for is None:
+            self.stopped_for = reason
+            self.stopped_at = time.monotonic()
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
-    def finish(self) -> int:
-        """Reap rsync (it has exited), drain its output and return its exit status."""
+    def finish(self) -> ChildResult:
+        """Reap the child (it has exited), drain its output and say how it ended."""
         status = self.process.wait()
-        while self._read(self.stdout, self.stdout_text, _OUTPUT_LIMIT):
+        while self.read_stdout():
             pass
         self.stdout.close()
         while self.read_stderr():
@@ -137,4 +148,38 @@ class RsyncRun:
         if not self.stdin.closed:
             self._close_stdin()
         os.close(self.exit_fd)
-        return status
+        return ChildResult(status, bytes(self._stdout_text), self._stderr_text.decode(errors="surrogateescape"),
+                           self._stderr_truncated, self.elapsed(), self.stopped_for)
+
+    def wait(self, timeout: float) -> ChildResult:
+        """Service the child until it exits, for use outside the loop (at shutdown, in tests);
+        stopped, then killed, past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            readers = [self.exit_fd] + [stream for stream in (self.stdout, self.stderr) if not stream.closed]
+            writers = [self.stdin] if self.stdin_pending else []
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop("time limit") if self.stopped_for is None else self.kill()
+                deadline = time.monotonic() + 2.0
+                remaining = 2.0
+            readable, writable, _ = select.select(readers, writers, [], remaining)
+            if writable:
+                self.on_stdin_writable()
+            if self.stdout in readable:
+                self.read_stdout()
+            if self.stderr in readable:
+                self.read_stderr()
+            if self.exit_fd in readable:
+                return self.finish()
+
+
+def _read(fileno: int, buffer: bytearray, limit: int) -> bytes | None:
+    try:
+        data = os.read(fileno, 65536)
+    except BlockingIOError:
+        return None
+    buffer += data
+    if len(buffer) > limit:
+        del buffer[:len(buffer) - limit]
+    return data

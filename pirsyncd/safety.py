@@ -1,6 +1,7 @@
-"""Checks that keep a mirror from being wiped or misused, run at start and before every
-full sync: the source must exist, be a directory, and not be empty while the
-destination is not (an unmounted file system looks exactly like that)."""
+"""Checks that keep a mirror from being wiped or misused: the source must exist, be a
+directory, be the directory that is watched (checked before every run), and not be
+empty while the destination is not (an unmounted file system looks exactly like that;
+checked at start and before every full sync)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import dataclasses
 import os
 import shutil
 import stat
-import subprocess
 
 from pirsyncd import exitcodes
 from pirsyncd.config import Config
-from pirsyncd.destination import DAEMON, LOCAL
-from pirsyncd.rsync import build_rsync_command
+from pirsyncd.destination import DestinationKind
+from pirsyncd.rsync import build_listing_command, listing_shows_entries
+from pirsyncd.runner import Child
 
 
 class SourceProblem(Exception):
@@ -78,32 +79,8 @@ def _is_empty_directory(path: str) -> bool:
         return next(entries, None) is None
 
 
-def _destination_has_entries(config: Config) -> bool:
-    destination = config.destination
-    if destination.kind == LOCAL:
-        try:
-            return not _is_empty_directory(destination.path)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot tell: assume there is something to lose
-    # Ask the remote side with a listing; any failure counts as "has entries".
-    argv = build_rsync_command(config, "full")
-    listing = [word for word in argv[:-2] if word not in ("--delete", "--force", "--stats")]
-    listing += ["--list-only", "--no-recursive", "--dirs", argv[-1]]
-    try:
-        result = subprocess.run(listing, capture_output=True, timeout=config.io_timeout + 5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return True
-    if result.returncode != 0:
-        return result.returncode != 23  # 23: the destination path does not exist yet
-    entries = [line for line in result.stdout.splitlines() if line.strip() and not line.endswith(b" .")]
-    return bool(entries)
-
-
-def check_source(config: Config) -> None:
-    """Raise SourceProblem when syncing now could wipe or corrupt the mirror."""
-    source = config.source
+def inspect_source(source: str) -> bool:
+    """True when the source is an empty directory; SourceProblem when it cannot be mirrored."""
     try:
         status = os.stat(source)
     except FileNotFoundError:
@@ -115,25 +92,57 @@ def check_source(config: Config) -> None:
     if not stat.S_ISDIR(status.st_mode):
         raise SourceProblem(f"the source {source} is not a directory; fix 'source'", exitcodes.NO_SOURCE)
     try:
-        empty = _is_empty_directory(source)
+        return _is_empty_directory(source)
     except OSError as error:
         raise SourceProblem(f"the source {source} cannot be listed: {error.strerror}",
                             exitcodes.NO_SOURCE) from None
-    if empty and not config.allow_empty_source and _destination_has_entries(config):
-        raise SourceProblem(
-            f"the source {source} is empty but the destination is not; refusing to wipe the mirror "
-            "(is the source file system mounted?). Set allow_empty_source = yes to mirror an empty source",
-            exitcodes.REFUSED_WIPE)
 
 
-def preflight(config: Config) -> list[tuple[int, str]]:
-    """Problems that stop pirsyncd from starting, as (exit status, message)."""
+def wipe_refusal(source: str) -> SourceProblem:
+    return SourceProblem(
+        f"the source {source} is empty but the destination is not; refusing to wipe the mirror "
+        "(is the source file system mounted?). Set allow_empty_source = yes to mirror an empty source",
+        exitcodes.REFUSED_WIPE)
+
+
+def local_destination_has_entries(path: str) -> bool:
+    try:
+        return not _is_empty_directory(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume there is something to lose
+
+
+def destination_has_entries(config: Config) -> bool:
+    """Whether the destination holds anything, asking a remote one with a listing (blocking:
+    for the start and --check; the loop runs the same listing as a step of a full sync)."""
+    if config.destination.kind == DestinationKind.LOCAL:
+        return local_destination_has_entries(config.destination.path)
+    try:
+        result = Child(build_listing_command(config), b"", "listing").wait(config.io_timeout + 5)
+    except OSError:
+        return True
+    return listing_shows_entries(result.status, result.stdout)
+
+
+def check_source(config: Config) -> None:
+    """Raise SourceProblem when syncing now could wipe or corrupt the mirror (blocking)."""
+    empty = inspect_source(config.source)
+    if empty and not config.allow_empty_source and destination_has_entries(config):
+        raise wipe_refusal(config.source)
+
+
+def preflight(config: Config, look_at_destination: bool = True) -> list[tuple[int, str]]:
+    """Problems that stop pirsyncd from starting, as (exit status, message). Without
+    ``look_at_destination`` (a reload, in the loop) a remote destination is not listed:
+    the next full sync does that as one of its steps."""
     problems: list[tuple[int, str]] = []
     binary = config.rsync_binary
     if shutil.which(binary) is None:
         problems.append((exitcodes.CONFIG, f"rsync_binary: {binary!r} is not an executable program; "
                                            "install rsync (apt install rsync) or fix rsync_binary"))
-    if config.password_file and config.destination.kind == DAEMON:
+    if config.password_file and config.destination.kind == DestinationKind.DAEMON:
         try:
             mode = os.stat(config.password_file).st_mode
         except OSError as error:
@@ -146,7 +155,10 @@ def preflight(config: Config) -> list[tuple[int, str]]:
     if config.ssh_identity_file and not os.path.isfile(config.ssh_identity_file):
         problems.append((exitcodes.CONFIG, f"ssh_identity_file: {config.ssh_identity_file} does not exist"))
     try:
-        check_source(config)
+        if look_at_destination or config.destination.kind == DestinationKind.LOCAL:
+            check_source(config)
+        else:
+            inspect_source(config.source)
     except SourceProblem as problem:
         problems.append((problem.exit_status, str(problem)))
     return problems

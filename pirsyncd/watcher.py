@@ -6,24 +6,14 @@ import contextlib
 import errno
 import logging
 import os
+import time
 
 try:
     from inotify_simple import INotify
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor.inotify_simple import INotify  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from pirsyncd.events import (
-    CREATED_DIR,
-    LOST_WATCH,
-    MOVED,
-    REMOVED,
-    WATCH_MASK,
-    Change,
-    Event,
-    EventTranslator,
-    WatchTree,
-    join,
-)
+from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
 from pirsyncd.filters import Excluder
 
 log = logging.getLogger("pirsyncd")
@@ -185,19 +175,19 @@ class Watcher:
                 self.inotify.rm_watch(wd)
         self.translator.watches_to_remove.clear()
         for change in changes:
-            if change.kind == LOST_WATCH:
+            if change.kind == ChangeKind.LOST_WATCH:
                 # The watch vanished while the directory may still exist (e.g. an unmount below
                 # the root): watch it again if it is there and send it whole.
                 if os.path.isdir(self._absolute(change.path)) and self._add_watch(change.path):
                     self._watch_below(change.path)
-                    change = Change(CREATED_DIR, change.path, True)
+                    change = Change(ChangeKind.NEW_DIR, change.path, True)
                 else:
-                    change = Change(REMOVED, change.path, True)
-            elif change.kind == CREATED_DIR:
+                    change = Change(ChangeKind.REMOVED, change.path, True)
+            elif change.kind == ChangeKind.NEW_DIR:
                 self._watch_new_directory(change.path)
-            elif change.kind == MOVED and change.is_dir:
+            elif change.kind == ChangeKind.MOVED and change.is_dir:
                 self._follow_unresolved(change.old_path, change.path)
-            elif change.kind == REMOVED and change.is_dir:
+            elif change.kind == ChangeKind.REMOVED and change.is_dir:
                 self._follow_unresolved(change.path, None)
             result.append(change)
 
@@ -229,21 +219,26 @@ class Watcher:
                 current = int(stream.read())
         except (OSError, ValueError):
             current = 0
-        unwatched = count_directories(self.source, self.unwatched)
+        unwatched, complete = count_directories(self.source, self.unwatched)
         needed = current + unwatched + 1024
-        message = (f"inotify watch limit reached: fs.inotify.max_user_watches = {current}, {unwatched} "
+        counted = f"{unwatched}" if complete else f"at least {unwatched}"
+        message = (f"inotify watch limit reached: fs.inotify.max_user_watches = {current}, {counted} "
                    f"directories are not watched; raise it with: sysctl -w fs.inotify.max_user_watches={needed} "
                    f"(and in /etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full "
                    f"sync every {resync_interval:g} s")
         return message, f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
 
 
-def count_directories(source: str, roots: set[str]) -> int:
-    """How many directories lie at and below the given relative roots."""
+def count_directories(source: str, roots: set[str], budget: float = 0.2) -> tuple[int, bool]:
+    """How many directories lie at and below the given relative roots, and whether that
+    is all of them: the count stops after ``budget`` seconds, so the loop never waits long."""
     total = 0
+    deadline = time.monotonic() + budget
     for root in roots:
         stack = [os.path.join(source, root) if root else source]
         while stack:
+            if total % 256 == 0 and time.monotonic() > deadline:
+                return total, False
             path = stack.pop()
             total += 1
             try:
@@ -251,4 +246,4 @@ def count_directories(source: str, roots: set[str]) -> int:
                     stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
             except OSError:
                 continue
-    return total
+    return total, True

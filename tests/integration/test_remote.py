@@ -34,7 +34,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
-from pirsyncd.destination import SSH, parse_destination  # noqa: E402
+from pirsyncd.destination import DestinationKind, parse_destination  # noqa: E402
 from tests.support import rsyncs  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     NetNamespaceHost,
@@ -115,7 +115,7 @@ class Pirsyncd:
                 "--rsync-binary", str(self.wrapper), *extra]
         if self.deletion_path is not None:
             argv += self.deletion_path.daemon_arguments()
-            if parse_destination(destination).kind == SSH:
+            if parse_destination(destination).kind == DestinationKind.SSH:
                 assert not any(argument.startswith("--rsync-flags") for argument in extra), extra
                 argv += self.deletion_path.ssh_receiver_arguments()
         if netns is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pirsyncd.config import ConfigError, parse, parse_duration, render_sample_config
-from pirsyncd.destination import DAEMON, LOCAL, SSH, DestinationError, parse_destination
+from pirsyncd.destination import DestinationError, DestinationKind, parse_destination
 from pirsyncd.options import OPTIONS
 
 MINIMAL = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
@@ -20,7 +20,7 @@ def problems_of(text: str, **overrides: object) -> list[str]:
 def test_minimal_config_takes_defaults() -> None:
     config = parse(MINIMAL, "www.conf")
     assert config.source == "/srv/www"
-    assert config.destination.kind == LOCAL
+    assert config.destination.kind == DestinationKind.LOCAL
     assert config.delay == 1.0
     assert config.initial_sync is True
     assert config.exclude == ()
@@ -107,12 +107,12 @@ def test_bad_durations(text: str) -> None:
 
 
 @pytest.mark.parametrize("text, kind, host, module, path", [
-    ("/var/backups/www", LOCAL, "", "", "/var/backups/www"),
-    ("mirror:/srv/www", SSH, "mirror", "", "/srv/www"),
-    ("backup@mirror.example:/srv/www", SSH, "mirror.example", "", "/srv/www"),
-    ("rsync://backup@mirror:8730/www/site", DAEMON, "mirror", "www", "site"),
-    ("backup@mirror::www/site", DAEMON, "mirror", "www", "site"),
-    ("mirror::www", DAEMON, "mirror", "www", ""),
+    ("/var/backups/www", DestinationKind.LOCAL, "", "", "/var/backups/www"),
+    ("mirror:/srv/www", DestinationKind.SSH, "mirror", "", "/srv/www"),
+    ("backup@mirror.example:/srv/www", DestinationKind.SSH, "mirror.example", "", "/srv/www"),
+    ("rsync://backup@mirror:8730/www/site", DestinationKind.DAEMON, "mirror", "www", "site"),
+    ("backup@mirror::www/site", DestinationKind.DAEMON, "mirror", "www", "site"),
+    ("mirror::www", DestinationKind.DAEMON, "mirror", "www", ""),
 ])
 def test_destinations(text: str, kind: str, host: str, module: str, path: str) -> None:
     destination = parse_destination(text)

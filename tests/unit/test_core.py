@@ -9,8 +9,6 @@ import pytest
 from pirsyncd import rsync
 from pirsyncd.config import parse
 from pirsyncd.events import (
-    CHANGED,
-    CREATED_DIR,
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -22,12 +20,8 @@ from pirsyncd.events import (
     IN_MOVED_FROM,
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
-    LOST_WATCH,
-    MOVED,
-    REMOVED,
-    RESCAN,
-    ROOT_LOST,
     Change,
+    ChangeKind,
     Event,
     EventTranslator,
     WatchTree,
@@ -61,7 +55,6 @@ def test_everything_below_an_excluded_directory_is_excluded() -> None:
     excluder = Excluder([".git/"])
     assert excluder.excludes("repo/.git/objects/ab", False)
     assert not excluder.excludes("repo/git/objects", False)
-    assert excluder.rsync_arguments() == ["--exclude=.git/"]
 
 
 @pytest.mark.parametrize("pattern", ["", "  ", "[abc", "a\\b", "+ keep", "- drop", "dir/***", "/"])
@@ -87,8 +80,9 @@ def test_file_events_become_changes_and_deletes_forget_watches() -> None:
         Event(1, IN_CREATE | IN_ISDIR, 0, "d"), Event(1, IN_DELETE | IN_ISDIR, 0, "c"),
         Event(2, IN_ATTRIB | IN_ISDIR, 0, "b"), Event(99, IN_MODIFY, 0, "unknown-wd"),
     ])
-    assert changes == [Change(CHANGED, "new"), Change(CHANGED, "new"), Change(CHANGED, "a/b/f"),
-                       Change(CREATED_DIR, "d", True), Change(REMOVED, "c", True), Change(CHANGED, "a/b", True)]
+    assert changes == [Change(ChangeKind.CHANGED, "new"), Change(ChangeKind.CHANGED, "new"),
+                       Change(ChangeKind.CHANGED, "a/b/f"), Change(ChangeKind.NEW_DIR, "d", True),
+                       Change(ChangeKind.REMOVED, "c", True), Change(ChangeKind.CHANGED, "a/b", True)]
     assert tree.find("c") is None and 4 not in tree.by_wd
 
 
@@ -98,7 +92,8 @@ def test_moves_pair_by_cookie_and_the_tree_follows_directory_renames() -> None:
         Event(1, IN_MOVED_FROM | IN_ISDIR, 7, "a"), Event(4, IN_MOVED_TO | IN_ISDIR, 7, "renamed"),
         Event(3, IN_CREATE, 0, "after"),  # wd 3 now lives at c/renamed/b
     ])
-    assert changes == [Change(MOVED, "c/renamed", True, "a"), Change(CHANGED, "c/renamed/b/after")]
+    assert changes == [Change(ChangeKind.MOVED, "c/renamed", True, "a"),
+                       Change(ChangeKind.CHANGED, "c/renamed/b/after")]
     node = tree.by_wd[3]
     assert tree.path_of(node) == "c/renamed/b"
 
@@ -107,31 +102,31 @@ def test_unpaired_moves_are_moves_in_and_out() -> None:
     tree, translator = make_tree()
     changes = translator.feed([Event(1, IN_MOVED_TO | IN_ISDIR, 5, "incoming"),
                                Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"), Event(1, IN_MOVED_TO, 8, "file-in")])
-    assert changes == [Change(CREATED_DIR, "incoming", True), Change(CHANGED, "file-in")]
-    assert translator.finish_unpaired() == [Change(REMOVED, "a", True)]
+    assert changes == [Change(ChangeKind.NEW_DIR, "incoming", True), Change(ChangeKind.CHANGED, "file-in")]
+    assert translator.finish_unpaired() == [Change(ChangeKind.REMOVED, "a", True)]
     assert sorted(translator.watches_to_remove) == [2, 3]
     assert tree.find("a") is None
 
 
 def test_overflow_root_loss_and_lost_watches() -> None:
     _, translator = make_tree()
-    assert translator.feed([Event(-1, IN_Q_OVERFLOW, 0, "")]) == [Change(RESCAN)]
-    assert translator.feed([Event(4, IN_IGNORED, 0, "")]) == [Change(LOST_WATCH, "c", True)]
-    assert translator.feed([Event(1, IN_MOVE_SELF, 0, "")]) == [Change(ROOT_LOST)]
+    assert translator.feed([Event(-1, IN_Q_OVERFLOW, 0, "")]) == [Change(ChangeKind.RESCAN)]
+    assert translator.feed([Event(4, IN_IGNORED, 0, "")]) == [Change(ChangeKind.LOST_WATCH, "c", True)]
+    assert translator.feed([Event(1, IN_MOVE_SELF, 0, "")]) == [Change(ChangeKind.ROOT_LOST)]
 
 
 def test_rename_of_a_directory_never_watched_sends_it_whole() -> None:
     _, translator = make_tree()
     changes = translator.feed([Event(1, IN_MOVED_FROM | IN_ISDIR, 9, "unseen"),
                                Event(1, IN_MOVED_TO | IN_ISDIR, 9, "seen")])
-    assert changes == [Change(REMOVED, "unseen", True), Change(CREATED_DIR, "seen", True)]
+    assert changes == [Change(ChangeKind.REMOVED, "unseen", True), Change(ChangeKind.NEW_DIR, "seen", True)]
 
 
 # -- pending ----------------------------------------------------------------------------
 def test_one_entry_per_path_however_many_events() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     for _ in range(1000):
-        pending.add(Change(CHANGED, "dir/file"), now=0.0)
+        pending.add(Change(ChangeKind.CHANGED, "dir/file"), now=0.0)
     assert pending.count == 1
     assert pending.take().changed == ["dir/file"]
     assert not pending
@@ -140,60 +135,60 @@ def test_one_entry_per_path_however_many_events() -> None:
 def test_new_or_deleted_directories_subsume_their_children() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     for index in range(50):
-        pending.add(Change(CHANGED, f"gone/f{index}"), 0.0)
-    pending.add(Change(REMOVED, "gone", True), 0.0)
-    pending.add(Change(CREATED_DIR, "new", True), 0.0)
-    pending.add(Change(CHANGED, "new/inside"), 0.0)
+        pending.add(Change(ChangeKind.CHANGED, f"gone/f{index}"), 0.0)
+    pending.add(Change(ChangeKind.REMOVED, "gone", True), 0.0)
+    pending.add(Change(ChangeKind.NEW_DIR, "new", True), 0.0)
+    pending.add(Change(ChangeKind.CHANGED, "new/inside"), 0.0)
     assert pending.count == 2
     batch = pending.take()
-    assert batch.changed == ["gone"] and batch.fresh_dirs == ["new"]
+    assert batch.removed == ["gone"] and batch.new_dirs == ["new"]
 
 
 def test_renames_carry_pending_children_and_are_replayed() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
-    pending.add(Change(CHANGED, "a/written"), 0.0)
-    pending.add(Change(MOVED, "b", True, "a"), 0.0)
+    pending.add(Change(ChangeKind.CHANGED, "a/written"), 0.0)
+    pending.add(Change(ChangeKind.MOVED, "b", True, "a"), 0.0)
     batch = pending.take()
-    assert sorted(batch.changed) == ["a", "b/written"]
+    assert batch.changed == ["b/written"] and batch.removed == ["a"]
     assert batch.moved_paths == ["b"]
     assert [(move.old_path, move.new_path) for move in batch.moves] == [("a", "b")]
 
 
 def test_renaming_a_new_directory_is_not_replayed() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
-    pending.add(Change(CREATED_DIR, "tmp", True), 0.0)
-    pending.add(Change(MOVED, "final", True, "tmp"), 0.0)
+    pending.add(Change(ChangeKind.NEW_DIR, "tmp", True), 0.0)
+    pending.add(Change(ChangeKind.MOVED, "final", True, "tmp"), 0.0)
     batch = pending.take()
-    assert batch.moves == [] and batch.fresh_dirs == ["final"] and batch.changed == ["tmp"]
+    assert batch.moves == [] and batch.new_dirs == ["final"] and batch.removed == ["tmp"]
 
 
 def test_deadline_is_quiet_time_capped_at_ten_delays() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     assert pending.deadline() is None
-    pending.add(Change(CHANGED, "f"), 100.0)
+    pending.add(Change(ChangeKind.CHANGED, "f"), 100.0)
     assert pending.deadline() == 101.0
     for moment in range(101, 120):
-        pending.add(Change(CHANGED, "f"), float(moment))
+        pending.add(Change(ChangeKind.CHANGED, "f"), float(moment))
     assert pending.deadline() == 110.0
 
 
 def test_too_many_paths_become_one_full_sync() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=10)
     for index in range(11):
-        pending.add(Change(CHANGED, f"f{index}"), 0.0)
+        pending.add(Change(ChangeKind.CHANGED, f"f{index}"), 0.0)
     batch = pending.take()
     assert batch.full and batch.changed == []
 
 
 def test_a_failed_batch_is_put_back_whole() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
-    pending.add(Change(CHANGED, "x"), 0.0)
-    pending.add(Change(CREATED_DIR, "d", True), 0.0)
+    pending.add(Change(ChangeKind.CHANGED, "x"), 0.0)
+    pending.add(Change(ChangeKind.NEW_DIR, "d", True), 0.0)
     batch = pending.take()
-    pending.add(Change(CHANGED, "y"), 1.0)
+    pending.add(Change(ChangeKind.CHANGED, "y"), 1.0)
     pending.put_back(batch, 2.0)
     again = pending.take()
-    assert sorted(again.changed) == ["x", "y"] and again.fresh_dirs == ["d"]
+    assert sorted(again.changed) == ["x", "y"] and again.new_dirs == ["d"]
 
 
 # -- rsync ------------------------------------------------------------------------------
@@ -202,25 +197,25 @@ CONFIG = parse("[sync]\nsource = /srv/www\ndestination = /backup/www\nexclude = 
 
 
 def test_batch_command_takes_paths_from_stdin_and_compares_bytes() -> None:
-    argv = rsync.build_rsync_command(CONFIG, rsync.CHANGES)
+    argv = rsync.build_rsync_command(CONFIG, rsync.RunMode.CHANGES)
     assert argv[0] == "rsync" and argv[-2:] == ["/srv/www/", "/backup/www/"]
     for flag in ("-a", "-r", "--files-from=-", "--from0", "--ignore-times", "--delete-missing-args",
                  "--exclude=*.tmp", "--hard-links", "--timeout=60"):
         assert flag in argv
-    fallback = rsync.build_rsync_command(CONFIG, rsync.CHANGES, delete_missing_args=False)
+    fallback = rsync.build_rsync_command(CONFIG, rsync.RunMode.CHANGES, delete_missing_args=False)
     assert "--ignore-missing-args" in fallback and "--delete-missing-args" not in fallback
 
 
 def test_full_and_verify_commands_trust_the_quick_check() -> None:
-    full = rsync.build_rsync_command(CONFIG, rsync.FULL)
+    full = rsync.build_rsync_command(CONFIG, rsync.RunMode.FULL)
     assert "--delete" in full and "--files-from=-" not in full and "--ignore-times" not in full
-    verify = rsync.build_rsync_command(CONFIG, rsync.VERIFY)
+    verify = rsync.build_rsync_command(CONFIG, rsync.RunMode.VERIFY)
     assert "-r" in verify and "--ignore-times" not in verify
 
 
 def test_hostile_paths_only_ever_reach_stdin() -> None:
     paths = ["-e sh", "--delete-this", "new\nline"]
-    argv = rsync.build_rsync_command(CONFIG, rsync.CHANGES)
+    argv = rsync.build_rsync_command(CONFIG, rsync.RunMode.CHANGES)
     assert not set(paths) & set(argv)
     assert rsync.encode_path_list(paths) == b"-e sh\0--delete-this\0new\nline\0"
     assert rsync.encode_path_list(["latin1-\udce9"]) == b"latin1-\xe9\0"
@@ -229,10 +224,11 @@ def test_hostile_paths_only_ever_reach_stdin() -> None:
 
 
 @pytest.mark.parametrize("status, outcome", [
-    (0, rsync.OK), (23, rsync.PARTIAL), (24, rsync.VANISHED), (10, rsync.RETRY), (30, rsync.RETRY),
-    (255, rsync.RETRY), (1, rsync.FATAL), (25, rsync.DELETE_LIMIT), (-9, rsync.RETRY), (77, rsync.RETRY),
+    (0, rsync.Outcome.OK), (23, rsync.Outcome.PARTIAL), (24, rsync.Outcome.VANISHED), (10, rsync.Outcome.RETRY),
+    (30, rsync.Outcome.RETRY), (255, rsync.Outcome.RETRY), (1, rsync.Outcome.FATAL),
+    (25, rsync.Outcome.DELETE_LIMIT), (-9, rsync.Outcome.RETRY), (77, rsync.Outcome.RETRY),
 ])
-def test_exit_status_table(status: int, outcome: str) -> None:
+def test_exit_status_table(status: int, outcome: rsync.Outcome) -> None:
     assert rsync.classify_exit_status(status).outcome == outcome
 
 
@@ -245,7 +241,7 @@ def test_unknown_status_is_retried_and_named() -> None:
                                     "root@h: Permission denied (publickey).", "@ERROR: Unknown module 'x'"])
 def test_refusals_are_fatal_with_a_fix(stderr: str) -> None:
     verdict = rsync.classify_exit_status(5 if "@ERROR" in stderr else 255, stderr)
-    assert verdict.outcome == rsync.FATAL and verdict.fix
+    assert verdict.outcome == rsync.Outcome.FATAL and verdict.fix
 
 
 def test_stats_parsing() -> None:
@@ -254,10 +250,10 @@ def test_stats_parsing() -> None:
 
 
 def test_paths_under_a_vanished_directory_become_that_directory(tmp_path: Path) -> None:
-    from pirsyncd.jobs import _without_missing_parents
+    from pirsyncd.plan import SourceFacts, without_missing_parents
 
     (tmp_path / "kept").mkdir()
-    changed, fresh = _without_missing_parents(str(tmp_path), ["kept/file", "gone/deeper/file", "gone"],
-                                              ["gone/new-dir", "kept/new-dir"])
+    changed, fresh = without_missing_parents(SourceFacts(str(tmp_path)), ["kept/file", "gone/deeper/file", "gone"],
+                                             ["gone/new-dir", "kept/new-dir"])
     assert changed == ["kept/file", "gone", "gone", "gone"]
     assert fresh == ["kept/new-dir"]

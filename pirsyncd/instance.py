@@ -1,0 +1,370 @@
+"""One pirsyncd instance: its source side, its replicas (one per destination) and its
+own policy, and what happens on each event the loop hands over: changes read, a
+deadline due, a signal, a child that exited.
+
+    SourceSide ──changes──> Replica ... (one per destination)
+        │                      └─ jobs: children the loop services
+        └─ identity ──> InstancePolicy: running / source lost / stopping; its timers
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pirsyncd import exitcodes, notify, rsync
+from pirsyncd.config import Config, ConfigError
+from pirsyncd.destination import DestinationKind
+from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
+from pirsyncd.replica import Replica
+from pirsyncd.report import Reporter, RsyncOutputLog
+from pirsyncd.runner import Child, ChildResult
+from pirsyncd.safety import SourceProblem, inspect_source, local_destination_has_entries, preflight, wipe_refusal
+from pirsyncd.source import SourceSide
+from pirsyncd.status import default_status_path
+
+log = logging.getLogger("pirsyncd")
+
+Deadline = tuple[float, Timer, "Replica | None"]
+
+
+class Loop(Protocol):
+    """What the instance asks of the loop (pirsyncd.service.Service)."""
+
+    def watch_readable(self, fileobj: Any, callback: Callable[[], object]) -> None: ...
+    def forget(self, fileobj: Any) -> None: ...
+    def watch_child(self, child: Child, on_exit: Callable[[ChildResult], None]) -> None: ...
+
+
+class Instance:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None, loop: Loop,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self.loop = loop
+        self.clock = clock
+        self.source = SourceSide(config.source, config.exclude, config.debug_events)
+        self.rsync_output = RsyncOutputLog(config.rsync_log)
+        self.replicas = [Replica(config, self.rsync_output)]
+        self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
+        self.reporter = Reporter(config.status_file or default_status_path(config.instance))
+        self.warning: str | None = None
+        self.heartbeat = time.time()
+        self.final_state: str | None = None
+        self.control_directory = ""
+        self.control_path: str | None = None
+
+    @property
+    def exit_status(self) -> int | None:
+        return self.policy.exit_status
+
+    # -- start and end ------------------------------------------------------------------
+    def start(self) -> int | None:
+        """Watch the source and announce readiness; an exit status when that fails."""
+        config = self.config
+        if config.destination.kind == DestinationKind.SSH:
+            # One ssh connection shared by all runs (ControlMaster), in a private directory.
+            self.control_directory = tempfile.mkdtemp(prefix="pirsyncd-ssh-")
+            self.control_path = os.path.join(self.control_directory, "%C")
+        try:
+            self.source.watch()
+        except OSError as error:
+            log.error("cannot watch the source %s: %s; check that it is readable and that "
+                      "fs.inotify.max_user_watches and max_user_instances are not exhausted",
+                      config.source, error.strerror)
+            return exitcodes.OS_ERROR
+        except SourceProblem as problem:
+            log.error("%s; start pirsyncd again once it stays put", problem)
+            return problem.exit_status
+        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        now = self.clock()
+        self.policy.started(now, unwatched=bool(self.source.unwatched))
+        self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
+        for replica in self.replicas:
+            if config.initial_sync:
+                replica.request_full_sync(now, at_once=True)
+            else:
+                replica.policy.job_succeeded()  # trusted to be current: in sync from the start
+                replica.synced_seq = 0
+        self.publish(force=True)
+        notify.send("READY=1", f"STATUS={self.reporter.line}")
+        log.info("watching %s (%d directories), mirroring to %s", config.source, self.source.watched_count,
+                 config.destination.text)
+        for replica in self.replicas:
+            replica.announce()
+        return None
+
+    def shut_down(self) -> None:
+        for replica in self.replicas:
+            child = replica.job.child if replica.job else None
+            if child is not None:
+                child.stop("shutting down")
+                child.wait(5.0)
+        self.source.close()
+        if self.control_path is not None:
+            Child(rsync.build_close_connection_command(self.config, self.control_path), b"", "ssh exit").wait(10.0)
+            shutil.rmtree(self.control_directory, ignore_errors=True)
+        failed = any(replica.policy.state == ReplicaState.FAILED for replica in self.replicas)
+        self.final_state = "failed" if failed and self.policy.exit_status else "stopped"
+        self.publish(force=True)
+        self.rsync_output.close()
+
+    # -- the loop's table ------------------------------------------------------------------
+    def deadlines(self) -> list[Deadline]:
+        """The one table: what is due when, read for the timeout and for what to do."""
+        table: list[Deadline] = [(at, timer, None) for timer, at in self.policy.deadlines().items()]
+        for replica in self.replicas:
+            table += [(at, timer, replica) for timer, at in
+                      replica.deadlines(self.policy.stopping, not self.policy.source_lost).items()]
+        publish = self.reporter.due()
+        if publish is not None:
+            table.append((publish, Timer.PUBLISH, None))
+        return table
+
+    def on_timer(self, timer: Timer, replica: Replica | None, now: float) -> None:
+        if replica is not None:
+            replica.on_timer(timer, now)
+        elif timer == Timer.WATCHDOG:
+            if self.healthy(now):
+                notify.send("WATCHDOG=1")
+                self.heartbeat = time.time()
+                self.publish(force=True)
+            self.policy.watchdog_pinged(now)
+        elif timer == Timer.FULL_RESYNC:
+            if self.source.retry_unwatched():
+                self.warning = None
+            log.info("periodic full sync")
+            for each in self.replicas:
+                each.request_full_sync(now)
+            self.policy.schedule_full_resync(now, bool(self.source.unwatched))
+        elif timer == Timer.SOURCE_CHECK:
+            self._recheck_source(now)
+        elif timer == Timer.STOP:
+            self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
+        elif timer == Timer.PUBLISH:
+            self.publish()
+
+    def healthy(self, now: float) -> bool:
+        """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
+        if not (self.source.root_alive or self.policy.source_lost):
+            return False
+        return all(replica.policy.healthy(now) for replica in self.replicas)
+
+    # -- changes ------------------------------------------------------------------------------
+    def take_changes(self) -> None:
+        now = self.clock()
+        first = self.replicas[0]
+        intake = self.source.read(first.pending.is_changed)
+        for replica in self.replicas:
+            replica.add(intake.changes, intake.changed_inodes, now)
+            if intake.overflow:
+                replica.request_full_sync(now)
+        if intake.root_lost:
+            self.lose_source("the source root was deleted, moved or unmounted", now)
+        elif intake.overflow and not self.policy.source_lost:
+            # Renames and new directories were lost with the events: rebuild every watch.
+            self._rewatch(now, "after the overflow")
+        if intake.newly_unwatched:
+            self.policy.schedule_full_resync(now, unwatched=True)  # covered by full syncs
+        warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
+        if warning:
+            self.warning = warning
+
+    def _rewatch(self, now: float, why: str) -> bool:
+        old = self.source.watcher
+        try:
+            self.source.watch(expected=self.source.identity)
+        except OSError as error:
+            self.lose_source(f"the source cannot be watched again {why} ({error.strerror})", now)
+            return False
+        except SourceProblem as problem:
+            self.lose_source(str(problem), now)
+            return False
+        self.loop.forget(old)
+        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        return True
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def start_jobs(self, now: float) -> None:
+        if self.policy.source_lost:
+            return
+        for replica in self.replicas:
+            if not replica.job_due(now, self.policy.stopping):
+                continue
+            moved = self.source.moved_away()
+            if moved is not None:
+                # Before every run, not only full syncs: a batch re-checking "." through an
+                # empty mount point would wipe the mirror as surely as a full sync.
+                self.lose_source(moved, now)
+                return
+            child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.control_path)
+            self._after_step(replica, child, now)
+
+    def _on_child_exit(self, replica: Replica, result: ChildResult) -> None:
+        now = self.clock()
+        self._after_step(replica, replica.child_exited(result, now), now)
+
+    def _after_step(self, replica: Replica, child: Child | None, now: float) -> None:
+        """After a job step: service its next child, or act on how the job ended."""
+        if child is not None:
+            self.loop.watch_child(child, lambda result: self._on_child_exit(replica, result))
+            return
+        if replica.source_problem is not None:
+            problem, replica.source_problem = replica.source_problem, None
+            self.lose_source(str(problem), now)
+        if replica.exit_status is not None and not self.policy.stopping and all(
+                other.policy.state == ReplicaState.FAILED for other in self.replicas):
+            self.policy.finish(replica.exit_status)
+        self.publish(force=True)
+
+    # -- the source ----------------------------------------------------------------------------------
+    def lose_source(self, reason: str, now: float) -> None:
+        if self.policy.lose_source(reason, now):
+            log.error("%s: syncing stopped so the mirror is not wiped; it resumes when %s is back",
+                      reason, self.config.source)
+        self.warning = reason
+        for replica in self.replicas:
+            replica.stop_job("source lost", now)
+        self.publish(force=True)
+
+    def _recheck_source(self, now: float) -> None:
+        config = self.config
+        try:
+            if inspect_source(config.source) and not config.allow_empty_source and (
+                    config.destination.kind == DestinationKind.LOCAL
+                    and local_destination_has_entries(config.destination.path)):
+                raise wipe_refusal(config.source)
+            # Only the directory that was watched is the source: whatever else appears at its
+            # path (an empty mount point, another file system) is not, until a reload says so.
+            old = self.source.watcher
+            self.source.watch(expected=self.source.identity)
+        except (SourceProblem, OSError) as problem:
+            warning = f"{self.policy.lost_reason}: {problem}"
+            if self.warning != warning and isinstance(problem, SourceProblem):
+                log.warning("%s; if this is the source now, reload to mirror it (systemctl reload, or SIGHUP)",
+                            problem)
+            self.warning = warning
+            self.policy.source_still_lost(now)
+            return
+        self.loop.forget(old)
+        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        log.info("the source %s is back: watching it again and running a full sync", config.source)
+        self.policy.source_back()
+        self.warning = None
+        for replica in self.replicas:
+            replica.request_full_sync(now, at_once=True)
+
+    # -- signals ----------------------------------------------------------------------------------
+    def on_signal(self, number: int) -> None:
+        if number in (signal.SIGTERM, signal.SIGINT):
+            self._begin_stop(signal.Signals(number).name)
+        elif number == signal.SIGHUP:
+            self._reload()
+        elif number == signal.SIGUSR1:
+            # A sync barrier: every change made before the signal is in the inotify queue now.
+            if self.source.watcher is not None:
+                self.take_changes()
+            seq = self.source.barrier()
+            for replica in self.replicas:
+                if replica.pending_count == 0 and replica.job is None and replica.synced_seq >= 0:
+                    replica.synced_seq = seq  # nothing pending: everything seen is there
+            self.publish(force=True)
+
+    def _begin_stop(self, why: str) -> None:
+        if not self.policy.begin_stop(self.clock()):
+            self._stop_now(f"second {why}")
+            return
+        log.info("%s: stopping after sending what is pending (at most %g s)", why, self.config.stop_timeout)
+        notify.send("STOPPING=1")
+
+    def _stop_now(self, why: str) -> None:
+        for replica in self.replicas:
+            if replica.job is not None and replica.job.child is not None:
+                log.warning("%s: stopping rsync; the next start runs a full sync", why)
+                replica.stop_job(why, self.clock())
+        self.policy.finish(exitcodes.OK)
+
+    def check_stopped(self) -> None:
+        """While stopping: exit once nothing more can be sent."""
+        if not self.policy.may_exit([(replica.policy, replica.has_pending) for replica in self.replicas]):
+            return
+        pending = sum(replica.pending_count for replica in self.replicas)
+        if pending:
+            log.warning("stopping with %d changes not sent (%s); the next start runs a full sync", pending,
+                        self.policy.lost_reason or "the destination is failing")
+        self.policy.finish(exitcodes.OK)
+
+    # -- reload -------------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        notify.send("RELOADING=1")
+        try:
+            if self.reload_config is not None:
+                self._apply(self.reload_config())
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload: %s", problem)
+            log.error("reload failed: keeping the running configuration")
+        notify.send("READY=1", f"STATUS={self.reporter.line}")
+
+    def _apply(self, new: Config) -> None:
+        problems = [message for _, message in preflight(new, look_at_destination=False)]
+        if problems:
+            raise ConfigError(problems)
+        old, now = self.config, self.clock()
+        if (old.source, old.exclude) != (new.source, new.exclude):
+            source = SourceSide(new.source, new.exclude, new.debug_events)
+            try:
+                source.watch()
+            except (OSError, SourceProblem) as error:
+                raise ConfigError([f"cannot watch {new.source}: "
+                                   f"{error.strerror if isinstance(error, OSError) else error}"]) from None
+            self.loop.forget(self.source.watcher)
+            self.source.close()
+            self.source = source
+            self.loop.watch_readable(source.watcher, self.take_changes)
+            self.policy.source_back()
+            self.warning = None
+        elif self.policy.source_lost:
+            self.source.identity = None  # a reload names the source anew: take what is there now
+            self.policy.source_check_at = now
+        self.config = new
+        self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
+        self.rsync_output.reopen(new.rsync_log)
+        for replica in self.replicas:
+            replica.reconfigure(new)
+            if (old.source, old.destination, old.exclude) != (new.source, new.destination, new.exclude):
+                replica.request_full_sync(now, at_once=True)
+        self.policy.schedule_full_resync(now, bool(self.source.unwatched))
+        log.info("reloaded the configuration from %s", new.origin)
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What readers see: the status file's keys (docs/CONTRACT.md)."""
+        replica = self.replicas[0]
+        view = replica.snapshot(time.time() - self.clock())
+        state = view["state"]
+        if self.final_state is not None:
+            state = self.final_state
+        elif self.policy.stopping:
+            state = "stopping"
+        elif self.policy.source_lost:
+            state = "source-lost"
+        identity = self.source.identity
+        return {
+            **view, "instance": self.config.instance, "state": state, "source": self.config.source,
+            "destination": self.config.destination.text, "watched_dirs": self.source.watched_count,
+            "heartbeat": self.heartbeat, "change_seq": self.source.change_seq,
+            "barrier_requests": self.source.barrier_requests, "barrier_seq": self.source.barrier_seq,
+            "warning": self.warning or view["warning"],
+            "source_identity": None if identity is None else {
+                "device": identity.device, "inode": identity.inode, "mount_id": identity.mount_id},
+        }
+
+    def publish(self, force: bool = False) -> None:
+        self.reporter.publish(self.snapshot(), self.clock(), force)

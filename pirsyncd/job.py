@@ -1,0 +1,278 @@
+"""A sync job: one Batch for one destination, run as a sequence of steps, each either a
+little work done at once or a child the loop services (never a blocking call):
+
+    [probe the rsync] ─> [scan hard links] ─> renames at the destination ─> rsync runs
+    full sync: [empty source? list the destination] ─> rsync -a --delete
+
+The steps are a generator that yields each child and is sent its result, so the order
+reads top to bottom. What the job learnt is left on it for the replica: the verdict,
+failing paths, deletions to send again, the probe's answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Generator
+
+from pirsyncd import rsync
+from pirsyncd.config import Config
+from pirsyncd.destination import DestinationKind
+from pirsyncd.hardlinks import HardLinkIndex, Key, build_scan_command
+from pirsyncd.pending import Batch, Move
+from pirsyncd.plan import Renames, SourceFacts, combine_renames, deletion_parents, plan_transfers, renames_assumed
+from pirsyncd.rsync import Outcome, RunMode, Verdict
+from pirsyncd.runner import Child, ChildResult
+from pirsyncd.safety import SourceProblem, inspect_source, local_destination_has_entries, wipe_refusal
+
+log = logging.getLogger("pirsyncd")
+
+Steps = Generator[Child, ChildResult, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished rsync run, for the journal and the status."""
+
+    mode: RunMode
+    paths: int
+    result: ChildResult
+    verdict: Verdict
+    figures: dict[str, int]
+
+
+class SyncJob:
+    """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next child
+    to service, or None when the job is over (``verdict`` says how)."""
+
+    def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
+                 on_run: Callable[[RunRecord], None], control_path: str | None = None,
+                 hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None) -> None:
+        self.config = config
+        self.batch = batch
+        self.delete_missing_args = delete_missing_args
+        self.on_run = on_run
+        self.control_path = control_path if config.destination.kind == DestinationKind.SSH else None
+        self.hard_links = hard_links
+        self.changed_inodes = changed_inodes or set()
+        self.child: Child | None = None
+        self.verdict = Verdict(Outcome.OK, "nothing to send")
+        self.source_problem: SourceProblem | None = None
+        self.probed: bool | None = None  # the probe's answer, when this job ran it
+        self.rsync_version = ""
+        self.switch_to_fallback = False
+        self.vanished = False
+        self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
+        self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
+        self.deletions_skipped_in_full = False
+        self._steps = self._full_sync() if batch.full else self._batch()
+
+    # -- driving ------------------------------------------------------------------
+    def start(self) -> Child | None:
+        return self._advance(None)
+
+    def child_exited(self, result: ChildResult) -> Child | None:
+        return self._advance(result)
+
+    def _advance(self, result: ChildResult | None) -> Child | None:
+        try:
+            self.child = next(self._steps) if result is None else self._steps.send(result)
+        except StopIteration:
+            self.child = None
+        return self.child
+
+    def stop(self, reason: str) -> None:
+        if self.child is not None:
+            self.child.stop(reason)
+
+    # -- the steps ------------------------------------------------------------------
+    def _full_sync(self) -> Steps:
+        config = self.config
+        try:
+            empty = inspect_source(config.source)
+        except SourceProblem as problem:
+            self.source_problem = problem
+            return
+        if empty and not config.allow_empty_source:
+            if config.destination.kind == DestinationKind.LOCAL:
+                has_entries = local_destination_has_entries(config.destination.path)
+            else:
+                listing = yield Child(rsync.build_listing_command(config), b"", "listing")
+                has_entries = rsync.listing_shows_entries(listing.status, listing.stdout)
+            if has_entries:
+                self.source_problem = wipe_refusal(config.source)
+                return
+        yield from self._transfer(RunMode.FULL, [])
+
+    def _batch(self) -> Steps:
+        batch, config = self.batch, self.config
+        if self.delete_missing_args is None:
+            yield from self._probe()
+        linked: list[str] = []
+        if self.hard_links is not None:
+            linked = yield from self._other_hard_link_names()
+        renames = yield from self._rename_at_destination()
+        transfers = plan_transfers(batch, SourceFacts(config.source), renames,
+                                   delete_missing_args=bool(self.delete_missing_args), linked_names=linked)
+        new_dirs = [path for transfer in transfers if transfer.mode == RunMode.CHANGES for path in transfer.paths]
+        for transfer in transfers:
+            paths = list(transfer.paths)
+            entries = paths
+            if transfer.mode == RunMode.DELETIONS:
+                # Decided now, not when planned: the tree may have changed since.
+                paths = deletion_parents(SourceFacts(config.source), paths, new_dirs)
+                entries = rsync.deletion_entries(paths)
+                if not paths:
+                    continue
+            if not (yield from self._transfer(transfer.mode, entries, paths, list(transfer.paths))):
+                return
+
+    def _probe(self) -> Steps:
+        """Does this rsync handle --delete-missing-args with --files-from? (A tiny local transfer.)"""
+        binary = self.config.rsync_binary
+        version = yield Child([binary, "--version"], b"", "rsync version")
+        words = version.stdout.decode(errors="replace").split()
+        self.rsync_version = words[2] if len(words) > 2 and words[:2] == ["rsync", "version"] else "unknown"
+        scratch = tempfile.mkdtemp(prefix="pirsyncd-probe-")
+        try:
+            source, target = os.path.join(scratch, "src"), os.path.join(scratch, "dst")
+            os.mkdir(source)
+            os.makedirs(os.path.join(target, "ghost-dir"))
+            for path in (os.path.join(source, "present"), os.path.join(target, "ghost")):
+                with open(path, "w"):
+                    pass
+            result = yield Child(rsync.build_probe_command(binary, source, target), rsync.PROBE_INPUT, "probe")
+            self.probed = (result.status == 0 and not os.path.lexists(os.path.join(target, "ghost"))
+                           and not os.path.lexists(os.path.join(target, "ghost-dir")))
+        except OSError:
+            self.probed = False
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.delete_missing_args = self.probed
+
+    def _other_hard_link_names(self) -> Generator[Child, ChildResult, list[str]]:
+        """A write through one name of a hard-linked file changes its other names too."""
+        index = self.hard_links
+        assert index is not None
+        paths = self.batch.changed
+        multi, scan = index.examine(paths, self.changed_inodes)
+        if not multi and not self.changed_inodes:
+            return []
+        if scan or index.incomplete(multi):
+            result = yield Child(build_scan_command(self.config.source, self.changed_inodes), b"", "hard links")
+            index.load(result.stdout)
+            multi, _ = index.examine(paths, self.changed_inodes)
+        return index.other_names(paths, multi, self.changed_inodes)
+
+    def _rename_at_destination(self) -> Generator[Child, ChildResult, Renames]:
+        """Replay the batch's renames at the destination, so moved content is not sent again."""
+        moves, destination = self.batch.moves, self.config.destination
+        if not moves:
+            return Renames()
+        if destination.kind == DestinationKind.LOCAL:
+            return combine_renames((move, _rename_at(destination.path, move)) for move in moves)
+        renames = renames_assumed(moves, destination.kind)
+        if destination.kind != DestinationKind.SSH:
+            return renames
+        root = destination.path.rstrip("/") or "/"
+        pairs = [f"{root}/{path}" for move in moves for path in (move.old_path, move.new_path)]
+        result = yield Child(rsync.build_remote_rename_command(self.config, self.control_path),
+                             rsync.encode_path_list(pairs, escape_comments=False), "remote renames")
+        if result.status != 0:
+            # Whatever did not get renamed is sent by the quick check that follows.
+            log.debug("remote renames exited %d (%s); the quick check sends the rest", result.status,
+                      result.stderr_tail)
+            return renames
+        return dataclasses.replace(renames, renamed_away=frozenset(move.old_path for move in moves))
+
+    def _transfer(self, mode: RunMode, entries: list[str], paths: list[str] | None = None,
+                  deleted: list[str] | None = None) -> Generator[Child, ChildResult, bool]:
+        """One rsync run; False when the job must end here (``verdict`` says why)."""
+        config = self.config
+        argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
+                                         delete_missing_args=bool(self.delete_missing_args))
+        if config.debug_commands:
+            log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
+        result = yield Child(argv, rsync.encode_path_list(entries), mode.value)
+        paths = entries if paths is None else paths
+        if mode == RunMode.CHANGES and rsync.is_broken_delete_missing_args(result.status, result.stderr_tail):
+            self.switch_to_fallback = True
+        verdict = rsync.explain(rsync.classify_exit_status(result.status, result.stderr_tail), config)
+        if result.stopped_for:
+            verdict = Verdict(Outcome.RETRY, f"rsync stopped ({result.stopped_for})")
+        elif verdict.outcome in (Outcome.PARTIAL, Outcome.VANISHED) and not result.stderr_truncated:
+            verdict = self._sort_out_errors(verdict, result.stderr, mode, paths, deleted or [])
+        output = result.stdout.decode(errors="replace")
+        self.on_run(RunRecord(mode, len(paths), result, verdict, rsync.parse_stats(output)))
+        if verdict.outcome == Outcome.VANISHED:
+            # Files vanished while rsync ran: their events are queued, but send the batch's
+            # paths again too rather than trust that.
+            self.vanished = True
+        elif verdict.outcome != Outcome.OK:
+            self.verdict = verdict
+            return False
+        return True
+
+    def _sort_out_errors(self, verdict: Verdict, stderr: str, mode: RunMode, paths: list[str],
+                         deleted: list[str]) -> Verdict:
+        """Status 23/24 whose errors are all about source paths: the run did what it could.
+
+        Paths that still exist are failing (retried on their own); paths gone from the source
+        are not errors (their events are queued). Deletions rsync skipped because of an error
+        on the sending side are sent again at once, or with the failing parent.
+        """
+        source = self.config.source
+        errors = rsync.analyse_errors(stderr, source)
+        if errors.destination_trouble or not (errors.failed or errors.deletions_skipped):
+            return verdict
+        failing = {path: reason for path, reason in errors.failed.items()
+                   if reason != "vanished" and os.path.lexists(os.path.join(source, path))}
+        if errors.deletions_skipped:
+            if mode == RunMode.FULL:
+                self.deletions_skipped_in_full = True
+            else:
+                removed = deleted if mode == RunMode.DELETIONS else [
+                    path for path in paths if not os.path.lexists(os.path.join(source, path))]
+                for path in removed:
+                    parent = _failing_ancestor(path, failing)
+                    if parent is None:
+                        self.redo.append(path)
+                    else:
+                        failing.setdefault(path, failing[parent])
+        self.failed_paths.update(failing)
+        if verdict.outcome == Outcome.VANISHED:
+            return verdict
+        return Verdict(Outcome.OK, f"{len(failing)} paths failing" if failing else "source paths gone")
+
+
+def _failing_ancestor(path: str, failing: dict[str, str]) -> str | None:
+    """The failing path at or above ``path``, if any."""
+    components = path.split("/")
+    for depth in range(len(components), 0, -1):
+        candidate = "/".join(components[:depth])
+        if candidate in failing:
+            return candidate
+    return "." if "." in failing else None
+
+
+def _rename_at(root: str, move: Move) -> bool:
+    """Rename root/old_path to root/new_path when that is exactly what the source did."""
+    old, new = os.path.join(root, move.old_path), os.path.join(root, move.new_path)
+    try:
+        status = os.lstat(old)
+        if stat.S_ISDIR(status.st_mode) != move.is_dir:
+            return False
+        if move.is_dir and os.path.lexists(new):
+            return False
+        if not move.is_dir and os.path.isdir(new) and not os.path.islink(new):
+            return False
+        if not os.path.isdir(os.path.dirname(new)):
+            return False
+        os.rename(old, new)
+    except OSError:
+        return False
+    return True

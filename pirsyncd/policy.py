@@ -1,0 +1,228 @@
+"""When the daemon and each replica may act, as a pure state machine (clock injected).
+
+Every state is one enum value; transitions are methods; the deadlines are one table
+(:meth:`ReplicaPolicy.deadlines`, :meth:`InstancePolicy.deadlines`) that the loop reads
+both to learn what is due and how long it may sleep.
+
+    >>> policy = ReplicaPolicy(retry_max_interval=300)
+    >>> policy.job_started(now=0.0, full=True)
+    >>> policy.job_failed(Outcome.RETRY, now=1.0)
+    2.0
+    >>> policy.state, policy.may_start(1.5), policy.may_start(2.0)
+    (<ReplicaState.RETRYING: 'retrying'>, False, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from pirsyncd.rsync import Outcome
+
+KILL_GRACE = 10.0  # seconds a stopped child gets between SIGTERM and SIGKILL
+SOURCE_RECHECK_INTERVAL = 5.0
+UNWATCHED_RESYNC_INTERVAL = 60.0
+
+
+class Timer(enum.Enum):
+    """The kinds of deadline in the loop's one table."""
+
+    BATCH = "batch"  # pending changes are due (their delay passed, or a retry's backoff)
+    FAILING = "failing"  # a failing path's own retry
+    TIME_LIMIT = "time-limit"  # a batch ran longer than time_limit: stop it
+    KILL = "kill"  # a stopped child ignored SIGTERM: kill it
+    FULL_RESYNC = "full-resync"  # the periodic full sync (also covers unwatched directories)
+    SOURCE_CHECK = "source-check"  # the lost source is looked at again
+    STOP = "stop"  # stop_timeout passed while stopping
+    WATCHDOG = "watchdog"  # WATCHDOG=1 is due
+    PUBLISH = "publish"  # a throttled status update is due
+
+
+class ReplicaState(enum.Enum):
+    INITIAL_SYNC = "initial-sync"  # the first full sync has not succeeded yet
+    IN_SYNC = "in-sync"  # nothing running; pending changes wait for their delay
+    SYNCING = "syncing"  # a job is running
+    RETRYING = "retrying"  # the last job failed: the next waits for the backoff
+    HELD = "held"  # max_delete stopped deletions: nothing is sent until a reload
+    FAILED = "failed"  # the destination refused us in a way retrying cannot fix
+
+
+class InstanceState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    SOURCE_LOST = "source-lost"  # the source is gone or is another directory: nothing is sent
+    STOPPING = "stopping"  # sending what is pending, then exit
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass
+class ReplicaPolicy:
+    """One destination's state: retry with capped backoff, held, failed, the running job."""
+
+    retry_max_interval: float
+    time_limit: float = 3600.0
+    state: ReplicaState = ReplicaState.INITIAL_SYNC
+    failures: int = 0
+    retry_at: float | None = None
+    reason: str = ""  # why it retries, is held or failed
+    job_started_at: float | None = None
+    job_is_full: bool = False
+    stopped_at: float | None = None  # when the running job was asked to stop
+    in_sync_once: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.job_started_at is not None
+
+    def may_start(self, now: float) -> bool:
+        """True when a job may start now (if there is anything to send)."""
+        if self.busy or self.state in (ReplicaState.HELD, ReplicaState.FAILED):
+            return False
+        return self.retry_at is None or now >= self.retry_at
+
+    def job_started(self, now: float, full: bool) -> None:
+        self.job_started_at, self.job_is_full, self.stopped_at = now, full, None
+        if self.state == ReplicaState.IN_SYNC:
+            self.state = ReplicaState.SYNCING
+
+    def job_succeeded(self) -> None:
+        self.job_started_at = self.stopped_at = None
+        self.state, self.failures, self.retry_at, self.reason = ReplicaState.IN_SYNC, 0, None, ""
+        self.in_sync_once = True
+
+    def job_failed(self, outcome: Outcome, now: float, reason: str = "") -> float | None:
+        """Record a failed job; return when the next may start (None: held or failed)."""
+        self.job_started_at = self.stopped_at = None
+        self.reason = reason
+        if outcome == Outcome.DELETE_LIMIT:
+            self.state = ReplicaState.HELD
+            return None
+        if outcome == Outcome.FATAL:
+            self.state = ReplicaState.FAILED
+            return None
+        self.failures += 1
+        self.retry_at = now + min(self.retry_max_interval, 2.0 ** (self.failures - 1))
+        self.state = ReplicaState.RETRYING
+        return self.retry_at
+
+    def job_abandoned(self) -> None:
+        """The job ended without a verdict (its batch is kept, e.g. the source was lost)."""
+        self.job_started_at = self.stopped_at = None
+        if self.state == ReplicaState.SYNCING:
+            self.state = ReplicaState.IN_SYNC
+
+    def stop_requested(self, now: float) -> None:
+        if self.stopped_at is None:
+            self.stopped_at = now
+
+    def release(self) -> None:
+        """A reload: held and failed destinations are tried again, at once."""
+        if self.state in (ReplicaState.HELD, ReplicaState.FAILED, ReplicaState.RETRYING):
+            self.state = ReplicaState.IN_SYNC if self.in_sync_once else ReplicaState.INITIAL_SYNC
+        self.failures, self.retry_at, self.reason = 0, None, ""
+
+    def deadlines(self, batch_due: float | None) -> dict[Timer, float]:
+        """This replica's deadlines; ``batch_due`` is when its pending changes are due."""
+        table: dict[Timer, float] = {}
+        if batch_due is not None and self.state not in (ReplicaState.HELD, ReplicaState.FAILED) and not self.busy:
+            table[Timer.BATCH] = max(batch_due, self.retry_at or batch_due)
+        if self.stopped_at is not None:
+            table[Timer.KILL] = self.stopped_at + KILL_GRACE
+        elif self.job_started_at is not None and not self.job_is_full:
+            table[Timer.TIME_LIMIT] = self.job_started_at + self.time_limit
+        return table
+
+    def healthy(self, now: float) -> bool:
+        """False when a job outlived its time limit by far: our own kill did not work."""
+        return not (self.job_started_at is not None and not self.job_is_full
+                    and now - self.job_started_at > 2 * self.time_limit + 30)
+
+
+@dataclasses.dataclass
+class InstancePolicy:
+    """The daemon's own state: running, source lost, stopping; its timers."""
+
+    stop_timeout: float
+    full_resync_interval: float = 0.0
+    watchdog_interval: float | None = None
+    state: InstanceState = InstanceState.STARTING
+    lost_reason: str = ""
+    source_check_at: float | None = None
+    stop_deadline: float | None = None
+    next_full_sync_at: float | None = None
+    next_watchdog_at: float | None = None
+    exit_status: int | None = None
+
+    def started(self, now: float, unwatched: bool = False) -> None:
+        self.state = InstanceState.RUNNING
+        self.schedule_full_resync(now, unwatched)
+        if self.watchdog_interval:
+            self.next_watchdog_at = now
+
+    def schedule_full_resync(self, now: float, unwatched: bool = False) -> None:
+        interval = self.full_resync_interval
+        if unwatched:
+            interval = min(interval or UNWATCHED_RESYNC_INTERVAL, UNWATCHED_RESYNC_INTERVAL)
+        self.next_full_sync_at = now + interval if interval else None
+
+    def lose_source(self, reason: str, now: float) -> bool:
+        """Stop sending; return True when this is news (not lost already)."""
+        news = self.state != InstanceState.SOURCE_LOST
+        if self.state != InstanceState.STOPPING:
+            self.state = InstanceState.SOURCE_LOST
+        self.lost_reason = reason
+        self.source_check_at = now + SOURCE_RECHECK_INTERVAL
+        return news
+
+    def source_still_lost(self, now: float) -> None:
+        self.source_check_at = now + SOURCE_RECHECK_INTERVAL
+
+    def source_back(self) -> None:
+        if self.state == InstanceState.SOURCE_LOST:
+            self.state = InstanceState.RUNNING
+        self.lost_reason, self.source_check_at = "", None
+
+    @property
+    def source_lost(self) -> bool:
+        return bool(self.lost_reason)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_deadline is not None
+
+    def begin_stop(self, now: float) -> bool:
+        """Start stopping; return False when already stopping (a second signal: stop now)."""
+        if self.stop_deadline is not None:
+            return False
+        self.state = InstanceState.STOPPING
+        self.stop_deadline = now + self.stop_timeout
+        return True
+
+    def finish(self, exit_status: int) -> None:
+        if self.exit_status is None:
+            self.exit_status = exit_status
+
+    def may_exit(self, replicas: list[tuple[ReplicaPolicy, bool]]) -> bool:
+        """While stopping: exit once no job runs and nothing is left that could be sent now
+        (``replicas`` pairs each policy with whether it has pending changes)."""
+        if not self.stopping:
+            return False
+        for policy, has_pending in replicas:
+            if policy.busy:
+                return False
+            if has_pending and not self.source_lost and policy.state not in (
+                    ReplicaState.RETRYING, ReplicaState.HELD, ReplicaState.FAILED):
+                return False
+        return True
+
+    def watchdog_pinged(self, now: float) -> None:
+        if self.watchdog_interval:
+            self.next_watchdog_at = now + self.watchdog_interval
+
+    def deadlines(self) -> dict[Timer, float]:
+        table: dict[Timer, float] = {}
+        for timer, moment in ((Timer.FULL_RESYNC, self.next_full_sync_at), (Timer.SOURCE_CHECK, self.source_check_at),
+                              (Timer.STOP, self.stop_deadline), (Timer.WATCHDOG, self.next_watchdog_at)):
+            if moment is not None:
+                table[timer] = moment
+        return table

@@ -1,0 +1,301 @@
+"""A replica, one per destination: its pending changes, its running job, its policy
+(retry, backoff, held, failed), its failing paths, how it deletes, and what it reports.
+A second destination is a second Replica fed the same changes.
+
+    changes ─> Pending ─(due)─> SyncJob (steps, children) ─> verdict ─> ReplicaPolicy
+                                                          └─> failing paths, journal line
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from typing import Any
+
+from pirsyncd.config import Config
+from pirsyncd.events import Change, ChangeKind
+from pirsyncd.failing import FailingPaths
+from pirsyncd.hardlinks import HardLinkIndex, Key
+from pirsyncd.job import RunRecord, SyncJob
+from pirsyncd.pending import Pending
+from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.report import RsyncOutputLog, log_run
+from pirsyncd.rsync import Outcome
+from pirsyncd.runner import Child, ChildResult
+from pirsyncd.safety import SourceProblem
+
+log = logging.getLogger("pirsyncd")
+
+# deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
+DELETION_MODES: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
+HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
+                "max_delete and reload")
+VANISHED_IN_A_ROW_LIMIT = 3  # then a full sync: files keep vanishing under our batches
+
+
+class Replica:
+    def __init__(self, config: Config, rsync_output: RsyncOutputLog, name: str = "") -> None:
+        self.name = name
+        self.config = config
+        self.rsync_output = rsync_output
+        self.pending = Pending(config.delay, config.full_sync_threshold)
+        self.failing = FailingPaths(config.retry_max_interval)
+        self.policy = ReplicaPolicy(config.retry_max_interval, config.time_limit)
+        self.job: SyncJob | None = None
+        self.delete_missing_args = DELETION_MODES[config.deletion_mode]
+        self.rsync_version = ""
+        self.changed_inodes: set[Key] = set()
+        self.vanished_in_a_row = 0
+        self.full_sync_when_failing_clears = False
+        self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
+        self.exit_status: int | None = None  # set when the destination refused us for good
+        # What it reports.
+        self.synced_seq = -1
+        self.last_success: float | None = None
+        self.last_sync: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.next_retry: float | None = None
+        self.retry_since: float | None = None
+        self.files_sent_in_job = 0
+
+    # -- intake ---------------------------------------------------------------------
+    def add(self, changes: list[Change], changed_inodes: set[Key], now: float) -> None:
+        for change in changes:
+            self.pending.add(change, now)
+        self.changed_inodes |= changed_inodes
+        if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
+            self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
+
+    def request_full_sync(self, now: float, at_once: bool = False) -> None:
+        """Send everything: after the delay (more events are likely to follow), or at once."""
+        pending = self.pending
+        pending.request_full_sync()
+        if at_once:
+            pending.first_change_at = pending.last_change_at = now - pending.delay
+        else:
+            pending.first_change_at = now if pending.first_change_at is None else pending.first_change_at
+            pending.last_change_at = now
+
+    @property
+    def pending_count(self) -> int:
+        return self.pending.count + (self.job.batch.path_count if self.job else 0)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    # -- deadlines and timers ---------------------------------------------------------
+    def deadlines(self, stopping: bool, may_send: bool) -> dict[Timer, float]:
+        """This replica's part of the loop's table (``may_send``: the source is there)."""
+        due = self.pending.deadline() if may_send else None
+        if due is not None and stopping and self.policy.retry_at is None:
+            due = 0.0  # stopping: send what is pending now
+        table = self.policy.deadlines(due)
+        failing = self.failing.deadline()
+        if failing is not None and may_send and self.policy.state not in (ReplicaState.HELD, ReplicaState.FAILED):
+            table[Timer.FAILING] = failing
+        return table
+
+    def on_timer(self, timer: Timer, now: float) -> None:
+        job = self.job
+        if timer == Timer.FAILING:
+            for path in self.failing.take_due(now):
+                self._retry_failing_path(path, now)
+        elif timer == Timer.TIME_LIMIT and job is not None and job.child is not None:
+            log.error("rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
+                      self.config.time_limit)
+            self.policy.stop_requested(now)
+            job.stop("time limit")
+        elif timer == Timer.KILL and job is not None and job.child is not None:
+            log.error("rsync ignored SIGTERM for a while (%s): killing it", job.child.stopped_for)
+            job.child.kill()
+
+    def _retry_failing_path(self, path: str, now: float) -> None:
+        """Send a failing path again, as what it is now."""
+        if path == ".":
+            self.request_full_sync(now)
+            return
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
+        except OSError:
+            self.pending.add(Change(ChangeKind.REMOVED, path, True), now)
+            return
+        self.pending.add(Change(ChangeKind.NEW_DIR, path, True) if is_dir else Change(ChangeKind.CHANGED, path), now)
+
+    # -- jobs -------------------------------------------------------------------------
+    def job_due(self, now: float, stopping: bool) -> bool:
+        """True when pending changes are due and the policy lets a job start."""
+        if self.job is not None or not self.pending or not self.policy.may_start(now):
+            return False
+        due = self.pending.deadline()
+        return due is not None and (now >= due or stopping)
+
+    def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
+                      control_path: str | None) -> Child | None:
+        """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
+        batch = self.pending.take(change_seq)
+        self.job = SyncJob(self.config, batch, delete_missing_args=self.delete_missing_args,
+                           on_run=self._on_run, control_path=control_path, hard_links=hard_links,
+                           changed_inodes=self.changed_inodes)
+        self.changed_inodes = set()
+        self.files_sent_in_job = 0
+        self.policy.job_started(now, batch.full)
+        return self._next(self.job.start(), now)
+
+    def child_exited(self, result: ChildResult, now: float) -> Child | None:
+        assert self.job is not None
+        return self._next(self.job.child_exited(result), now)
+
+    def stop_job(self, reason: str, now: float) -> None:
+        if self.job is not None and self.job.child is not None:
+            self.policy.stop_requested(now)
+            self.job.stop(reason)
+
+    def _next(self, child: Child | None, now: float) -> Child | None:
+        if child is None:
+            self._job_ended(now)
+        return child
+
+    def _on_run(self, record: RunRecord) -> None:
+        self.files_sent_in_job += record.figures.get("files_transferred", 0)
+        entry = log_run(record, self.config.instance, self.name)
+        if record.verdict.outcome in (Outcome.OK, Outcome.VANISHED):
+            self.last_sync = entry
+        else:
+            self.last_error = entry
+        self.rsync_output.write(record.result.stdout.decode(errors="replace"), record.result.stderr_tail)
+
+    def _job_ended(self, now: float) -> None:
+        job, self.job = self.job, None
+        assert job is not None
+        if job.probed is not None:
+            self.delete_missing_args, self.rsync_version = job.probed, job.rsync_version
+            self._report_deletion_path("probed")
+        if job.source_problem is not None:
+            self.policy.job_abandoned()
+            self.pending.put_back(job.batch, now, self._is_dir)
+            self.source_problem = job.source_problem
+            return
+        if job.switch_to_fallback:
+            self.delete_missing_args = False
+            log.warning("this rsync mishandles --delete-missing-args; switching to the fallback")
+            self.policy.job_abandoned()
+            self.pending.put_back(job.batch, now, self._is_dir)
+            return
+        if job.verdict.outcome == Outcome.OK:
+            self._job_succeeded(job, now)
+        else:
+            self._job_failed(job, now)
+
+    def _job_succeeded(self, job: SyncJob, now: float) -> None:
+        self.vanished_in_a_row = self.vanished_in_a_row + 1 if job.vanished else 0
+        if job.vanished and not job.batch.full:
+            if self.vanished_in_a_row >= VANISHED_IN_A_ROW_LIMIT:
+                log.warning("files keep vanishing during batches: a full sync follows")
+                self.request_full_sync(now)
+            else:
+                self.pending.put_back(job.batch, now, self._is_dir)
+        self._settle_failing(job, now)
+        if not job.vanished:
+            self.synced_seq = max(self.synced_seq, job.batch.change_seq)
+        self.policy.job_succeeded()
+        self.last_success = time.time()
+        self.next_retry = self.retry_since = None
+
+    def _job_failed(self, job: SyncJob, now: float) -> None:
+        verdict = job.verdict
+        self.pending.put_back(job.batch, now, self._is_dir)
+        retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
+        if verdict.outcome == Outcome.DELETE_LIMIT:
+            # Retrying would delete max_delete more each time: hold until a person decides.
+            log.error("sync held: %s; nothing more is sent until the configuration is reloaded "
+                      "(systemctl reload, or SIGHUP); %d paths kept", verdict.fix, self.pending_count)
+        elif verdict.outcome == Outcome.FATAL:
+            log.error("stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
+            self.exit_status = verdict.exit_status
+        elif retry_at is not None:
+            wait = retry_at - now
+            self.next_retry = time.time() + wait
+            if self.retry_since is None:
+                self.retry_since = time.time()
+            early = verdict.outcome == Outcome.PARTIAL and self.policy.failures < 3
+            level = logging.WARNING if early else logging.ERROR
+            log.log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
+                    self.pending_count, wait)
+
+    def _settle_failing(self, job: SyncJob, now: float) -> None:
+        """After a job: paths rsync could not send become failing (their own backoff), paths
+        sent again are failing no more, deletions rsync skipped are sent again at once."""
+        self.failing.record(job.failed_paths, now)
+        cleared = self.failing.clear(job.batch.paths(), keep=job.failed_paths)
+        if job.failed_paths:
+            log.warning("%s; retried with their own backoff while other changes go on",
+                        self.failing.summary(), extra={"PIRSYNCD_FAILING": len(self.failing)})
+        if cleared:
+            log.info("no longer failing: %s", ", ".join(sorted(cleared)[:10]))
+        for path in job.redo:
+            self.pending.add(Change(ChangeKind.REMOVED, path, True), now)
+        if job.deletions_skipped_in_full:
+            log.warning("rsync skipped the deletions of this full sync because of the failing paths; "
+                        "a full sync follows once they are sent")
+            self.full_sync_when_failing_clears = True
+        elif job.batch.full:
+            self.full_sync_when_failing_clears = False
+        if self.full_sync_when_failing_clears and not self.failing:
+            self.full_sync_when_failing_clears = False
+            self.request_full_sync(now, at_once=True)
+
+    def _is_dir(self, path: str) -> bool | None:
+        try:
+            return stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
+        except OSError:
+            return None
+
+    def _report_deletion_path(self, why: str) -> None:
+        if self.delete_missing_args:
+            log.info("deletions: rsync --delete-missing-args (%s)", why)
+        elif why == "probed":
+            log.warning("this rsync (%s %s) mishandles --delete-missing-args with --files-from; deletions "
+                        "are sent by re-checking each deleted path's parent directory (its own entries)",
+                        self.config.rsync_binary, self.rsync_version)
+        else:
+            log.info("deletions: re-checking each deleted path's parent directory (%s)", why)
+
+    def announce(self) -> None:
+        """At start: say how deletions go, when the config decides it."""
+        if self.delete_missing_args is not None:
+            self._report_deletion_path(f"deletion_mode = {self.config.deletion_mode}")
+
+    # -- reload ---------------------------------------------------------------------------
+    def reconfigure(self, config: Config) -> None:
+        """A reload: new settings; held and failed are tried again."""
+        if self.policy.state == ReplicaState.HELD:
+            log.info("reload: releasing the held sync")
+        self.config = config
+        self.pending.delay = config.delay
+        self.pending.full_sync_threshold = config.full_sync_threshold
+        self.failing.retry_max_interval = config.retry_max_interval
+        self.policy.retry_max_interval, self.policy.time_limit = config.retry_max_interval, config.time_limit
+        self.policy.release()
+        self.exit_status = None
+        self.next_retry = None
+        if config.deletion_mode != "auto":
+            self.delete_missing_args = DELETION_MODES[config.deletion_mode]
+
+    # -- reporting --------------------------------------------------------------------------
+    def snapshot(self, wall_offset: float) -> dict[str, Any]:
+        """What readers see of this replica (plain values)."""
+        deletion = None if self.delete_missing_args is None else (
+            "missing-args" if self.delete_missing_args else "parents")
+        return {
+            "state": self.policy.state.value, "pending": self.pending_count, "synced_seq": self.synced_seq,
+            "last_success": self.last_success, "last_sync": self.last_sync, "last_error": self.last_error,
+            "next_retry": self.next_retry, "retry_since": self.retry_since, "reason": self.policy.reason,
+            "deletion_path": deletion, "rsync_version": self.rsync_version or None,
+            "failing": self.failing.summary() or None, "failing_paths": self.failing.snapshot(wall_offset),
+            "files_sent_in_job": self.files_sent_in_job,
+            "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
+            "warning": HELD_WARNING if self.policy.state == ReplicaState.HELD else None,
+        }

@@ -1,0 +1,168 @@
+"""What the daemon tells people and scripts: one journal line per rsync run with
+structured fields (PIRSYNCD_RSYNC_STATUS=23 ...), rsync's own output, and the STATUS=
+line and status file, both made from a snapshot the service hands over. The reporter
+owns no domain state: it formats what it is given and throttles the writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+from pirsyncd import notify
+from pirsyncd.rsync import Outcome, RunMode
+from pirsyncd.status import write_status
+
+if TYPE_CHECKING:
+    from pirsyncd.job import RunRecord
+
+log = logging.getLogger("pirsyncd")
+rsync_output_log = logging.getLogger("pirsyncd.rsync")
+
+PUBLISH_INTERVAL = 1.0
+# A change in any of these is worth telling readers about.
+_WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
+                 "failing", "deletion_path", "heartbeat")
+
+
+def _clock(epoch: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) if epoch else "never"
+
+
+def log_run(record: RunRecord, instance: str, destination: str = "") -> dict[str, Any]:
+    """Log one finished rsync run and return its entry for the status (last_sync or last_error)."""
+    result, verdict, figures = record.result, record.verdict, record.figures
+    kind = "full" if record.mode == RunMode.FULL else "batch"
+    bytes_sent = figures.get("bytes_sent", 0)
+    files = figures.get("files_transferred", 0)
+    fields = {"PIRSYNCD_KIND": kind, "PIRSYNCD_MODE": record.mode.value, "PIRSYNCD_PATHS": record.paths,
+              "PIRSYNCD_BYTES": bytes_sent, "PIRSYNCD_FILES": files,
+              "PIRSYNCD_SECONDS": f"{result.seconds:.3f}", "PIRSYNCD_RSYNC_STATUS": result.status,
+              "PIRSYNCD_INSTANCE": instance or "-"}
+    if destination:
+        fields["PIRSYNCD_DESTINATION"] = destination
+    what = "full sync" if record.mode == RunMode.FULL else f"{record.mode.value} of {record.paths} paths"
+    if verdict.outcome in (Outcome.OK, Outcome.VANISHED):
+        log.info("%s sent in %.2f s: %d files, %s bytes (rsync status %d)", what, result.seconds, files,
+                 f"{bytes_sent:,}", result.status, extra=fields)
+        return {"time": time.time(), "kind": kind, "paths": record.paths, "seconds": round(result.seconds, 3),
+                "bytes_sent": bytes_sent, "files": files, "rsync_status": result.status}
+    message = f"{what} failed after {result.seconds:.2f} s: {verdict.meaning} (rsync status {result.status})"
+    tail = result.stderr_tail
+    log.error("%s%s", message, f"; rsync said: {tail.splitlines()[-1]}" if tail else "", extra=fields)
+    return {"time": time.time(), "rsync_status": result.status, "message": message, "fix": verdict.fix,
+            "stderr_tail": tail[-2000:]}
+
+
+class RsyncOutputLog:
+    """Where rsync's own output goes: the journal, nowhere, or a file (``rsync_log``)."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self._stream: IO[str] | None = None
+
+    def reopen(self, destination: str) -> None:
+        """A reload may name another file: close the old one."""
+        if destination != self.destination:
+            self.close()
+            self.destination = destination
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def write(self, output: str, stderr_tail: str) -> None:
+        if self.destination == "none":
+            return
+        lines = [line for line in output.splitlines() if line.strip() and not _is_stats_line(line)]
+        lines += stderr_tail.splitlines()
+        if not lines:
+            return
+        if self.destination == "journal":
+            for line in lines[-200:]:
+                rsync_output_log.info("rsync: %s", line)
+            return
+        try:
+            if self._stream is None:
+                self._stream = open(self.destination, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self._stream.write("".join(f"{stamp} {line}\n" for line in lines))
+            self._stream.flush()
+        except OSError as error:
+            log.warning("cannot write rsync_log %s: %s", self.destination, error.strerror)
+
+
+def status_line(snapshot: dict[str, Any]) -> str:
+    """The one line for STATUS= and ``status_line``, from a status snapshot."""
+    state = snapshot["state"]
+    pending = f"{snapshot['pending']:,} pending"
+    warning = snapshot.get("warning")
+    if warning and state == "source-lost":
+        return f"source lost: {warning} · mirror kept as it was · {pending}"
+    if state == "initial-sync":
+        return f"initial sync: {snapshot['files_sent_in_job']:,} files sent · {snapshot['watched_dirs']:,} dirs watched"
+    if state == "retrying" and snapshot.get("next_retry"):
+        reason = (snapshot.get("last_error") or {}).get("message", "sync failed")
+        wait = max(0.0, snapshot["next_retry"] - time.time())
+        return (f"destination failing since {_clock(snapshot.get('retry_since'))}, retry in {wait:.0f} s "
+                f"({reason}) · {pending}")
+    if state == "failed":
+        return f"failed: {(snapshot.get('last_error') or {}).get('message', '')} · {pending}"
+    last = ""
+    last_sync = snapshot.get("last_sync")
+    if last_sync:
+        last = f" · last sync {_clock(last_sync['time'])} ({last_sync['paths']} paths, {last_sync['seconds']} s)"
+    text = f"{state.replace('-', ' ')} · {snapshot['watched_dirs']:,} dirs watched{last} · {pending}"
+    if snapshot.get("failing"):
+        text = f"{text} · {snapshot['failing']}"
+    return f"{text} · {warning}" if warning else text
+
+
+class Reporter:
+    """Publishes snapshots to STATUS= and the status file: at once when the state changes,
+    otherwise at most once a second."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._published: tuple[Any, ...] | None = None
+        self._dirty_since: float | None = None
+        self._last_publish = 0.0
+        self.line = ""
+
+    def due(self) -> float | None:
+        """When a throttled update is due (None when nothing is waiting)."""
+        return None if self._dirty_since is None else self._last_publish + PUBLISH_INTERVAL
+
+    def publish(self, snapshot: dict[str, Any], now: float, force: bool = False) -> None:
+        key = (*(snapshot.get(name) for name in _WATCHED_KEYS), (snapshot.get("last_sync") or {}).get("time"))
+        if key == self._published and not force:
+            self._dirty_since = None
+            return
+        if (not force and self._published is not None and key[0] == self._published[0]
+                and now - self._last_publish < PUBLISH_INTERVAL):
+            self._dirty_since = self._dirty_since or now
+            return
+        self._published, self._dirty_since, self._last_publish = key, None, now
+        self.line = snapshot["status_line"] = status_line(snapshot)
+        notify.send(f"STATUS={self.line}")
+        if self.path:
+            try:
+                write_status(self.path, {**snapshot, "pid": os.getpid(), "updated": time.time()})
+            except OSError as error:
+                log.warning("cannot write the status file %s: %s", self.path, error.strerror)
+                self.path = None
+
+
+def _is_stats_line(line: str) -> bool:
+    return line.split(":", 1)[0].strip() in _STATS_LABELS or line.startswith(("sent ", "total size is"))
+
+
+_STATS_LABELS = frozenset({
+    "Number of files", "Number of created files", "Number of deleted files",
+    "Number of regular files transferred", "Total file size", "Total transferred file size",
+    "Literal data", "Matched data", "File list size", "File list generation time",
+    "File list transfer time", "Total bytes sent", "Total bytes received",
+})

@@ -1,0 +1,179 @@
+"""The source side, one per instance: the watcher, the intake of changes (excludes,
+hard-link inodes) and the source's identity. It produces changes and knows nothing of
+destinations.
+
+    inotify ─> Watcher ─> Intake: excluded paths dropped or rewritten, multi-link inodes
+                                  noted, overflow / root lost flagged ─> replicas
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+from collections.abc import Callable
+
+from pirsyncd import exitcodes
+from pirsyncd.events import Change, ChangeKind
+from pirsyncd.filters import Excluder
+from pirsyncd.hardlinks import HardLinkIndex, Key
+from pirsyncd.safety import SourceIdentity, SourceProblem, describe_identity_change, source_identity
+from pirsyncd.watcher import Watcher
+
+log = logging.getLogger("pirsyncd")
+
+
+@dataclasses.dataclass
+class Intake:
+    """What one read of the inotify queue brought."""
+
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    changed_inodes: set[Key] = dataclasses.field(default_factory=set)
+    overflow: bool = False  # events were lost: a full sync, and the watches rebuilt
+    root_lost: bool = False
+    newly_unwatched: bool = False  # directories that could not be watched appeared
+
+
+class SourceSide:
+    def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False) -> None:
+        self.source = source
+        self.excluder = Excluder(exclude)
+        self.debug_events = debug_events
+        self.watcher: Watcher | None = None
+        self.identity: SourceIdentity | None = None
+        self.hard_links = HardLinkIndex(source)
+        self.change_seq = 0  # counts reads that brought changes: what `pirsyncd wait` waits for
+        self.barrier_requests = 0
+        self.barrier_seq = 0
+        self._unwatched_seen = 0
+        self.limit_reported = False
+        self._limit_warning = ""
+
+    # -- watching --------------------------------------------------------------------
+    def watch(self, expected: SourceIdentity | None = None) -> None:
+        """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
+        SourceProblem when the source is not ``expected``, the directory watched before)."""
+        watcher = Watcher(self.source, self.excluder, self.debug_events)
+        try:
+            identity = source_identity(self.source)
+            if expected is not None and not identity.same_directory(expected):
+                raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
+            watcher.watch_root()
+            if not source_identity(self.source).same_directory(identity):
+                raise SourceProblem(f"the source {self.source} changed while it was being watched",
+                                    exitcodes.NO_SOURCE)
+        except (OSError, SourceProblem):
+            watcher.close()
+            raise
+        if self.watcher is not None:
+            self.watcher.close()
+        self.watcher, self.identity = watcher, identity
+        self.limit_reported = False
+        self._unwatched_seen = len(watcher.unwatched)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+
+    def fileno(self) -> int:
+        assert self.watcher is not None
+        return self.watcher.fileno()
+
+    @property
+    def watched_count(self) -> int:
+        return self.watcher.watched_count if self.watcher else 0
+
+    @property
+    def unwatched(self) -> set[str]:
+        return self.watcher.unwatched if self.watcher else set()
+
+    @property
+    def root_alive(self) -> bool:
+        return self.watcher is not None and self.watcher.root_alive
+
+    def moved_away(self) -> str | None:
+        """Why the source path no longer leads to the directory watched, or None."""
+        return None if self.identity is None else describe_identity_change(self.source, self.identity)
+
+    # -- intake ------------------------------------------------------------------------
+    def read(self, is_pending_file: Callable[[str], bool]) -> Intake:
+        """Drain the inotify queue into an Intake. ``is_pending_file(path)`` tells whether a
+        path is pending as a changed file already (its inode need not be looked at again)."""
+        assert self.watcher is not None
+        intake = Intake()
+        changes = self.watcher.read_changes()
+        if not changes:
+            return intake
+        self.change_seq += 1
+        for change in changes:
+            if change.kind == ChangeKind.RESCAN:
+                log.warning("the inotify queue overflowed (fs.inotify.max_queued_events is too small for "
+                            "this burst): events were lost, so a full sync follows")
+                intake.overflow = True
+                continue
+            if change.kind == ChangeKind.ROOT_LOST:
+                intake.root_lost = True
+                continue
+            kept = self._filter(change)
+            if kept is None:
+                continue
+            if kept.kind == ChangeKind.CHANGED and not kept.is_dir and not is_pending_file(kept.path):
+                self._note_inode(kept.path, intake.changed_inodes)
+            intake.changes.append(kept)
+        if len(self.watcher.unwatched) > self._unwatched_seen:
+            intake.newly_unwatched = True
+        self._unwatched_seen = len(self.watcher.unwatched)
+        return intake
+
+    def _filter(self, change: Change) -> Change | None:
+        """Drop excluded paths; a rename into or out of an excluded name is a create or a delete."""
+        excluder = self.excluder
+        if not excluder:
+            return change
+        if change.old_path and excluder.excludes(change.old_path, change.is_dir):
+            change = Change(ChangeKind.NEW_DIR if change.is_dir else ChangeKind.CHANGED, change.path, change.is_dir)
+        if excluder.excludes(change.path, change.is_dir):
+            if not change.old_path:
+                return None
+            change = Change(ChangeKind.REMOVED, change.old_path, change.is_dir)
+        return change
+
+    def _note_inode(self, path: str, inodes: set[Key]) -> None:
+        # Remember which inode a multi-link file had when it changed: its other names must
+        # be sent too, even if this name points elsewhere by the time we send. Once per
+        # pending path: its inode only changes through events that reset it.
+        try:
+            status = os.lstat(os.path.join(self.source, path))
+        except OSError:
+            return
+        if status.st_nlink > 1 and stat.S_ISREG(status.st_mode):
+            inodes.add((status.st_dev, status.st_ino))
+
+    def barrier(self) -> int:
+        """A sync barrier (SIGUSR1): the change sequence every replica must reach."""
+        self.barrier_requests += 1
+        self.barrier_seq = self.change_seq
+        return self.barrier_seq
+
+    # -- unwatched directories ---------------------------------------------------------
+    def retry_unwatched(self) -> bool:
+        """Try again to watch what could not be; True when everything is watched now."""
+        if self.watcher is None or not self.watcher.unwatched:
+            return False
+        self.watcher.retry_unwatched()
+        if not self.watcher.unwatched:
+            log.info("every directory is watched again")
+            self.limit_reported = False
+            return True
+        return False
+
+    def limit_warning(self, resync_interval: float) -> str | None:
+        """Log the watch-limit message once; return the short warning for the status."""
+        if self.watcher is None or not (self.watcher.limit_reached and self.watcher.unwatched):
+            return None
+        if not self.limit_reported:
+            message, self._limit_warning = self.watcher.limit_message(resync_interval)
+            self.limit_reported = True
+            log.error("%s", message)
+        return self._limit_warning

@@ -1,0 +1,157 @@
+"""The daemon's and each replica's policy, driven with plain numbers as the clock."""
+
+from __future__ import annotations
+
+from pirsyncd.policy import (
+    KILL_GRACE,
+    SOURCE_RECHECK_INTERVAL,
+    UNWATCHED_RESYNC_INTERVAL,
+    InstancePolicy,
+    InstanceState,
+    ReplicaPolicy,
+    ReplicaState,
+    Timer,
+)
+from pirsyncd.rsync import Outcome
+
+
+def test_retries_back_off_doubling_up_to_the_cap_and_reset_on_success() -> None:
+    policy = ReplicaPolicy(retry_max_interval=5.0)
+    waits = []
+    now = 0.0
+    for _ in range(5):
+        policy.job_started(now, full=False)
+        retry_at = policy.job_failed(Outcome.RETRY, now, "connection refused")
+        assert retry_at is not None
+        waits.append(retry_at - now)
+        assert not policy.may_start(retry_at - 0.01) and policy.may_start(retry_at)
+        now = retry_at
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert policy.state == ReplicaState.RETRYING and policy.reason == "connection refused"
+    policy.job_started(now, full=False)
+    policy.job_succeeded()
+    assert policy.state == ReplicaState.IN_SYNC and policy.failures == 0 and policy.retry_at is None
+
+
+def test_the_batch_deadline_waits_for_the_backoff() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0)
+    policy.job_started(10.0, full=False)
+    policy.job_failed(Outcome.PARTIAL, 10.0)
+    assert policy.deadlines(batch_due=10.5) == {Timer.BATCH: 11.0}
+    assert policy.deadlines(batch_due=20.0) == {Timer.BATCH: 20.0}
+    assert policy.deadlines(batch_due=None) == {}
+
+
+def test_max_delete_holds_until_a_reload() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0)
+    policy.job_started(0.0, full=False)
+    assert policy.job_failed(Outcome.DELETE_LIMIT, 1.0) is None
+    assert policy.state == ReplicaState.HELD
+    assert not policy.may_start(10_000.0)
+    assert policy.deadlines(batch_due=0.0) == {}  # nothing due: the loop may sleep
+    policy.release()
+    assert policy.may_start(1.0) and policy.state == ReplicaState.INITIAL_SYNC
+
+
+def test_a_refusal_fails_the_replica_until_a_reload() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0)
+    policy.job_started(0.0, full=True)
+    policy.job_succeeded()
+    policy.job_started(1.0, full=False)
+    assert policy.job_failed(Outcome.FATAL, 1.0, "auth failed") is None
+    assert policy.state == ReplicaState.FAILED and not policy.may_start(100.0)
+    policy.release()
+    assert policy.state == ReplicaState.IN_SYNC  # it was in sync once
+
+
+def test_a_running_batch_has_a_time_limit_then_a_kill_grace() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0, time_limit=60.0)
+    policy.job_started(100.0, full=False)
+    assert policy.state == ReplicaState.INITIAL_SYNC  # the first full sync has not happened yet
+    assert policy.deadlines(batch_due=0.0) == {Timer.TIME_LIMIT: 160.0}
+    policy.stop_requested(160.0)
+    assert policy.deadlines(batch_due=None) == {Timer.KILL: 160.0 + KILL_GRACE}
+    policy.job_abandoned()
+    assert policy.deadlines(batch_due=None) == {}
+
+
+def test_full_syncs_have_no_time_limit() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0, time_limit=60.0)
+    policy.job_started(0.0, full=True)
+    assert Timer.TIME_LIMIT not in policy.deadlines(batch_due=None)
+    assert policy.healthy(10_000.0)
+
+
+def test_health_fails_only_when_a_batch_outlives_its_limit_by_far() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0, time_limit=60.0)
+    assert policy.healthy(0.0)
+    policy.job_started(0.0, full=False)
+    assert policy.healthy(60.0 * 2 + 30)
+    assert not policy.healthy(60.0 * 2 + 31)
+
+
+def test_source_lost_and_back() -> None:
+    instance = InstancePolicy(stop_timeout=60.0)
+    instance.started(0.0)
+    assert instance.lose_source("unmounted", 5.0) is True
+    assert instance.lose_source("unmounted", 6.0) is False  # not news: logged once
+    assert instance.state == InstanceState.SOURCE_LOST and instance.source_lost
+    assert instance.deadlines() == {Timer.SOURCE_CHECK: 6.0 + SOURCE_RECHECK_INTERVAL}
+    instance.source_still_lost(20.0)
+    assert instance.deadlines()[Timer.SOURCE_CHECK] == 20.0 + SOURCE_RECHECK_INTERVAL
+    instance.source_back()
+    assert instance.state == InstanceState.RUNNING and not instance.source_lost
+    assert Timer.SOURCE_CHECK not in instance.deadlines()
+
+
+def test_stopping_waits_for_work_that_can_still_be_sent() -> None:
+    instance = InstancePolicy(stop_timeout=30.0)
+    instance.started(0.0)
+    replica = ReplicaPolicy(retry_max_interval=300.0)
+    replica.job_started(0.0, full=True)
+    replica.job_succeeded()
+    assert instance.begin_stop(10.0) is True
+    assert instance.deadlines()[Timer.STOP] == 40.0
+    assert not instance.may_exit([(replica, True)])  # pending and sendable
+    replica.job_started(10.0, full=False)
+    assert not instance.may_exit([(replica, False)])  # a job runs
+    replica.job_succeeded()
+    assert instance.may_exit([(replica, False)])
+    assert instance.begin_stop(11.0) is False  # a second signal: the caller stops at once
+
+
+def test_stopping_does_not_wait_for_a_failing_destination_or_a_lost_source() -> None:
+    instance = InstancePolicy(stop_timeout=30.0)
+    instance.started(0.0)
+    failing = ReplicaPolicy(retry_max_interval=300.0)
+    failing.job_started(0.0, full=False)
+    failing.job_failed(Outcome.RETRY, 0.0)
+    instance.begin_stop(1.0)
+    assert instance.may_exit([(failing, True)])
+    held = ReplicaPolicy(retry_max_interval=300.0)
+    held.job_failed(Outcome.DELETE_LIMIT, 0.0)
+    assert instance.may_exit([(held, True)])
+    sendable = ReplicaPolicy(retry_max_interval=300.0)
+    instance.lose_source("gone", 2.0)
+    assert instance.state == InstanceState.STOPPING  # stopping wins
+    assert instance.may_exit([(sendable, True)])
+
+
+def test_the_watchdog_and_periodic_full_syncs_are_in_the_table() -> None:
+    instance = InstancePolicy(stop_timeout=30.0, full_resync_interval=3600.0, watchdog_interval=15.0)
+    instance.started(100.0)
+    assert instance.deadlines() == {Timer.WATCHDOG: 100.0, Timer.FULL_RESYNC: 3700.0}
+    instance.watchdog_pinged(100.0)
+    assert instance.deadlines()[Timer.WATCHDOG] == 115.0
+    instance.schedule_full_resync(200.0, unwatched=True)  # unwatched directories: every minute
+    assert instance.deadlines()[Timer.FULL_RESYNC] == 200.0 + UNWATCHED_RESYNC_INTERVAL
+    quiet = InstancePolicy(stop_timeout=30.0)
+    quiet.started(0.0)
+    assert quiet.deadlines() == {}  # idle with nothing to do: the loop sleeps
+
+
+def test_the_exit_status_is_set_once() -> None:
+    instance = InstancePolicy(stop_timeout=30.0)
+    instance.finish(77)
+    instance.finish(0)
+    assert instance.exit_status == 77
