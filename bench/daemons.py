@@ -2,20 +2,24 @@
 their rsync binary, foreground, stopped with SIGTERM by PID.
 
 Command building is pure (``pirsyncd_command``, ``lsyncd_config``); ``start_daemon`` is the only
-place that starts a process.
+place that starts a process. The pieces the test harness has too come from it (``tests.support``):
+the pirsyncd argv, reading the status file, waiting with a deadline, stopping by PID.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
 import time
 
 from bench import measure
+from tests.support import daemon as harness
+from tests.support.daemon import read_status_file
+from tests.support.processes import stop_process
+from tests.support.trees import wait_for
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
@@ -67,9 +71,9 @@ class Setup:
 def pirsyncd_command(setup: Setup) -> list[str]:
     """The pirsyncd argv, e.g. ``python -m pirsyncd --source S --destination D --delay 0
     --rsync-binary W --status-file F``."""
-    argv = [VENV_PYTHON, "-m", "pirsyncd", "--source", setup.source, "--destination", setup.destination,
-            "--delay", format_seconds(setup.delay), "--rsync-binary", setup.wrapper,
-            "--status-file", setup.status_file]
+    argv = harness.pirsyncd_command("--source", setup.source, "--destination", setup.destination,
+                                    "--delay", format_seconds(setup.delay), "--rsync-binary", setup.wrapper,
+                                    "--status-file", setup.status_file, python=VENV_PYTHON)
     if setup.ssh is not None:
         ssh_options = " ".join(f"-o {key}={value}" for key, value in setup.ssh.options.items())
         argv += ["--ssh-port", str(setup.ssh.port), "--ssh-identity-file", setup.ssh.identity_file,
@@ -145,19 +149,16 @@ class RunningDaemon:
         lsyncd: the end of its first successful rsync run (the startup sync), from the wrapper log;
         lsyncd adds its watches before that run, so it is watching by then.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready_at() -> float | None:
             self.check_alive()
             if self.name == "pirsyncd":
-                status = read_json(self.setup.status_file)
-                if status is not None and status.get("state") == "in-sync":
-                    return float(status.get("updated") or time.time())
-            else:
-                runs = measure.read_rsync_log(self.setup.rsync_log).finished
-                if any(run.status == 0 for run in runs):
-                    return min(run.end for run in runs if run.status == 0)
-            time.sleep(0.005)
-        raise DaemonNotReady(f"{self.name} not in sync after {timeout:g} s:\n{self.output_tail()}")
+                status = read_status_file(self.setup.status_file)
+                return float(status.get("updated") or time.time()) if status.get("state") == "in-sync" else None
+            runs = [run for run in measure.read_rsync_log(self.setup.rsync_log).finished if run.status == 0]
+            return min(run.end for run in runs) if runs else None
+
+        return wait_for(ready_at, timeout, lambda: f"{self.name} not in sync:\n{self.output_tail()}", poll=0.005,
+                        error=DaemonNotReady)
 
     def probe(self, name: str, timeout: float) -> float:
         """Write a small file into the source and return seconds until it is at the destination."""
@@ -166,43 +167,30 @@ class RunningDaemon:
             probe_file.write(content)
         written_at = time.time()
         target = os.path.join(self.setup.destination_path, name)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def arrived_after() -> float | None:
             try:
                 if measure.read_bytes(target) == content:
                     return time.time() - written_at
             except FileNotFoundError:
                 pass
             self.check_alive()
-            time.sleep(0.002)
-        raise DaemonNotReady(f"{self.name}: probe {name} not mirrored after {timeout:g} s:\n"
-                             f"{self.output_tail()}")
+            return None
+
+        return wait_for(arrived_after, timeout, lambda: f"{self.name}: probe {name} not mirrored:\n"
+                                                        f"{self.output_tail()}", poll=0.002, error=DaemonNotReady)
 
     def stop(self, timeout: float = 90.0) -> int:
-        """SIGTERM by PID, then wait; SIGKILL only if it does not stop. Waits for the rsync runs
-        it left behind (wrapper PIDs) too."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait()
-        deadline = time.monotonic() + 30
-        while measure.read_rsync_log(self.setup.rsync_log).running_pids and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """SIGTERM by PID, then wait; if it does not stop, it and its children are killed by PID.
+        Waits for the rsync runs it left behind (wrapper PIDs) too."""
+        returncode = stop_process(self.process, timeout)
+        with contextlib.suppress(DaemonNotReady):
+            wait_for(lambda: not measure.read_rsync_log(self.setup.rsync_log).running_pids, 30,
+                     "rsync runs still going", error=DaemonNotReady)
         for wrapper_pid in measure.read_rsync_log(self.setup.rsync_log).running_pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(wrapper_pid, signal.SIGTERM)
-        return self.process.returncode
-
-
-def read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as json_file:
-            return json.load(json_file)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None  # not written yet, or caught mid-rewrite
+        return returncode
 
 
 def start_daemon(name: str, setup: Setup) -> RunningDaemon:
@@ -216,7 +204,7 @@ def start_daemon(name: str, setup: Setup) -> RunningDaemon:
 
 def pirsyncd_available() -> str | None:
     """None when ``python -m pirsyncd --help`` works, else why not."""
-    result = subprocess.run([VENV_PYTHON, "-m", "pirsyncd", "--help"], cwd=REPO_ROOT,
+    result = subprocess.run(harness.pirsyncd_command("--help", python=VENV_PYTHON), cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60, check=False)
     if result.returncode == 0:
         return None

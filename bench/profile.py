@@ -25,7 +25,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import workloads
-from bench.daemons import REPO_ROOT, VENV_PYTHON, Setup, pirsyncd_command, read_json
+from bench.daemons import REPO_ROOT, VENV_PYTHON, Setup, pirsyncd_command
+from tests.support.daemon import read_status_file
+from tests.support.trees import wait_for
 
 
 def top_functions(collapsed_path: str, count: int = 25
@@ -76,16 +78,19 @@ def main() -> int:
             profiler = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "250", "--output",
                                          collapsed, "--", *pirsyncd_command(setup)], cwd=REPO_ROOT,
                                         stdout=subprocess.DEVNULL, stderr=profiler_errors)
-        while True:
-            status = read_json(setup.status_file)
-            if status is not None and status.get("state") == "in-sync":
-                break
-            if profiler.poll() is not None or time.time() - started > scale.timeout:
-                print("profile.py: pirsyncd did not reach in-sync", file=sys.stderr)
-                break
-            time.sleep(0.01)
+
+        def in_sync() -> bool:
+            if profiler.poll() is not None:
+                raise RuntimeError(f"py-spy exited with status {profiler.returncode}")
+            return read_status_file(setup.status_file).get("state") == "in-sync"
+
+        try:
+            wait_for(in_sync, scale.timeout, "pirsyncd did not reach in-sync", poll=0.01, error=RuntimeError)
+        except RuntimeError as error:
+            print(f"profile.py: {error}", file=sys.stderr)
         print(f"in-sync after {time.time() - started:.2f} s (under py-spy, so slower than unprofiled)")
-        if status is not None and status.get("pid"):
+        status = read_status_file(setup.status_file)
+        if status.get("pid"):
             os.kill(int(status["pid"]), signal.SIGTERM)
         profiler.wait(120)
     finally:

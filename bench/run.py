@@ -24,7 +24,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -34,7 +33,7 @@ if __package__ in (None, ""):
 
 from bench import measure, workloads
 from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
-from bench.sshd import LoopbackSshd
+from bench.sshd import loopback_sshd
 
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large")
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
@@ -393,12 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         arguments.skipped.append(f"W6 pirsyncd/missing-args: no fixed rsync (give --fixed-rsync PATH or put one at "
                                  f"{DEFAULT_FIXED_RSYNC})")
         print(f"run.py: {arguments.skipped[-1]}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="pirsyncd-bench-sshd-", dir=arguments.root) as sshd_dir:
-        if ssh_workloads:
-            with LoopbackSshd(sshd_dir) as ssh:
-                results, failures = run_all(arguments, ssh)
-        else:
-            results, failures = run_all(arguments, None)
+    if ssh_workloads:
+        with loopback_sshd() as ssh:
+            results, failures = run_all(arguments, ssh)
+    else:
+        results, failures = run_all(arguments, None)
     rows = summarize(table_views(results))
     machine = machine_description(arguments)
     print("\n".join(table_lines(rows, markdown=False)))

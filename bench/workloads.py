@@ -12,7 +12,6 @@ import os
 import select
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,10 @@ from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
 
 from bench import measure
-from bench.daemons import SYSTEM_RSYNC, RunningDaemon, Setup, SshTarget, read_json, start_daemon
+from bench.daemons import SYSTEM_RSYNC, RunningDaemon, Setup, SshTarget, start_daemon
+from tests.support.daemon import read_status_file
+from tests.support.processes import stop_process
+from tests.support.trees import wait_for
 
 WRAPPER_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rsync-wrapper")
 REAL_RSYNC = SYSTEM_RSYNC
@@ -172,17 +174,18 @@ def floor_one_file(scratch_root: str, ssh: SshTarget | None = None, repeats: int
         control_path = os.path.join(control_directory, "master")
         master = subprocess.Popen([*ssh_words(ssh), "-M", "-S", control_path, "-N", f"{ssh.user}@{ssh.host}"],
                                   stdin=subprocess.DEVNULL)
+        def master_up() -> bool:
+            if master.poll() is not None:
+                raise RuntimeError(f"the ssh ControlMaster exited with status {master.returncode}")
+            return subprocess.run([*ssh_words(ssh, control_path), "-O", "check", f"{ssh.user}@{ssh.host}"],
+                                  capture_output=True, check=False).returncode == 0
+
         try:
-            deadline = time.monotonic() + 20
-            while subprocess.run([*ssh_words(ssh, control_path), "-O", "check", f"{ssh.user}@{ssh.host}"],
-                                 capture_output=True, check=False).returncode != 0:
-                if time.monotonic() > deadline or master.poll() is not None:
-                    raise RuntimeError("ssh ControlMaster for the shared-connection floor did not start")
-                time.sleep(0.05)
+            wait_for(master_up, 20, "ssh ControlMaster for the shared-connection floor did not start",
+                     error=RuntimeError)
             floors["floor_shared_ssh_ms"] = one_file_arrival_ms(scratch_root, ssh, control_path, repeats)
         finally:
-            os.kill(master.pid, signal.SIGTERM)
-            master.wait(10)
+            stop_process(master, 10)
             shutil.rmtree(control_directory, ignore_errors=True)
     return floors
 
@@ -471,24 +474,24 @@ def daemon_idle(session: Session) -> bool:
     """pirsyncd: its status file says in-sync with nothing pending; lsyncd has no such signal."""
     if session.daemon.name != "pirsyncd":
         return True
-    status = read_json(session.setup.status_file)
-    return status is not None and status.get("state") == "in-sync" and not status.get("pending")
+    status = read_status_file(session.setup.status_file)
+    return status.get("state") == "in-sync" and not status.get("pending")
 
 
 def wait_settled(session: Session, quiet: float, timeout: float) -> None:
     """Until no rsync run is in flight, none has ended for ``quiet`` seconds and the daemon is
     idle; raises after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def settled() -> bool:
         session.daemon.check_alive()
         log = measure.read_rsync_log(session.setup.rsync_log)
-        if not log.running_pids:
-            last_end = max((run.end for run in log.finished), default=0.0)
-            if time.time() - last_end >= quiet and daemon_idle(session):
-                return
-        time.sleep(0.01)
-    raise RuntimeError(f"{session.daemon.name} did not settle within {timeout:g} s "
-                       f"(W6; status {read_json(session.setup.status_file)})")
+        if log.running_pids:
+            return False
+        last_end = max((run.end for run in log.finished), default=0.0)
+        return time.time() - last_end >= quiet and daemon_idle(session)
+
+    wait_for(settled, timeout, lambda: f"{session.daemon.name} did not settle "
+                                       f"(W6; status {read_status_file(session.setup.status_file)})",
+             poll=0.01, error=RuntimeError)
 
 
 def wait_deleted(session: Session, gone: Callable[[], bool], since: float, quiet: float,
@@ -569,7 +572,7 @@ def w6_deletions(session: Session, scale: Scale) -> tuple[dict[str, float], dict
     figures["rsync_failed_runs"] = failed_runs
     figures["identical"] = float(measure.trees_identical(source, destination))
     notes: dict[str, str] = {}
-    status = read_json(setup.status_file) if session.daemon.name == "pirsyncd" else None
-    if status is not None and status.get("deletion_path"):
+    status = read_status_file(setup.status_file) if session.daemon.name == "pirsyncd" else {}
+    if status.get("deletion_path"):
         notes["deletion_path"] = str(status["deletion_path"])
     return figures, notes

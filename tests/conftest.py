@@ -1,4 +1,4 @@
-"""Shared fixtures: a source and a destination directory, and a running daemon."""
+"""Shared fixtures: a source and a destination directory, a running daemon, a notify socket."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import rsyncs
 from tests.support.daemon import Daemon
+from tests.support.notify import NotifySocket
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -31,3 +32,10 @@ def mirror(tmp_path: Path, trees: tuple[Path, Path]) -> Iterator[tuple[Path, Pat
                     "--delay", "0.1")
     with daemon.start():
         yield source, destination, daemon
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    """A bound notify socket (systemd's stand-in); give it to ``Daemon(..., notify=notify_socket)``."""
+    with NotifySocket() as bound:
+        yield bound

@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
-from tests.support.trees import differences, wait_for, wait_until_equal
+from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import Workload
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, sysctls)")
-
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def start(tmp_path: Path, source: Path, destination: Path, *extra: str) -> Daemon:
@@ -71,13 +66,13 @@ def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees:
 @needs_root
 def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(source / "before", "before\n")
+    write_file(source / "before", "before\n")
     with start(tmp_path, source, destination) as daemon:
         wait_until_equal(source, destination, 20)
         subprocess.run(["mount", "--bind", str(destination), str(destination)], check=True)
         try:
             subprocess.run(["mount", "-o", "remount,ro,bind", str(destination)], check=True)
-            write(source / "during" / "file", "during\n")
+            write_file(source / "during" / "file", "during\n")
             status = daemon.wait_state("retrying", 30)
             assert status["last_error"]["rsync_status"] != 0
             assert status["pending"] > 0
@@ -93,7 +88,7 @@ def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tu
     with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", target=destination), \
             start(tmp_path, source, destination) as daemon:
         for index in range(4):
-            write(source / f"big{index}", os.urandom(1024 * 1024))
+            write_file(source / f"big{index}", os.urandom(1024 * 1024))
         status = daemon.wait_state("retrying", 30)
         assert status["last_error"]["rsync_status"] in (11, 12, 23), status
         daemon.wait_log("rsync status")
@@ -105,15 +100,15 @@ def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tu
 def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     (source / "locked").mkdir()
-    write(source / "free", "free\n")
+    write_file(source / "free", "free\n")
     with start(tmp_path, source, destination) as daemon:
         wait_until_equal(source, destination, 20)
         target = destination / "locked"
         subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
         try:
             subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-            write(source / "locked" / "cannot-land-yet", "x\n")
-            write(source / "free-2", "lands at once\n")
+            write_file(source / "locked" / "cannot-land-yet", "x\n")
+            write_file(source / "free-2", "lands at once\n")
             wait_for(lambda: (destination / "free-2").exists(), 20, "the writable part was not sent")
             wait_for(lambda: (daemon.status().get("last_error") or {}).get("rsync_status") == 23, 20,
                      lambda: f"no status 23 reported: {daemon.status()}")
@@ -132,7 +127,7 @@ case " $* " in
     if [ ! -e {marker} ]; then touch {marker}; cat >/dev/null; echo "file has vanished" >&2; exit 24; fi ;;
 esac""")
     with start(tmp_path, source, destination, "--rsync-binary", str(fake)) as daemon:
-        write(source / "first", "1\n")
+        write_file(source / "first", "1\n")
         wait_until_equal(source, destination, 20)
         assert marker.exists()
         assert "status 24" in daemon.log()
@@ -140,7 +135,7 @@ esac""")
 
 def test_source_root_renamed_away_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(source / "a" / "precious", "keep\n")
+    write_file(source / "a" / "precious", "keep\n")
     with start(tmp_path, source, destination) as daemon:
         wait_until_equal(source, destination, 20)
         source.rename(tmp_path / "elsewhere")
@@ -148,7 +143,7 @@ def test_source_root_renamed_away_keeps_the_mirror(tmp_path: Path, trees: tuple[
         assert "source" in status["status_line"]
         shutil.rmtree(tmp_path / "elsewhere" / "a")  # must not reach the mirror
         (tmp_path / "elsewhere").rename(source)
-        write(source / "b", "b\n")
+        write_file(source / "b", "b\n")
         daemon.wait_state("in-sync", 30)
     assert differences(source, destination) == []
 
@@ -186,7 +181,7 @@ def test_watch_limit_reached_keeps_mirroring_by_full_syncs(tmp_path: Path, trees
         assert "sysctl -w fs.inotify.max_user_watches=" in daemon.log()
         assert "unwatched" in (daemon.status().get("warning") or "")
         for index in range(40):
-            write(source / f"dir{index}" / "late", f"{index}\n")
+            write_file(source / f"dir{index}" / "late", f"{index}\n")
         wait_until_equal(source, destination, 30)
         assert daemon.alive()
 
@@ -199,12 +194,22 @@ def _inotify_watches(fdinfo: Path) -> int:
 
 
 def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """The first SIGTERM waits for the running rsync (here one that hangs, with stop_timeout 600 s
+    and a time limit of an hour); the second stops it at once, long before stop_timeout."""
     source, destination = trees
-    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                    "--delay", "3600").start()
-    daemon.signal(signal.SIGTERM)
-    daemon.signal(signal.SIGTERM)
-    assert daemon.stop(timeout=20) == 0
+    started = tmp_path / "hanging-rsync-started"
+    hanging = fake_rsync(tmp_path, "hanging-rsync", f"""
+case " $* " in
+  *" --ignore-times "*) touch {started}; exec sleep 3600 ;;
+esac""")
+    with start(tmp_path, source, destination, "--rsync-binary", str(hanging), "--stop-timeout", "600",
+               "--time-limit", "3600") as daemon:
+        write_file(source / "sent-by-a-hanging-rsync")
+        wait_for(started.exists, 30, lambda: f"the batch rsync never ran:\n{daemon.log()}")
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_state("stopping", 30)  # and still running: waiting for the hung rsync
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(60) == 0, daemon.describe()
 
 
 @pytest.mark.auto_deletion_mode  # about the deletion path itself: pirsyncd's own probe decides
@@ -219,11 +224,11 @@ for argument in "$@"; do
   fi
 done""")
     for index in range(5):
-        write(source / "dir" / f"f{index}", f"{index}\n")
+        write_file(source / "dir" / f"f{index}", f"{index}\n")
     with start(tmp_path, source, destination, "--rsync-binary", str(broken)) as daemon:
         (source / "dir" / "f1").unlink()
         shutil.rmtree(source / "dir")
-        write(source / "kept", "kept\n")
+        write_file(source / "kept", "kept\n")
         wait_until_equal(source, destination, 30)
         assert "mishandles --delete-missing-args" in daemon.log()
 
@@ -237,7 +242,7 @@ case " $* " in
     if [ ! -e {marker} ]; then touch {marker}; exec sleep 3600; fi ;;
 esac""")
     with start(tmp_path, source, destination, "--rsync-binary", str(hanging), "--time-limit", "1") as daemon:
-        write(source / "after-the-hang", "sent on retry\n")
+        write_file(source / "after-the-hang", "sent on retry\n")
         wait_until_equal(source, destination, 30)
         assert marker.exists()
         assert "rsync ran longer than time_limit" in daemon.log()
@@ -246,7 +251,7 @@ esac""")
 def test_max_delete_holds_the_sync_until_a_reload(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     for index in range(10):
-        write(source / f"f{index}", f"{index}\n")
+        write_file(source / f"f{index}", f"{index}\n")
     config = tmp_path / "www.conf"
     config.write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.1\nmax_delete = 3\n")
     daemon = Daemon(tmp_path / "daemon", "--config", str(config)).start()
@@ -257,7 +262,7 @@ def test_max_delete_holds_the_sync_until_a_reload(tmp_path: Path, trees: tuple[P
         assert "max_delete" in status["warning"]
         remaining = len(list(destination.iterdir()))
         assert remaining >= 7, "the guard let more than max_delete deletions through"
-        write(source / "new-while-held", "x\n")
+        write_file(source / "new-while-held", "x\n")
         daemon.wait_log("sync held")
         # Held: not in sync within 3 s (a retry, due after 1 s, would have eaten the guard).
         waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "3")

@@ -10,26 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
-from tests.support.trees import differences, wait_for, wait_until_equal
-
-HOSTILE_NAMES = [
-    "-e sh", "--delete", "-rf", "with space", "new\nline", "quote'single", 'quote"double', "star*",
-    "question?", "[bracket]", "back\\slash", "unicodé 日本 🚀", "x" * 255, "é" * 127, " leading space",
-    "trailing space ", ".hidden", "tab\tname", "#hash", ";semicolon",
-]
-
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
+from tests.support.trees import differences, wait_for, wait_until_equal, write_file
+from tests.support.workload import HOSTILE_NAMES, LONG_NAMES
 
 
 def test_creates_overwrites_deletes_and_recursive_deletes(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, daemon = mirror
     for index in range(20):
-        write(source / f"dir{index % 3}" / f"file{index}", f"content {index}\n")
+        write_file(source / f"dir{index % 3}" / f"file{index}", f"content {index}\n")
     wait_until_equal(source, destination, 20)
-    write(source / "dir0" / "file0", "overwritten with longer content\n")
+    write_file(source / "dir0" / "file0", "overwritten with longer content\n")
     (source / "dir1" / "file1").unlink()
     shutil.rmtree(source / "dir2")
     (source / "empty-dir").mkdir()
@@ -41,22 +31,22 @@ def test_creates_overwrites_deletes_and_recursive_deletes(mirror: tuple[Path, Pa
 def test_renames_within_into_and_out_of_the_tree(mirror: tuple[Path, Path, Daemon], tmp_path: Path) -> None:
     source, destination, _daemon = mirror
     outside = tmp_path / "outside"
-    write(source / "a" / "b" / "c" / "deep", "deep\n")
-    write(source / "a" / "file", "file\n")
-    write(source / "other", "other\n")
-    write(outside / "incoming" / "sub" / "f", "incoming\n")
+    write_file(source / "a" / "b" / "c" / "deep", "deep\n")
+    write_file(source / "a" / "file", "file\n")
+    write_file(source / "other", "other\n")
+    write_file(outside / "incoming" / "sub" / "f", "incoming\n")
     wait_until_equal(source, destination, 20)
     (source / "a").rename(source / "renamed")  # directory within the tree
     (source / "other").rename(source / "renamed" / "b" / "other-moved")  # file across subtrees
     (outside / "incoming").rename(source / "incoming")  # into the tree
     (source / "renamed" / "b" / "c").rename(outside / "gone")  # out of the tree
-    write(source / "x", "x\n")
-    write(source / "y", "y\n")
+    write_file(source / "x", "x\n")
+    write_file(source / "y", "y\n")
     (source / "x").rename(source / "y")  # over an existing file
     wait_until_equal(source, destination, 20)
     # Changes inside a renamed directory right after its rename land under the new name.
     (source / "renamed").rename(source / "renamed-again")
-    write(source / "renamed-again" / "b" / "after-rename", "after\n")
+    write_file(source / "renamed-again" / "b" / "after-rename", "after\n")
     wait_until_equal(source, destination, 20)
 
 
@@ -64,19 +54,19 @@ def test_directory_created_and_filled_at_once_and_deep_trees(mirror: tuple[Path,
     source, destination, _ = mirror
     deep = source.joinpath(*[f"level{depth}" for depth in range(40)])
     deep.mkdir(parents=True)
-    write(deep / "bottom", "bottom\n")
+    write_file(deep / "bottom", "bottom\n")
     burst = source / "burst"
     burst.mkdir()
     for index in range(200):
-        write(burst / f"sub{index % 10}" / f"file{index}", f"{index}\n")
+        write_file(burst / f"sub{index % 10}" / f"file{index}", f"{index}\n")
     wait_until_equal(source, destination, 30)
 
 
 def test_hostile_file_names_are_files_never_options(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, _ = mirror
-    for name in HOSTILE_NAMES:
-        write(source / name, f"named {name!r}\n")
-        write(source / "dir" / name / name, "nested\n")
+    for name in (*HOSTILE_NAMES, *LONG_NAMES):
+        write_file(source / name, f"named {name!r}\n")
+        write_file(source / "dir" / name / name, "nested\n")
     wait_until_equal(source, destination, 30)
     for name in HOSTILE_NAMES[:6]:
         (source / name).rename(source / f"{name}.moved")
@@ -87,18 +77,18 @@ def test_hostile_file_names_are_files_never_options(mirror: tuple[Path, Path, Da
 def test_changes_rsync_quick_check_cannot_see(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, _ = mirror
     target = source / "same-size"
-    write(target, "AAAA")
-    write(source / "truncate-me", "some content\n")
+    write_file(target, "AAAA")
+    write_file(source / "truncate-me", "some content\n")
     (source / "becomes-file").mkdir()
-    write(source / "becomes-file" / "inner", "inner\n")
+    write_file(source / "becomes-file" / "inner", "inner\n")
     (source / "becomes-link").mkdir()
     wait_until_equal(source, destination, 20)
     before = os.stat(target)
-    write(target, "BBBB")
+    write_file(target, "BBBB")
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     (source / "truncate-me").write_bytes(b"")
     shutil.rmtree(source / "becomes-file")
-    write(source / "becomes-file", "now a file\n")
+    write_file(source / "becomes-file", "now a file\n")
     (source / "becomes-link").rmdir()
     os.symlink("same-size", source / "becomes-link")
     os.symlink("/nonexistent/target", source / "dangling")
@@ -109,7 +99,7 @@ def test_changes_rsync_quick_check_cannot_see(mirror: tuple[Path, Path, Daemon])
 
 def test_write_through_a_second_hard_link_name(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, _ = mirror
-    write(source / "first", "one\n")
+    write_file(source / "first", "one\n")
     os.link(source / "first", source / "second")
     wait_until_equal(source, destination, 20)
     with open(source / "second", "w") as stream:
@@ -137,7 +127,7 @@ def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Pat
         daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
         try:
             for index in range(500):
-                write(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
+                write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
         finally:
             daemon.signal(signal.SIGCONT)
         daemon.wait_log("inotify queue overflowed")
@@ -150,7 +140,7 @@ def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[
                     "--delay", "3600")
     with daemon.start():
         for index in range(10):
-            write(source / f"pending{index}", f"{index}\n")
+            write_file(source / f"pending{index}", f"{index}\n")
         wait_for(lambda: daemon.status().get("pending", 0) > 0, 10, "changes never became pending")
         assert daemon.stop() == 0
     assert differences(source, destination) == []
@@ -159,7 +149,7 @@ def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[
 def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(source / "precious", "keep me\n")
+    write_file(source / "precious", "keep me\n")
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
                     "--delay", "0.1")
     with daemon.start():
@@ -169,7 +159,7 @@ def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
         assert "mirror kept" in status["status_line"]
         daemon.wait_log("syncing stopped so the mirror is not wiped")
         # Another directory at the source path is not the source, even once it has content.
-        write(source / "other", "from the directory swapped in\n")
+        write_file(source / "other", "from the directory swapped in\n")
         daemon.wait_log("reload to mirror", 30)
         assert daemon.status()["state"] == "source-lost"
         assert sorted(os.listdir(destination)) == ["precious"]
@@ -183,7 +173,7 @@ def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
 
 def test_refuses_to_start_with_an_empty_source_and_a_full_destination(trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(destination / "precious", "keep me\n")
+    write_file(destination / "precious", "keep me\n")
     result = run_pirsyncd("--source", str(source), "--destination", str(destination))
     assert result.returncode == 65, result.stderr
     assert "refusing to wipe the mirror" in result.stderr
@@ -193,7 +183,7 @@ def test_refuses_to_start_with_an_empty_source_and_a_full_destination(trees: tup
 
 def test_source_root_deleted_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(source / "a" / "precious", "keep\n")
+    write_file(source / "a" / "precious", "keep\n")
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
                     "--delay", "0.1")
     with daemon.start():
@@ -208,11 +198,11 @@ def test_excluded_paths_are_neither_sent_nor_watched(tmp_path: Path, trees: tupl
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
                     "--delay", "0.1", "--exclude", "*.tmp", "--exclude", "/cache/")
     with daemon.start():
-        write(source / "keep.txt", "keep\n")
-        write(source / "drop.tmp", "drop\n")
-        write(source / "cache" / "big", "cached\n")
-        write(source / "sub" / "cache" / "kept", "only the top cache/ is excluded\n")
-        write(source / "sub" / "x.tmp", "drop\n")
+        write_file(source / "keep.txt", "keep\n")
+        write_file(source / "drop.tmp", "drop\n")
+        write_file(source / "cache" / "big", "cached\n")
+        write_file(source / "sub" / "cache" / "kept", "only the top cache/ is excluded\n")
+        write_file(source / "sub" / "x.tmp", "drop\n")
         daemon.wait_synced()
         assert (destination / "keep.txt").exists() and (destination / "sub" / "cache" / "kept").exists()
         assert not (destination / "drop.tmp").exists() and not (destination / "cache").exists()
@@ -244,13 +234,13 @@ def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
         daemon.signal(signal.SIGSTOP)
         try:
             for index in range(200):  # fills the queue first, so the two events below are lost
-                write(source / "d" / f"f{index}", f"{index}\n")
+                write_file(source / "d" / f"f{index}", f"{index}\n")
             (source / "n").mkdir()
             (source / "d").rename(source / "e")
         finally:
             daemon.signal(signal.SIGCONT)
         daemon.wait_log("inotify queue overflowed")
         wait_until_equal(source, destination, 30)
-        write(source / "n" / "new-after-overflow", "n\n")  # needs a watch made after the overflow
-        write(source / "e" / "renamed-after-overflow", "e\n")  # needs the watch map to say e, not d
+        write_file(source / "n" / "new-after-overflow", "n\n")  # needs a watch made after the overflow
+        write_file(source / "e" / "renamed-after-overflow", "e\n")  # needs the watch map to say e, not d
         wait_until_equal(source, destination, 30)

@@ -1,9 +1,10 @@
 """pirsyncd against real remote destinations: a real ``sshd`` and a real ``rsync --daemon``.
 
 The servers come from :mod:`tests.support.servers` (own host keys, authorized_keys, secrets file and
-module config; loopback or network namespaces created here; stopped by PID). pirsyncd runs as a
-subprocess with ``--rsync-binary`` pointing at a small wrapper that logs one line per rsync run and
-then execs the real rsync with its argv unchanged, so the tests can count attempts. Every test runs on
+module config; loopback or network namespaces created here; stopped by PID). pirsyncd runs as the
+shared harness's :class:`tests.support.daemon.Daemon` with ``--rsync-binary`` pointing at a small
+wrapper that logs one line per rsync run and then execs the real rsync with its argv unchanged, so the
+tests can count attempts. Every test runs on
 both deletion paths (``tests/integration/conftest.py``); on the missing-args path the sending rsync
 (first in PATH), the receiving one over ssh (``--rsync-path``) and the rsync daemon are the path's.
 
@@ -13,20 +14,15 @@ sshd and ``ip netns``).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,15 +31,10 @@ if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
 from pirsyncd.destination import DestinationKind, parse_destination  # noqa: E402
-from tests.support import rsyncs  # noqa: E402
-from tests.support.servers import (  # noqa: E402
-    NetNamespaceHost,
-    RsyncDaemon,
-    SshServer,
-    free_port,
-    stop_process_tree,
-)
-from tests.support.trees import differences, wait_for, wait_until_equal  # noqa: E402
+from tests.support.daemon import Daemon  # noqa: E402
+from tests.support.servers import NetNamespaceHost, RsyncDaemon, SshServer, free_port  # noqa: E402
+from tests.support.trees import differences, wait_for, write_file  # noqa: E402
+from tests.support.workload import HOSTILE_NAMES  # noqa: E402
 
 pytestmark = [
     pytest.mark.remote,
@@ -59,27 +50,6 @@ START_TIMEOUT = 60.0
 FAILURE_EXIT_TIMEOUT = 60.0
 MIB = 1024 * 1024
 
-HOSTILE_NAMES = (
-    "-e sh",
-    "--delete",
-    "-",
-    "with space",
-    " leading space",
-    "trailing space ",
-    "new\nline",
-    "carriage\rreturn",
-    "tab\tbed",
-    "quote'single",
-    'quote"double',
-    "star*question?[brackets]",
-    "back\\slash",
-    "semi;colon&amp|pipe$(echo x)`echo y`",
-    "host:colon",
-    "ünïcødé ☃ 名前",
-    ".hidden",
-    "#hash",
-)
-
 WRAPPER = """#!/bin/sh
 # Test wrapper: one line per rsync run (time, pid, run|version), then the real rsync, argv unchanged
 # (the first rsync in PATH: the harness puts the deletion path's rsync there).
@@ -94,71 +64,28 @@ exec rsync "$@"
 
 # -- the daemon under test ---------------------------------------------------------------------------
 
-class Pirsyncd:
-    """One pirsyncd daemon run as a subprocess from the repository, stopped by PID."""
+class Pirsyncd(Daemon):
+    """The shared harness's daemon, with rsync through a wrapper that logs every run."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.status_file = workdir / "status.json"
-        self.stderr_path = workdir / "pirsyncd.stderr"
+        super().__init__(workdir)
         self.attempts_log = workdir / "rsync-attempts.log"
         self.wrapper = workdir / "rsync-wrapper"
+        workdir.mkdir(parents=True, exist_ok=True)
         self.wrapper.write_text(WRAPPER.format(log=self.attempts_log))
         self.wrapper.chmod(0o755)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.deletion_path = rsyncs.current()
 
-    def start(self, source: Path, destination: str, *extra: str,
-              netns: NetNamespaceHost | None = None) -> None:
-        argv = [sys.executable, "-m", "pirsyncd", "--source", str(source), "--destination", destination,
-                "--delay", "0.2", "--status-file", str(self.status_file),
-                "--rsync-binary", str(self.wrapper), *extra]
-        if self.deletion_path is not None:
-            argv += self.deletion_path.daemon_arguments()
-            if parse_destination(destination).kind == DestinationKind.SSH:
-                assert not any(argument.startswith("--rsync-flags") for argument in extra), extra
-                argv += self.deletion_path.ssh_receiver_arguments()
-        if netns is not None:
-            argv = netns.client_command(argv)
-        environment = {name: value for name, value in os.environ.items()
-                       if name not in ("RSYNC_PASSWORD", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC")}
-        environment["PYTHONPATH"] = str(REPOSITORY)
-        if self.deletion_path is not None:
-            environment = self.deletion_path.environment(environment)
-        with open(self.stderr_path, "ab") as stderr:
-            self.process = subprocess.Popen(argv, cwd=REPOSITORY, env=environment, stdin=subprocess.DEVNULL,
-                                            stdout=stderr, stderr=stderr)
-
-    def stop(self) -> None:
-        """SIGTERM, then (if it hangs) kill it and everything it started; always by PID."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop_process_tree(self.process)
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def status(self) -> dict[str, Any]:
-        """The status file, or {} while it does not exist yet (or is being replaced)."""
-        try:
-            data = json.loads(self.status_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def describe(self) -> str:
-        returncode = None if self.process is None else self.process.poll()
-        return (f"pirsyncd exit status: {returncode}\nstatus: {json.dumps(self.status(), indent=1)}\n"
-                f"stderr:\n{self.stderr()[-4000:]}")
+    def start_mirroring(self, source: Path, destination: str, *extra: str,
+                        netns: NetNamespaceHost | None = None) -> None:
+        """Start mirroring ``source`` to ``destination`` (from inside ``netns`` when given); on the
+        current deletion path the receiving rsync over ssh is that path's too."""
+        self.arguments = ["--source", str(source), "--destination", destination, "--delay", "0.2",
+                          "--rsync-binary", str(self.wrapper), *extra]
+        if self.deletion_path is not None and parse_destination(destination).kind == DestinationKind.SSH:
+            assert not any(argument.startswith("--rsync-flags") for argument in extra), extra
+            self.arguments += self.deletion_path.ssh_receiver_arguments()
+        self.prefix = [] if netns is None else netns.client_command([])
+        self.start(wait_in_sync=False)
 
     def attempts(self, since: float = 0.0, until: float = math.inf) -> list[float]:
         """Start times (epoch) of the rsync runs (not ``--version`` probes) in [since, until]."""
@@ -168,31 +95,6 @@ class Pirsyncd:
             return []
         times = [float(line.split()[0]) for line in lines if line.endswith(" run")]
         return [moment for moment in times if since <= moment <= until]
-
-    def assert_running(self) -> None:
-        assert self.process is not None and self.process.poll() is None, (
-            f"pirsyncd exited unexpectedly\n{self.describe()}")
-
-    def wait_for_state(self, states: tuple[str, ...], timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        def reached() -> dict[str, Any]:
-            self.assert_running()
-            status = self.status()
-            return status if status.get("state") in states else {}
-
-        return wait_for(reached, timeout, lambda: f"pirsyncd never reached {states}\n{self.describe()}")
-
-    def wait_until_mirrored(self, source: Path, destination: Path, timeout: float = CONVERGE_TIMEOUT) -> None:
-        try:
-            wait_until_equal(source, destination, timeout)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{self.describe()}") from None
-
-    def wait_for_exit(self, timeout: float = FAILURE_EXIT_TIMEOUT) -> int:
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"pirsyncd still running after {timeout} s\n{self.describe()}") from None
 
 
 @pytest.fixture
@@ -259,11 +161,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
 
 # -- workloads ---------------------------------------------------------------------------------------
 
-def write_file(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def hostile_name_workload(source: Path) -> None:
     """Files, directories and a symlink named like options, globs, quotes and control characters."""
     for index, name in enumerate(HOSTILE_NAMES):
@@ -277,30 +174,30 @@ def hostile_name_workload(source: Path) -> None:
 def test_mirror_converges_through_creates_deletes_renames_and_hostile_names(
         pirsyncd: Pirsyncd, source: Path, target: tuple[str, list[str], Path]) -> None:
     destination, arguments, mirror = target
-    pirsyncd.start(source, destination, *arguments)
-    pirsyncd.wait_for_state(("in-sync",))
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.start_mirroring(source, destination, *arguments)
+    pirsyncd.wait_state("in-sync", START_TIMEOUT)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
     for depth in range(1, 4):  # creates, nested
         for index in range(10):
             directory = source / "created" / "/".join(["deep"] * depth)
             write_file(directory / f"file-{index}.txt", f"{depth} {index}\n")
     (source / "initial" / "a.txt").write_text("modified content\n")
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
     (source / "initial" / "b.bin").unlink()  # deletes: a file and a whole tree
     shutil.rmtree(source / "created" / "deep" / "deep")
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
     (source / "initial" / "a.txt").rename(source / "initial" / "a-renamed.txt")  # renames
     (source / "created" / "deep" / "file-1.txt").rename(source / "moved-out.txt")
     (source / "created").rename(source / "created-renamed")
     (source / "moved-dir").mkdir()
     (source / "initial").rename(source / "moved-dir" / "initial")
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
     hostile_name_workload(source)
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
     for name in HOSTILE_NAMES[:8]:  # rename and delete hostile names
         (source / "hostile" / name).rename(source / "hostile" / f"{name} renamed")
@@ -308,7 +205,7 @@ def test_mirror_converges_through_creates_deletes_renames_and_hostile_names(
     for name in HOSTILE_NAMES[8:]:
         (source / "hostile" / name).unlink()
         shutil.rmtree(source / "hostile-dirs" / name)
-    pirsyncd.wait_until_mirrored(source, mirror)
+    pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
     pirsyncd.assert_running()
 
 
@@ -322,9 +219,9 @@ def test_outage_backs_off_and_converges_after_the_server_returns(
         destination, arguments, mirror = remote_target(
             kind, server if isinstance(server, SshServer) else None,
             server if isinstance(server, RsyncDaemon) else None, tmp_path)
-        pirsyncd.start(source, destination, *arguments, "--retry-max-interval", "30", "--io-timeout", "10")
-        pirsyncd.wait_for_state(("in-sync",))
-        pirsyncd.wait_until_mirrored(source, mirror)
+        pirsyncd.start_mirroring(source, destination, *arguments, "--retry-max-interval", "30", "--io-timeout", "10")
+        pirsyncd.wait_state("in-sync", START_TIMEOUT)
+        pirsyncd.wait_mirrored(source, mirror, CONVERGE_TIMEOUT)
 
         counter = 0
 
@@ -354,8 +251,8 @@ def test_outage_backs_off_and_converges_after_the_server_returns(
         server.start()
         for _ in range(5):  # and after it
             write_one()
-        pirsyncd.wait_until_mirrored(source, mirror, timeout=CONVERGE_TIMEOUT + 30)
-        pirsyncd.wait_for_state(("in-sync",))
+        pirsyncd.wait_mirrored(source, mirror, timeout=CONVERGE_TIMEOUT + 30)
+        pirsyncd.wait_state("in-sync", START_TIMEOUT)
 
     attempts = pirsyncd.attempts(since=outage_start, until=outage_end)
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
@@ -375,9 +272,9 @@ def test_outage_backs_off_and_converges_after_the_server_returns(
 
 def assert_failure(pirsyncd: Pirsyncd, expected_status: int, *patterns: str) -> str:
     """pirsyncd exits with ``expected_status`` and one stderr line matches every regex in ``patterns``."""
-    status = pirsyncd.wait_for_exit()
+    status = pirsyncd.wait_exit(FAILURE_EXIT_TIMEOUT)
     assert status == expected_status, f"expected exit status {expected_status}\n{pirsyncd.describe()}"
-    for line in pirsyncd.stderr().splitlines():
+    for line in pirsyncd.log().splitlines():
         if all(re.search(pattern, line, re.IGNORECASE) for pattern in patterns):
             return line
     raise AssertionError(f"no stderr line matches all of {patterns}\n{pirsyncd.describe()}")
@@ -394,7 +291,7 @@ def test_unknown_host_key_is_refused_naming_the_known_hosts_file(
     empty_known_hosts = tmp_path / "ssh" / "known_hosts"
     empty_known_hosts.parent.mkdir()
     empty_known_hosts.touch()
-    pirsyncd.start(source, ssh_server.destination(tmp_path / "mirror"),
+    pirsyncd.start_mirroring(source, ssh_server.destination(tmp_path / "mirror"),
                    *ssh_server.pirsyncd_arguments(known_hosts=empty_known_hosts))
     assert_failure(pirsyncd, EX_NOPERM, r"host key", re.escape(str(empty_known_hosts)))
     assert_not_retried_in_a_loop(pirsyncd)
@@ -404,7 +301,7 @@ def test_unknown_host_key_is_refused_naming_the_known_hosts_file(
 
 def test_rejected_ssh_key_is_an_authentication_error(
         pirsyncd: Pirsyncd, source: Path, ssh_server: SshServer, tmp_path: Path) -> None:
-    pirsyncd.start(source, ssh_server.destination(tmp_path / "mirror"),
+    pirsyncd.start_mirroring(source, ssh_server.destination(tmp_path / "mirror"),
                    *ssh_server.pirsyncd_arguments(identity_file=ssh_server.other_identity_file))
     assert_failure(pirsyncd, EX_NOPERM, r"key", r"denied|rejected|refused|not accepted")
     assert_not_retried_in_a_loop(pirsyncd)
@@ -414,7 +311,7 @@ def test_rejected_ssh_key_is_an_authentication_error(
 
 def test_wrong_password_is_an_authentication_error(
         pirsyncd: Pirsyncd, source: Path, rsync_daemon: RsyncDaemon) -> None:
-    pirsyncd.start(source, rsync_daemon.url("site"),
+    pirsyncd.start_mirroring(source, rsync_daemon.url("site"),
                    *rsync_daemon.pirsyncd_arguments(password_file=rsync_daemon.wrong_password_file))
     assert_failure(pirsyncd, EX_NOPERM, r"password", r"auth|wrong|rejected|denied|refused")
     assert_not_retried_in_a_loop(pirsyncd)
@@ -425,7 +322,7 @@ def test_password_file_readable_by_others_is_refused_before_connecting(
         pirsyncd: Pirsyncd, source: Path, rsync_daemon: RsyncDaemon) -> None:
     rsync_daemon.password_file.chmod(0o644)
     connections_before = rsync_daemon.connections()
-    pirsyncd.start(source, rsync_daemon.url("site"), *rsync_daemon.pirsyncd_arguments())
+    pirsyncd.start_mirroring(source, rsync_daemon.url("site"), *rsync_daemon.pirsyncd_arguments())
     assert_failure(pirsyncd, EX_CONFIG, re.escape(str(rsync_daemon.password_file)),
                    r"readable|mode|permission|others|0?600|chmod")
     assert pirsyncd.attempts() == [], "rsync ran although the password file was refused"
@@ -435,7 +332,7 @@ def test_password_file_readable_by_others_is_refused_before_connecting(
 
 def test_missing_module_is_a_configuration_error(
         pirsyncd: Pirsyncd, source: Path, rsync_daemon: RsyncDaemon) -> None:
-    pirsyncd.start(source, rsync_daemon.url("site", module="nosuchmodule"),
+    pirsyncd.start_mirroring(source, rsync_daemon.url("site", module="nosuchmodule"),
                    *rsync_daemon.pirsyncd_arguments())
     assert_failure(pirsyncd, EX_CONFIG, r"module", r"nosuchmodule")
     assert_not_retried_in_a_loop(pirsyncd)
@@ -444,9 +341,9 @@ def test_missing_module_is_a_configuration_error(
 def test_refused_connection_keeps_running_and_retries(
         pirsyncd: Pirsyncd, source: Path, rsync_daemon: RsyncDaemon) -> None:
     closed_port = free_port()
-    pirsyncd.start(source, f"rsync://{rsync_daemon.user}@127.0.0.1:{closed_port}/{rsync_daemon.module}/site",
+    pirsyncd.start_mirroring(source, f"rsync://{rsync_daemon.user}@127.0.0.1:{closed_port}/{rsync_daemon.module}/site",
                    *rsync_daemon.pirsyncd_arguments())
-    status = pirsyncd.wait_for_state(("retrying",))
+    status = pirsyncd.wait_state("retrying", START_TIMEOUT)
     assert isinstance(status.get("next_retry"), (int, float)), pirsyncd.describe()
     assert status["next_retry"] >= status["updated"] - 1, pirsyncd.describe()
     assert status.get("last_error"), pirsyncd.describe()
@@ -458,9 +355,9 @@ def test_unreachable_host_times_out_keeps_running_and_recovers(
     with SshServer(netns=netns_host) as ssh:
         netns_host.down()  # packets vanish: a timeout, not a refusal
         mirror = tmp_path / "mirror"
-        pirsyncd.start(source, ssh.destination(mirror), *ssh.pirsyncd_arguments(), "--io-timeout", "3",
+        pirsyncd.start_mirroring(source, ssh.destination(mirror), *ssh.pirsyncd_arguments(), "--io-timeout", "3",
                        "--retry-max-interval", "5", netns=netns_host)
-        status = pirsyncd.wait_for_state(("retrying",), timeout=90)
+        status = pirsyncd.wait_state("retrying", 90)
         assert isinstance(status.get("next_retry"), (int, float)), pirsyncd.describe()
         assert status["next_retry"] >= status["updated"] - 1, pirsyncd.describe()
         assert status.get("last_error"), pirsyncd.describe()
@@ -469,7 +366,7 @@ def test_unreachable_host_times_out_keeps_running_and_recovers(
 
         netns_host.up()
         write_file(source / "written-while-down", "pending\n")
-        pirsyncd.wait_until_mirrored(source, mirror, timeout=CONVERGE_TIMEOUT + 30)
+        pirsyncd.wait_mirrored(source, mirror, timeout=CONVERGE_TIMEOUT + 30)
 
 
 # -- moves without re-transfer -----------------------------------------------------------------------
@@ -484,14 +381,14 @@ def test_renamed_directory_is_not_sent_again_over_ssh(
         (big / f"chunk-{index:02d}.bin").write_bytes(os.urandom(MIB))
     mirror = tmp_path / "mirror"
     with SshServer(netns=netns_host) as ssh:
-        pirsyncd.start(source, ssh.destination(mirror), *ssh.pirsyncd_arguments(), netns=netns_host)
-        pirsyncd.wait_until_mirrored(source, mirror, timeout=120)
-        pirsyncd.wait_for_state(("in-sync",))
+        pirsyncd.start_mirroring(source, ssh.destination(mirror), *ssh.pirsyncd_arguments(), netns=netns_host)
+        pirsyncd.wait_mirrored(source, mirror, timeout=120)
+        pirsyncd.wait_state("in-sync", START_TIMEOUT)
         received_before = netns_host.server_received_bytes()
         sequence_before = pirsyncd.status().get("synced_seq")
 
         big.rename(source / "big-renamed")
-        pirsyncd.wait_until_mirrored(source, mirror, timeout=120)
+        pirsyncd.wait_mirrored(source, mirror, timeout=120)
         wait_for(lambda: pirsyncd.status().get("state") == "in-sync"
                  and pirsyncd.status().get("synced_seq") != sequence_before,
                  START_TIMEOUT, lambda: f"not in sync after the rename\n{pirsyncd.describe()}")

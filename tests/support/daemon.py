@@ -1,23 +1,48 @@
-"""Start the real pirsyncd as a subprocess for tests, and always stop it by its PID."""
+"""Start the real pirsyncd as a subprocess for tests, and always stop it by its PID.
+
+The one way the tests start the daemon (:class:`Daemon`); bench/ builds its command line with
+:func:`pirsyncd_command` and reads the status file with :func:`read_status_file` too.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.support import rsyncs
-from tests.support.trees import wait_for
+from tests.support.notify import NotifySocket
+from tests.support.processes import stop_process
+from tests.support.trees import wait_for, wait_until_equal
 
 REPO = Path(__file__).resolve().parents[2]
+# Not inherited from the environment the tests run in: the daemon runs as by hand, not as a
+# systemd service (a notify socket is given on purpose, see Daemon), and only a password file
+# given on purpose authenticates it to an rsync daemon.
+NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "INVOCATION_ID",
+                 "RSYNC_PASSWORD")
 
 
-def pirsyncd_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "pirsyncd", *arguments]
+def pirsyncd_command(*arguments: str, python: str = sys.executable) -> list[str]:
+    """The argv that runs pirsyncd from this checkout: ``[python, '-m', 'pirsyncd', *arguments]``.
+
+    >>> pirsyncd_command("--check", "www", python="python3")
+    ['python3', '-m', 'pirsyncd', '--check', 'www']
+    """
+    return [python, "-m", "pirsyncd", *arguments]
+
+
+def read_status_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The daemon's status file, or {} while it does not exist yet (or is caught being replaced)."""
+    try:
+        with open(path, encoding="utf-8") as status_file:
+            status = json.load(status_file)
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
 
 
 def run_pirsyncd(*arguments: str, timeout: float = 60, env: dict[str, str] | None = None,
@@ -31,42 +56,49 @@ def run_pirsyncd(*arguments: str, timeout: float = 60, env: dict[str, str] | Non
 class Daemon:
     """A running ``pirsyncd`` with a status file in ``workdir``.
 
-    Use as a context manager; ``stop()`` sends SIGTERM and waits, killing it after a
-    deadline. stderr goes to ``workdir/pirsyncd.log`` so a failing test can show it.
+    Use as a context manager; ``stop()`` sends SIGTERM and waits, then stops it and every process
+    it started (by PID) after a deadline. stderr goes to ``workdir/pirsyncd.log`` so a failing test
+    can show it.
 
     On a deletion path (:func:`tests.support.rsyncs.current`, set for every integration test) it
     runs with ``--deletion-mode NAME`` (unless ``arguments`` name one) and that path's rsync first
     in PATH; ``env`` may set PATH, the rsync still goes first.
 
+    The systemd variables of the environment the tests run in are not passed on
+    (:data:`NOT_INHERITED`): with ``notify`` (a :class:`tests.support.notify.NotifySocket`) the
+    daemon gets ``NOTIFY_SOCKET`` naming that socket, and ``env`` may add ``WATCHDOG_USEC``.
+
     ``prefix`` goes before the command, e.g. ``['setpriv', '--reuid=65534', '--regid=65534',
-    '--clear-groups', '--']`` to run it as nobody. It must exec the command, not fork it (setpriv,
-    env and chroot do; sudo and runuser fork), so that the PID is the daemon's. The caller makes
-    ``workdir`` writable by that user (the status file is replaced atomically inside it; the log is
-    opened here and inherited) and the source readable, the destination writable; nothing here
-    changes permissions.
+    '--clear-groups', '--']`` to run it as nobody, or ``ip netns exec NAME``. It must exec the
+    command, not fork it (setpriv, env, chroot and ip netns exec do; sudo and runuser fork), so that
+    the PID is the daemon's. The caller makes ``workdir`` writable by that user (the status file is
+    replaced atomically inside it; the log is opened here and inherited) and the source readable,
+    the destination writable; nothing here changes permissions.
     """
 
     def __init__(self, workdir: Path, *arguments: str, env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, notify: NotifySocket | None = None) -> None:
         self.workdir = workdir
         self.status_file = workdir / "status.json"
         self.log_file = workdir / "pirsyncd.log"
         self.prefix = list(prefix or [])
+        self.arguments = list(arguments)
         self.deletion_path = rsyncs.current()
-        self.arguments = [*arguments, "--status-file", str(self.status_file)]
-        self.env = {**os.environ, **(env or {})}
+        self.env = {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
+        self.env.update(env or {})
+        if notify is not None:
+            self.env.update(notify.environment())
         if self.deletion_path is not None:
-            if not any(argument.split("=", 1)[0] == "--deletion-mode" for argument in arguments):
-                self.arguments += self.deletion_path.daemon_arguments()
             self.env = self.deletion_path.environment(self.env)
-        self.env.pop("NOTIFY_SOCKET", None)
-        self.env.pop("JOURNAL_STREAM", None)
-        self.env.pop("INVOCATION_ID", None)  # run as by hand, not as a systemd service
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         """The argv this daemon runs (prefix included)."""
-        return [*self.prefix, *pirsyncd_command(*self.arguments)]
+        arguments = [*self.arguments, "--status-file", str(self.status_file)]
+        if self.deletion_path is not None and not any(
+                argument.split("=", 1)[0] == "--deletion-mode" for argument in self.arguments):
+            arguments += self.deletion_path.daemon_arguments()
+        return [*self.prefix, *pirsyncd_command(*arguments)]
 
     def start(self, wait_in_sync: bool = True, timeout: float = 60) -> Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,21 +127,31 @@ class Daemon:
             return ""
 
     def status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.status_file.read_text())  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            return {}
+        return read_status_file(self.status_file)
+
+    def describe(self) -> str:
+        """Exit status, status file and the end of the log, for assertion messages."""
+        returncode = None if self.process is None else self.process.poll()
+        return (f"pirsyncd exit status: {returncode}\nstatus: {json.dumps(self.status(), indent=1)}\n"
+                f"log:\n{self.log()[-4000:]}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_state(self, state: str, timeout: float = 30) -> dict[str, Any]:
+    def assert_running(self) -> None:
+        assert self.alive(), f"pirsyncd exited unexpectedly\n{self.describe()}"
+
+    def wait_state(self, state: str | tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        """Wait until the status file (written by this process) shows ``state`` (or one of them);
+        fail at once if the daemon exits."""
+        states = (state,) if isinstance(state, str) else state
+
         def reached() -> dict[str, Any] | None:
             if not self.alive():
                 raise AssertionError(f"pirsyncd exited with {self.process and self.process.returncode}:\n"
                                      + self.log())
             status = self.status()
-            return status if status.get("state") == state and status.get("pid") == self.pid else None
+            return status if status.get("state") in states and status.get("pid") == self.pid else None
 
         return wait_for(reached, timeout, lambda: f"state {state!r} not reached: {self.status()}\n{self.log()}")
 
@@ -119,28 +161,35 @@ class Daemon:
                               timeout=timeout + 30)
         assert result.returncode == 0, f"pirsyncd wait: {result.returncode} {result.stderr}\n{self.log()}"
 
+    def wait_mirrored(self, source: Path, destination: Path, timeout: float = 45) -> None:
+        """:func:`tests.support.trees.wait_until_equal`, adding :meth:`describe` to a failure."""
+        try:
+            wait_until_equal(source, destination, timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.describe()}") from None
+
     def wait_log(self, text: str, timeout: float = 30) -> None:
         wait_for(lambda: text in self.log(), timeout, lambda: f"{text!r} not logged:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Wait for the daemon to exit on its own (nothing is sent to it); return its exit status."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pirsyncd still running after {timeout:g} s\n{self.describe()}") from None
 
     def signal(self, number: int) -> None:
         assert self.process is not None
         self.process.send_signal(number)
 
     def stop(self, timeout: float = 60) -> int | None:
-        """SIGTERM, wait, SIGKILL after the deadline; return the exit status."""
+        """SIGTERM, wait, then stop it and its children by PID after the deadline; return the exit status."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-

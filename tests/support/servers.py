@@ -3,8 +3,8 @@
 Every server runs from its own temporary directory with its own keys, secrets and config, listens on
 loopback (or on an address inside a network namespace the test created), and is stopped by PID
 together with every process it forked (per-connection children included, so an outage is real even
-for a client holding a multiplexed ssh connection). Nothing here sleeps for a fixed time: starting
-waits until the port accepts connections, with a deadline.
+for a client holding a multiplexed ssh connection; :mod:`tests.support.processes`). Nothing here sleeps
+for a fixed time: starting waits until the port accepts connections, with a deadline.
 
 Typical use::
 
@@ -15,21 +15,20 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 from tests.support import rsyncs
+from tests.support.processes import stop_process_tree
+from tests.support.trees import wait_for
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -37,7 +36,6 @@ RSYNC = rsyncs.SYSTEM_RSYNC
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
 RSYNC_DAEMON_DEFAULT_PORT = 873
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 
 _PROBE_SCRIPT = """
 import socket, sys
@@ -77,71 +75,12 @@ def wait_for_port(host: str, port: int, timeout: float = START_TIMEOUT, *, netns
 
     With ``process``, fail at once (``RuntimeError``) if that process exits first.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def accepts() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with status {process.returncode} before {host}:{port} opened")
-        if port_accepts(host, port, netns):
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{host}:{port} accepted no connection within {timeout} s")
-        time.sleep(0.05)  # poll interval, not a wait for an outcome
+        return port_accepts(host, port, netns)
 
-
-# -- processes ----------------------------------------------------------------------------------------
-
-def _parent_pids() -> dict[int, int]:
-    """Map every visible PID to its parent PID, from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # The command name is in parentheses and may itself contain spaces or ')'.
-        fields = stat.rpartition(")")[2].split()
-        parents[int(entry)] = int(fields[1])
-    return parents
-
-
-def descendant_pids(pid: int) -> list[int]:
-    """PIDs of every process below ``pid`` in the process tree, parents before children."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parent_pids().items():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        current = frontier.pop(0)
-        for child in children.get(current, []):
-            found.append(child)
-            frontier.append(child)
-    return found
-
-
-def stop_process_tree(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """Stop ``process`` and every process it forked, each by PID.
-
-    The listener is frozen first (SIGSTOP) so that it cannot fork a new connection handler between
-    the moment its children are listed and the moment they are killed.
-    """
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGSTOP)
-    for child in descendant_pids(process.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGTERM)
-        os.kill(process.pid, signal.SIGCONT)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+    wait_for(accepts, timeout, f"{host}:{port} accepted no connection", error=TimeoutError)
 
 
 # -- network namespaces -------------------------------------------------------------------------------
@@ -494,9 +433,8 @@ class RsyncDaemon(_Server):
     def _after_start(self) -> None:
         # The readiness probe is a connection too; wait until it is logged, so that a test counting
         # connections from now on counts only its own.
-        deadline = time.monotonic() + START_TIMEOUT
-        while self.connections() <= self._connections_before_start and time.monotonic() < deadline:
-            time.sleep(0.02)  # poll interval
+        wait_for(lambda: self.connections() > self._connections_before_start, START_TIMEOUT,
+                 lambda: f"{self.name} never logged the readiness probe's connection:\n{self.log()}", poll=0.02)
 
     def url(self, subpath: str = "", module: str | None = None) -> str:
         """``rsync://user@host[:port]/module/subpath`` (the port left out when it is 873)."""

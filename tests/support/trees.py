@@ -1,4 +1,4 @@
-"""Compare two directory trees exactly, and wait for a condition with a deadline.
+"""Compare two directory trees exactly, write files into them, and wait for a condition with a deadline.
 
 The churn and integration tests assert that a destination is an exact mirror of
 a source: same entries, same types, same permission bits, same file contents and
@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Literal, TypeVar
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
@@ -162,6 +163,12 @@ def subtree_extent(path: str | os.PathLike[str]) -> tuple[int, int]:
     return deepest_bytes, deepest_levels
 
 
+def write_file(path: Path, data: str | bytes = "data\n") -> None:
+    """Create or replace the file ``path``, and its missing parents, holding ``data``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
 def display_path(relative_path: str) -> str:
     """Show a path on one line: as is when printable, else as a Python literal."""
     return relative_path if relative_path.isprintable() else repr(relative_path)
@@ -258,11 +265,19 @@ def wait_for(
     timeout: float,
     message: str | Callable[[], str],
     poll: float = 0.05,
+    *,
+    error: Callable[[str], Exception] = AssertionError,
 ) -> T:
     """Call ``predicate`` every ``poll`` seconds until it returns a truthy value.
 
-    Returns that value. After ``timeout`` seconds raises ``AssertionError`` with
-    ``message`` (a callable is called then, so it can describe the final state).
+    Returns that value. After ``timeout`` seconds raises ``error`` (``AssertionError``
+    unless given, e.g. ``TimeoutError``) with ``message`` (a callable is called then, so
+    it can describe the final state). The one wait-with-a-deadline of the test harness
+    and bench/: the poll interval is the only sleep.
+
+    >>> wait_for(lambda: [], 0, "nothing came")
+    Traceback (most recent call last):
+    AssertionError: nothing came (gave up after 0 s)
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -272,7 +287,7 @@ def wait_for(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             text = message() if callable(message) else message
-            raise AssertionError(f"{text} (gave up after {timeout:g} s)")
+            raise error(f"{text} (gave up after {timeout:g} s)")
         time.sleep(min(poll, remaining))
 
 

@@ -35,6 +35,7 @@ _MIN_NAME_ROOM = 16  # enough for the short fallback name "n<counter>"
 
 # Names that break naive shell quoting, option parsing, globbing, line-based
 # file lists and UTF-8 assumptions. The last one is not valid UTF-8 (byte 0xE9).
+# The one list of hostile names for every test (and the churn workload's pick).
 HOSTILE_NAMES = (
     "-", "-rf", "--delete", "-e sh", "--", "-n", "--files-from=x", " leading space",
     "trailing space ", "two  spaces", "new\nline", "\n", "trailing newline\n", "tab\tname",
@@ -45,6 +46,8 @@ HOSTILE_NAMES = (
     "combining-e\u0301", "zero\u200bwidth", os.fsdecode(b"latin1-\xe9"),
 )
 assert all("/" not in name and "\0" not in name and name not in (".", "..") for name in HOSTILE_NAMES)
+# Names at NAME_MAX: 255 bytes, and 254 in two-byte UTF-8 (the workload makes its own mixed ones).
+LONG_NAMES = ("x" * NAME_MAX_BYTES, "é" * (NAME_MAX_BYTES // 2))
 _LONG_NAME_PIECES = ("é", "日本", "x", "🎉", " ", "-", "'", "\n")
 _PLAIN_WORDS = ("file", "data", "notes", "img", "report", "cache", "dir", "src")
 _HOSTILE_CHANCE = {"mixed": 0.2, "hostile": 0.75, "renames": 0.2, "burst": 0.1}

@@ -25,12 +25,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+from tests.support.processes import child_pids
+from tests.support.trees import wait_for
 
 SUITE = "bookworm"
 # procps: /bin/kill for the unit's ExecReload= (every real Debian system has it; minbase does not).
@@ -68,23 +70,6 @@ class ContainerCommandError(subprocess.CalledProcessError):
     def __str__(self) -> str:
         return (f"{super().__str__()}\n--- stdout ---\n{self.stdout or ''}"
                 f"--- stderr ---\n{self.stderr or ''}")
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
-             message: str = "condition") -> T:
-    """Call ``condition`` until it returns something truthy, and return that.
-
-    Raises TimeoutError naming ``message`` (and the last value seen) once
-    ``timeout`` seconds have passed.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {message} (last value: {value!r})")
-        time.sleep(interval)
 
 
 def image_tarball(packages: Sequence[str] = IMAGE_PACKAGES, cache_directory: Path = CACHE_DIRECTORY) -> Path:
@@ -125,20 +110,6 @@ def nspawn_unavailable_reason() -> str | None:
         if shutil.which(program) is None:
             return f"system tests need {program} (apt-get install systemd-container mmdebstrap util-linux)"
     return None
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _children(pid: int) -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _parent_pid(int(entry.name)) == pid]
 
 
 class Container:
@@ -186,9 +157,8 @@ class Container:
                     ["systemd-nspawn", "--register=no", "--keep-unit", "-q", "--console=read-only",
                      "-D", str(self.root), "-b", f"--machine={self.machine_name}"],
                     stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
-            self.leader_pid = wait_for(self._find_leader, self.boot_timeout,
-                                       message="the container's systemd")
-            wait_for(self._booted, self.boot_timeout, 0.3, message="systemctl is-system-running")
+            self.leader_pid = self.wait_for(self._find_leader, self.boot_timeout, message="the container's systemd")
+            self.wait_for(self._booted, self.boot_timeout, 0.3, message="systemctl is-system-running")
         except BaseException:
             self.stop()
             raise
@@ -196,7 +166,7 @@ class Container:
     def _find_leader(self) -> int | None:
         self._check_nspawn_alive()
         assert self.process is not None
-        for child in _children(self.process.pid):
+        for child in child_pids(self.process.pid):
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
                     return child
@@ -260,9 +230,11 @@ class Container:
 
     def wait_for(self, condition: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
                  message: str = "condition") -> T:
-        """:func:`wait_for`, adding the end of the console log to a timeout."""
+        """Call ``condition`` until it returns something truthy and return that
+        (:func:`tests.support.trees.wait_for`); after ``timeout`` seconds raise TimeoutError naming
+        ``message`` and showing the end of the console log."""
         try:
-            return wait_for(condition, timeout, interval, message)
+            return wait_for(condition, timeout, f"timed out waiting for {message}", interval, error=TimeoutError)
         except TimeoutError as error:
             raise TimeoutError(f"{error}\n--- console ---\n{self.console_tail(1500)}") from None
 

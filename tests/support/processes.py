@@ -1,0 +1,102 @@
+"""Find and stop the processes a test started, always by PID (never by name).
+
+    >>> parent_pid(os.getpid()) == os.getppid()
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+STOP_TIMEOUT = 10.0
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` from /proc/PID/stat, or None once it has exited."""
+    try:
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal (SIGSTOP: state ``T`` in /proc/PID/stat)."""
+    try:
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] == "T"
+
+
+def _parent_pids() -> dict[int, int]:
+    """Map every visible PID to its parent PID."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (parent := parent_pid(int(entry))) is not None:
+            parents[int(entry)] = parent
+    return parents
+
+
+def child_pids(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid``."""
+    return sorted(child for child, parent in _parent_pids().items() if parent == pid)
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` in the process tree, parents before children."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parent_pids().items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop(0)
+        for child in children.get(current, []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+def stop_process_tree(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop ``process`` and every process it forked, each by PID.
+
+    The process is frozen first (SIGSTOP) so that it cannot fork a new child (a server's
+    connection handler, a daemon's next rsync) between the moment its children are listed and
+    the moment they are killed.
+    """
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGSTOP)
+    for child in descendant_pids(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGCONT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, wait up to ``timeout`` seconds, then :func:`stop_process_tree`; return the exit status.
+
+    A process that exited already is only reaped.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process_tree(process)
+    return process.wait()
