@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         if option.kind == "bool":
             group.add_argument(option.flag, dest=option.key, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
-        elif option.kind == "patterns":
-            group.add_argument(option.flag, dest=option.key, action="append", metavar="PATTERN",
+        elif option.kind in ("patterns", "destinations"):
+            metavar = "PATTERN" if option.kind == "patterns" else "DEST"
+            group.add_argument(option.flag, dest=option.key, action="append", metavar=metavar,
                                default=None, help=help_text + " (repeat for more)")
         else:
             metavar = "'WORDS'" if option.kind == "flags" else option.key.upper()
@@ -107,12 +108,17 @@ def _overrides(arguments: argparse.Namespace) -> dict[str, Any]:
         elif option.key in _CLI_PATH_KEYS or (option.key == "rsync_log" and value not in ("journal", "none")):
             value = os.path.abspath(value)  # resolved once, at start
         elif option.key == "destination":
-            try:
-                parse_destination(value)
-            except DestinationError:
-                value = os.path.abspath(value)
+            value = [_absolute_unless_remote(text) for text in value]
         overrides[option.key] = value
     return overrides
+
+
+def _absolute_unless_remote(text: str) -> str:
+    try:
+        parse_destination(text)
+    except DestinationError:
+        return os.path.abspath(text)
+    return text
 
 
 def _read_config_text(path: str) -> str:
@@ -167,6 +173,7 @@ def _status_command(argv: list[str]) -> int:
     parser.add_argument("--status-file", metavar="FILE", help="read this status file (default /run/pirsyncd/NAME.json)")
     if waiting:
         parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+        parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
     else:
         parser.add_argument("--json", action="store_true", help="print the raw JSON")
     arguments = parser.parse_args(argv[1:])
@@ -176,7 +183,7 @@ def _status_command(argv: list[str]) -> int:
     if path is None:
         raise UsageError("name an instance or give --status-file")
     if waiting:
-        return wait_until_synced(path, arguments.timeout,
+        return wait_until_synced(path, arguments.timeout, destination=arguments.destination,
                                  print_error=lambda text: print(text, file=sys.stderr))
     status = read_status(path)
     if status is None:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import math
 import os
 import re
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from pirsyncd.destination import Destination, DestinationError, DestinationKind, parse_destination
-from pirsyncd.filters import PatternError, compile_pattern
-from pirsyncd.options import OPTIONS, OPTIONS_BY_KEY, SECTIONS, Option
+from pirsyncd.destination import Destination, DestinationKind
+from pirsyncd.options import OPTIONS, OPTIONS_BY_KEY, PER_DESTINATION, SECTIONS
+from pirsyncd.values import convert
 
 
 class ConfigError(Exception):
@@ -32,9 +30,19 @@ class ConfigError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class DestinationSpec:
+    """One destination of an instance: its short name, where it is, and the settings it
+    overrides (from its [destination NAME] section)."""
+
+    name: str
+    destination: Destination
+    settings: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: str
-    destination: Destination
+    destination: Destination  # the first destination; per_destination() gives each one
     exclude: tuple[str, ...]
     delay: float
     trigger_paths: int
@@ -43,6 +51,7 @@ class Config:
     full_resync_interval: float
     max_delete: int
     allow_empty_source: bool
+    parallel_syncs: int
     stop_timeout: float
     retry_max_interval: float
     status_file: str | None
@@ -66,163 +75,20 @@ class Config:
     rsync_log: str
     instance: str = ""
     origin: str = ""
+    destination_name: str = ""
+    destinations: tuple[DestinationSpec, ...] = ()
 
+    def per_destination(self) -> tuple[Config, ...]:
+        """One Config for each destination, with that destination's own settings.
 
-DELETION_MODES = ("auto", "missing-args", "parents")
-
-_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\d+(?:\.\d+)?(?:[KMGTPkmgtp](?:[iI]?[bB])?|[bB])?$")
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-
-# rsync options that would break mirroring or that pirsyncd manages itself, with the fix.
-_FORBIDDEN_FLAGS: dict[str, str] = {
-    "--remove-source-files": "it deletes the source",
-    "--files-from": "pirsyncd passes the changed paths itself",
-    "--from0": "pirsyncd passes the changed paths itself",
-    "--dry-run": "nothing would be mirrored",
-    "--list-only": "nothing would be mirrored",
-    "--existing": "new files would never be mirrored",
-    "--ignore-existing": "changed files would never be mirrored",
-    "--update": "newer files at the destination would never be replaced",
-    "--recursive": "pirsyncd decides what to recurse into",
-    "--delete": "pirsyncd manages deletion; see max_delete",
-    "--delete-before": "pirsyncd manages deletion",
-    "--delete-during": "pirsyncd manages deletion",
-    "--delete-delay": "pirsyncd manages deletion",
-    "--delete-after": "pirsyncd manages deletion",
-    "--delete-excluded": "pirsyncd manages deletion",
-    "--delete-missing-args": "pirsyncd manages deletion",
-    "--ignore-missing-args": "pirsyncd manages deletion",
-    "--max-delete": "use the max_delete option",
-    "--exclude": "use the exclude option (one pattern language for events and rsync)",
-    "--include": "use the exclude option",
-    "--filter": "use the exclude option",
-    "--exclude-from": "use the exclude option",
-    "--include-from": "use the exclude option",
-    "--timeout": "use the io_timeout option",
-    "--partial": "use the partial option",
-    "--append": "use the append_verify option",
-    "--append-verify": "use the append_verify option",
-    "--max-size": "use the max_size option",
-    "--min-size": "use the min_size option",
-    "--rsh": "use the ssh_port, ssh_identity_file and ssh_options options",
-    "--password-file": "use the password_file option",
-    "--write-batch": "nothing would be mirrored",
-    "--only-write-batch": "nothing would be mirrored",
-    "--read-batch": "it replays a batch instead of mirroring",
-    "--daemon": "it starts a server",
-    "--server": "it is rsync's internal option",
-    "--sender": "it is rsync's internal option",
-    "--relative": "pirsyncd sets it",
-    "--no-relative": "pirsyncd relies on relative paths",
-}
-_FORBIDDEN_SHORT: dict[str, str] = {
-    "n": "--dry-run", "u": "--update", "r": "--recursive", "e": "--rsh", "R": "--relative",
-}
-
-
-def parse_duration(text: str) -> float:
-    """'1.5' -> 1.5, '500ms' -> 0.5, '6h' -> 21600.0; ValueError otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if not match:
-        raise ValueError
-    value = float(match["number"]) * _DURATION_UNITS[match["unit"]]
-    if not math.isfinite(value):
-        raise ValueError
-    return value
-
-
-def _check_rsync_flags(flags: list[str]) -> list[str]:
-    problems = []
-    for flag in flags:
-        if flag.startswith("--"):
-            name = flag.split("=", 1)[0]
-            if name in _FORBIDDEN_FLAGS:
-                problems.append(f"{name} is not allowed: {_FORBIDDEN_FLAGS[name]}")
-        elif flag.startswith("-") and len(flag) > 1:
-            for letter in flag[1:]:
-                if letter in _FORBIDDEN_SHORT:
-                    long_name = _FORBIDDEN_SHORT[letter]
-                    problems.append(f"-{letter} ({long_name}) is not allowed: {_FORBIDDEN_FLAGS[long_name]}")
-                    break
-        else:
-            problems.append(f"{flag!r} is not an option; paths are given by source and destination")
-    return problems
-
-
-def _convert(option: Option, raw: str) -> Any:
-    """Turn the text of one setting into its value, or raise ValueError with the reason."""
-    kind = option.kind
-    text = raw.strip()
-    if kind == "bool":
-        if text.lower() not in _BOOLEANS:
-            raise ValueError(f"not yes or no: {raw!r}")
-        return _BOOLEANS[text.lower()]
-    if kind == "int":
-        try:
-            number = int(text)
-        except ValueError:
-            raise ValueError(f"not a whole number: {raw!r}") from None
-        if option.key == "max_delete" and number < -1:
-            raise ValueError(f"must be -1 (no limit) or more: {raw!r}")
-        if option.key != "max_delete" and number < 1:
-            raise ValueError(f"must be 1 or more: {raw!r}")
-        if option.key == "ssh_port" and number > 65535:
-            raise ValueError(f"not a port number: {raw!r}")
-        return number
-    if kind == "duration":
-        try:
-            value = parse_duration(text)
-        except ValueError:
-            raise ValueError(f"not a number of seconds (like 1.5, 500ms, 30s, 5m, 6h): {raw!r}") from None
-        if option.key in ("io_timeout", "time_limit", "retry_max_interval") and value <= 0:
-            raise ValueError(f"must be more than 0: {raw!r}")
-        return value
-    if kind == "size":
-        if not _SIZE.match(text):
-            raise ValueError(f"not a size (like 500K, 100M, 2G): {raw!r}")
-        return text
-    if kind == "path":
-        if not text:
-            raise ValueError("is empty")
-        if not os.path.isabs(text):
-            raise ValueError(f"is a relative path; give an absolute path: {raw!r}")
-        return os.path.normpath(text)
-    if kind == "destination":
-        try:
-            return parse_destination(text)
-        except DestinationError as error:
-            raise ValueError(f"{error}: {raw!r}") from None
-    if kind == "patterns":
-        patterns = tuple(line.strip() for line in raw.splitlines() if line.strip())
-        for pattern in patterns:
-            try:
-                compile_pattern(pattern)
-            except PatternError as error:
-                raise ValueError(f"pattern {pattern!r} {error}") from None
-        return patterns
-    if kind == "flags":
-        try:
-            words = shlex.split(raw)
-        except ValueError as error:
-            raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
-        if option.key == "rsync_flags":
-            flag_problems = _check_rsync_flags(words)
-            if flag_problems:
-                raise ValueError("; ".join(flag_problems))
-        return tuple(words)
-    if kind == "deletion_mode":
-        if text in DELETION_MODES:
-            return text
-        raise ValueError(f"not one of {', '.join(DELETION_MODES)}: {raw!r}")
-    if kind == "rsync_log":
-        if text in ("journal", "none") or os.path.isabs(text):
-            return text
-        raise ValueError(f"not journal, none or an absolute file path: {raw!r}")
-    if not text:
-        raise ValueError("is empty")
-    return text
+        >>> config = parse("[sync]\\nsource = /srv\\ndestination = web1:/srv\\n    web2:/srv\\n")
+        >>> [(each.destination_name, each.destination.text) for each in config.per_destination()]
+        [('web1', 'web1:/srv'), ('web2', 'web2:/srv')]
+        """
+        if not self.destinations:
+            return (self,)
+        return tuple(dataclasses.replace(self, destination=spec.destination, destination_name=spec.name,
+                                         destinations=(), **dict(spec.settings)) for spec in self.destinations)
 
 
 def _is_within(inner: str, outer: str) -> bool:
@@ -248,9 +114,15 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
         raise ConfigError([f"{source_name}: not a valid INI file: {message}"]) from None
 
     raw_values: dict[str, tuple[str, str]] = {}  # key -> (raw text, where it came from)
+    named: list[tuple[str, dict[str, tuple[str, str]]]] = []  # [destination NAME] sections
     for section in parser.sections():
+        match = _DESTINATION_SECTION.match(section)
+        if match:
+            named.append((match["name"], _destination_section(parser, section, source_name, problems)))
+            continue
         if section not in SECTIONS:
-            problems.append(f"{source_name}: [{section}]: unknown section (known: {', '.join(SECTIONS)})")
+            problems.append(f"{source_name}: [{section}]: unknown section (known: {', '.join(SECTIONS)}, "
+                            "destination NAME)")
             continue
         for key, value in parser.items(section):
             option = OPTIONS_BY_KEY.get(key)
@@ -279,25 +151,130 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
         raw, place = raw_values[option.key]
         where[option.key] = place
         try:
-            values[option.key] = _convert(option, raw)
+            values[option.key] = convert(option, raw)
         except ValueError as error:
             problems.append(f"{place}: {error}")
             values[option.key] = option.default
 
-    source, destination = values["source"], values["destination"]
-    if isinstance(source, str) and isinstance(destination, Destination) and destination.kind == DestinationKind.LOCAL:
-        if _is_within(destination.path, source):
-            problems.append(f"{where['destination']}: {destination.path!r} is inside the source {source!r}; "
-                            "a mirror inside its source would copy itself forever")
-        elif _is_within(source, destination.path):
-            problems.append(f"{where['source']}: {source!r} is inside the destination {destination.path!r}; "
-                            "mirroring would delete the source")
-    if values["password_file"] and isinstance(destination, Destination) and destination.kind != DestinationKind.DAEMON:
-        problems.append(f"{where['password_file']}: only used with an rsync daemon destination "
-                        "(rsync://host/module or host::module)")
+    if "destination" not in raw_values and named:
+        problems[:] = [problem for problem in problems if "[sync] destination: missing" not in problem]
+    specs = _destination_specs(values, where, named, source_name, problems)
+    values["destination"] = specs[0].destination if specs else Destination(DestinationKind.LOCAL, "", "/")
     if problems:
         raise ConfigError(problems)
-    return Config(**values, instance=instance, origin=source_name)
+    return Config(**values, instance=instance, origin=source_name,
+                  destination_name=specs[0].name, destinations=tuple(specs))
+
+
+_DESTINATION_SECTION = re.compile(r"^destination\s+(?P<name>\S+)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _destination_section(parser: configparser.ConfigParser, section: str, source_name: str,
+                         problems: list[str]) -> dict[str, tuple[str, str]]:
+    """The raw settings of one [destination NAME] section: 'destination' and the options
+    a destination may set for itself."""
+    allowed = {option.key for option in PER_DESTINATION} | {"destination"}
+    raw: dict[str, tuple[str, str]] = {}
+    for key, value in parser.items(section):
+        if key not in allowed:
+            hint = "" if key not in OPTIONS_BY_KEY else f"; it belongs in [{OPTIONS_BY_KEY[key].section}]"
+            problems.append(f"{source_name}: [{section}] {key}: not a per-destination key{hint} (one of: "
+                            f"destination, {', '.join(sorted(allowed - {'destination'}))})")
+            continue
+        raw[key] = (value, f"{source_name}: [{section}] {key}")
+    return raw
+
+
+def auto_name(destination: Destination, taken: set[str]) -> str:
+    """A short name for a destination given without one: its host's first label, or the
+    local directory's name; made unique with -2, -3 ...
+
+    >>> from pirsyncd.destination import parse_destination
+    >>> auto_name(parse_destination("backup@web1.example:/srv/www"), set())
+    'web1'
+    >>> auto_name(parse_destination("/var/backups/www"), {"www"})
+    'www-2'
+    """
+    if destination.kind == DestinationKind.LOCAL:
+        base = os.path.basename(destination.path.rstrip("/")) or "root"
+    elif destination.host.startswith("["):
+        base = "ipv6"
+    else:
+        base = destination.host.split(".")[0]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", base).lstrip("-._") or "destination"
+    name, index = base, 2
+    while name in taken:
+        name, index = f"{base}-{index}", index + 1
+    return name
+
+
+def _destination_specs(values: dict[str, Any], where: dict[str, str],
+                       named: list[tuple[str, dict[str, tuple[str, str]]]], source_name: str,
+                       problems: list[str]) -> list[DestinationSpec]:
+    """Every destination with its name and own settings; problems for duplicates, a
+    destination inside the source, and settings that do not fit."""
+    specs: list[DestinationSpec] = []
+    taken = {name for name, _ in named}
+    for listed in values["destination"] or ():
+        name = auto_name(listed, taken)
+        taken.add(name)
+        specs.append(DestinationSpec(name, listed))
+    for name, raw in named:
+        place = f"{source_name}: [destination {name}]"
+        if not _NAME.match(name):
+            problems.append(f"{place}: the name may hold letters, digits, '.', '_' and '-' (64 at most)")
+        if "destination" not in raw:
+            problems.append(f"{place} destination: missing; add e.g. 'destination = backup@web1:/srv/www'")
+            continue
+        settings: list[tuple[str, Any]] = []
+        destination: Destination | None = None
+        for key, (text, key_place) in raw.items():
+            try:
+                value = convert(OPTIONS_BY_KEY[key], text)
+            except ValueError as error:
+                problems.append(f"{key_place}: {error}")
+                continue
+            if key != "destination":
+                settings.append((key, value))
+            elif len(value) == 1:
+                destination = value[0]
+            else:
+                problems.append(f"{key_place}: one destination per section")
+        if destination is not None:
+            specs.append(DestinationSpec(name, destination, tuple(settings)))
+    _check_destinations(values, where, specs, source_name, problems)
+    return specs
+
+
+def _check_destinations(values: dict[str, Any], where: dict[str, str], specs: list[DestinationSpec],
+                        source_name: str, problems: list[str]) -> None:
+    source = values["source"]
+    seen: dict[str, str] = {}
+    several = len(specs) > 1
+    for spec in specs:
+        destination = spec.destination
+        place = f"{source_name}: destination {spec.name} ({destination.text})" if several else where.get(
+            "destination", f"{source_name}: [destination {spec.name}] destination")
+        target = destination.rsync_target()
+        if target in seen:
+            problems.append(f"{place}: the same destination as {seen[target]}; give it once")
+        seen.setdefault(target, spec.name)
+        if isinstance(source, str) and destination.kind == DestinationKind.LOCAL:
+            if _is_within(destination.path, source):
+                problems.append(f"{place}: {destination.path!r} is inside the source {source!r}; "
+                                "a mirror inside its source would copy itself forever")
+            elif _is_within(source, destination.path):
+                problems.append(f"{where.get('source', place)}: {source!r} is inside the destination "
+                                f"{destination.path!r}; mirroring would delete the source")
+        own = dict(spec.settings)
+        password_file = own.get("password_file", values["password_file"])
+        if password_file and destination.kind != DestinationKind.DAEMON and ("password_file" in own or not several):
+            where_set = f"{source_name}: [destination {spec.name}] password_file" if "password_file" in own \
+                else where["password_file"]
+            problems.append(f"{where_set}: only used with an rsync daemon destination "
+                            "(rsync://host/module or host::module)")
+
 
 
 def render_sample_config() -> str:

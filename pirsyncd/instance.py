@@ -10,28 +10,27 @@ deadline due, a signal, a child that exited.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pirsyncd import exitcodes, notify, rsync
+from pirsyncd import exitcodes, notify
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import DestinationKind
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
 from pirsyncd.replica import Replica
-from pirsyncd.report import Reporter, RsyncOutputLog
+from pirsyncd.report import Reporter, RsyncOutputLog, combine_destinations
 from pirsyncd.runner import Child, ChildResult
 from pirsyncd.safety import SourceProblem, inspect_source, local_destination_has_entries, preflight, wipe_refusal
 from pirsyncd.source import SourceSide
+from pirsyncd.sshmaster import SharedConnections
 from pirsyncd.status import default_status_path
 
 log = logging.getLogger("pirsyncd")
 
 Deadline = tuple[float, Timer, "Replica | None"]
+INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
 
 
 class Loop(Protocol):
@@ -51,27 +50,41 @@ class Instance:
         self.clock = clock
         self.source = SourceSide(config.source, config.exclude, config.debug_events)
         self.rsync_output = RsyncOutputLog(config.rsync_log)
-        self.replicas = [Replica(config, self.rsync_output)]
+        self.replicas = self._make_replicas(config)
         self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
         self.reporter = Reporter(config.status_file or default_status_path(config.instance))
         self.warning: str | None = None
         self.heartbeat = time.time()
         self.final_state: str | None = None
-        self.control_directory = ""
-        self.control_path: str | None = None
+        self.ssh = SharedConnections()
+        self._next_start = 0
 
     @property
     def exit_status(self) -> int | None:
         return self.policy.exit_status
 
+    def _make_replicas(self, config: Config, keep: Sequence[Replica] = ()) -> list[Replica]:
+        """One replica per destination; on a reload, those that stay keep their state."""
+        known = {replica.name: replica for replica in keep}
+        configs = config.per_destination()
+        replicas = []
+        for each in configs:
+            replica = known.pop(each.destination_name, None)
+            if replica is None:
+                replica = Replica(each, self.rsync_output, each.destination_name)
+            else:
+                replica.reconfigure(each)
+            replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
+            replicas.append(replica)
+        for gone in known.values():
+            gone.stop_job("destination removed", self.clock())
+        return replicas
+
     # -- start and end ------------------------------------------------------------------
     def start(self) -> int | None:
         """Watch the source and announce readiness; an exit status when that fails."""
         config = self.config
-        if config.destination.kind == DestinationKind.SSH:
-            # One ssh connection shared by all runs (ControlMaster), in a private directory.
-            self.control_directory = tempfile.mkdtemp(prefix="pirsyncd-ssh-")
-            self.control_path = os.path.join(self.control_directory, "%C")
+        self.ssh.open([replica.config for replica in self.replicas])
         try:
             self.source.watch()
         except OSError as error:
@@ -86,16 +99,18 @@ class Instance:
         now = self.clock()
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
-        for replica in self.replicas:
+        for index, replica in enumerate(self.replicas):
             if config.initial_sync:
-                replica.request_full_sync(now, at_once=True)
+                # Staggered: N full syncs of one tree should not start at the same instant.
+                replica.request_full_sync(now + index * INITIAL_SYNC_STAGGER, at_once=True)
             else:
                 replica.policy.job_succeeded()  # trusted to be current: in sync from the start
                 replica.synced_seq = 0
         self.publish(force=True)
         notify.send("READY=1", f"STATUS={self.reporter.line}")
         log.info("watching %s (%d directories), mirroring to %s", config.source, self.source.watched_count,
-                 config.destination.text)
+                 ", ".join(f"{replica.name} ({replica.config.destination.text})" if len(self.replicas) > 1
+                           else replica.config.destination.text for replica in self.replicas))
         for replica in self.replicas:
             replica.announce()
         return None
@@ -107,9 +122,7 @@ class Instance:
                 child.stop("shutting down")
                 child.wait(5.0)
         self.source.close()
-        if self.control_path is not None:
-            Child(rsync.build_close_connection_command(self.config, self.control_path), b"", "ssh exit").wait(10.0)
-            shutil.rmtree(self.control_directory, ignore_errors=True)
+        self.ssh.close([replica.config for replica in self.replicas])
         failed = any(replica.policy.state == ReplicaState.FAILED for replica in self.replicas)
         self.final_state = "failed" if failed and self.policy.exit_status else "stopped"
         self.publish(force=True)
@@ -119,9 +132,12 @@ class Instance:
     def deadlines(self) -> list[Deadline]:
         """The one table: what is due when, read for the timeout and for what to do."""
         table: list[Deadline] = [(at, timer, None) for timer, at in self.policy.deadlines().items()]
+        # At parallel_syncs running jobs, a replica waiting for a slot is woken by a job's end.
+        full = sum(replica.job is not None for replica in self.replicas) >= self.config.parallel_syncs
         for replica in self.replicas:
             table += [(at, timer, replica) for timer, at in
-                      replica.deadlines(self.policy.stopping, not self.policy.source_lost).items()]
+                      replica.deadlines(self.policy.stopping, not self.policy.source_lost).items()
+                      if not (full and timer == Timer.BATCH)]
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
@@ -159,8 +175,8 @@ class Instance:
     # -- changes ------------------------------------------------------------------------------
     def take_changes(self) -> None:
         now = self.clock()
-        first = self.replicas[0]
-        intake = self.source.read(first.pending.is_changed)
+        # An inode is noted unless every replica has the path pending as changed already.
+        intake = self.source.read(lambda path: all(each.pending.is_changed(path) for each in self.replicas))
         for replica in self.replicas:
             replica.add(intake.changes, intake.changed_inodes, now)
             if intake.overflow:
@@ -194,16 +210,23 @@ class Instance:
     def start_jobs(self, now: float) -> None:
         if self.policy.source_lost:
             return
-        for replica in self.replicas:
+        running = sum(replica.job is not None for replica in self.replicas)
+        # Round robin from the replica after the one started last, within parallel_syncs.
+        order = self.replicas[self._next_start:] + self.replicas[:self._next_start]
+        for replica in order:
+            if running >= self.config.parallel_syncs:
+                return
             if not replica.job_due(now, self.policy.stopping):
                 continue
+            running += 1
+            self._next_start = (self.replicas.index(replica) + 1) % len(self.replicas)
             moved = self.source.moved_away()
             if moved is not None:
                 # Before every run, not only full syncs: a batch re-checking "." through an
                 # empty mount point would wipe the mirror as surely as a full sync.
                 self.lose_source(moved, now)
                 return
-            child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.control_path)
+            child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.ssh.control_path)
             self._after_step(replica, child, now)
 
     def _on_child_exit(self, replica: Replica, result: ChildResult) -> None:
@@ -336,9 +359,13 @@ class Instance:
         self.config = new
         self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
         self.rsync_output.reopen(new.rsync_log)
+        before = {replica.name: replica.config for replica in self.replicas}
+        self.replicas = self._make_replicas(new, keep=self.replicas)
+        self._next_start = 0
         for replica in self.replicas:
-            replica.reconfigure(new)
-            if (old.source, old.destination, old.exclude) != (new.source, new.destination, new.exclude):
+            was = before.get(replica.name)
+            if was is None or (old.source, was.destination, old.exclude) != (
+                    new.source, replica.config.destination, new.exclude):
                 replica.request_full_sync(now, at_once=True)
         self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         log.info("reloaded the configuration from %s", new.origin)
@@ -346,22 +373,22 @@ class Instance:
     # -- reporting ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What readers see: the status file's keys (docs/CONTRACT.md)."""
-        replica = self.replicas[0]
-        view = replica.snapshot(time.time() - self.clock())
-        state = view["state"]
+        wall_offset = time.time() - self.clock()
+        views = [{"name": replica.name, "destination": replica.config.destination.text,
+                  **replica.snapshot(wall_offset)} for replica in self.replicas]
+        whole = combine_destinations(views)
         if self.final_state is not None:
-            state = self.final_state
+            whole["state"] = self.final_state
         elif self.policy.stopping:
-            state = "stopping"
+            whole["state"] = "stopping"
         elif self.policy.source_lost:
-            state = "source-lost"
+            whole["state"] = "source-lost"
         identity = self.source.identity
         return {
-            **view, "instance": self.config.instance, "state": state, "source": self.config.source,
-            "destination": self.config.destination.text, "watched_dirs": self.source.watched_count,
-            "heartbeat": self.heartbeat, "change_seq": self.source.change_seq,
-            "barrier_requests": self.source.barrier_requests, "barrier_seq": self.source.barrier_seq,
-            "warning": self.warning or view["warning"],
+            **whole, "instance": self.config.instance, "source": self.config.source,
+            "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
+            "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
+            "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],
             "source_identity": None if identity is None else {
                 "device": identity.device, "inode": identity.inode, "mount_id": identity.mount_id},
         }

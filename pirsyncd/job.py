@@ -50,12 +50,14 @@ class SyncJob:
     to service, or None when the job is over (``verdict`` says how)."""
 
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
-                 on_run: Callable[[RunRecord], None], control_path: str | None = None,
+                 on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
+                 control_path: str | None = None,
                  hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None) -> None:
         self.config = config
         self.batch = batch
         self.delete_missing_args = delete_missing_args
         self.on_run = on_run
+        self.on_probed = on_probed
         self.control_path = control_path if config.destination.kind == DestinationKind.SSH else None
         self.hard_links = hard_links
         self.changed_inodes = changed_inodes or set()
@@ -106,7 +108,13 @@ class SyncJob:
             if has_entries:
                 self.source_problem = wipe_refusal(config.source)
                 return
-        yield from self._transfer(RunMode.FULL, [])
+        if not (yield from self._transfer(RunMode.FULL, [])):
+            return
+        # Files known to have changed: the full sync's quick check may not have seen it.
+        facts = SourceFacts(config.source)
+        changed = [path for path in self.batch.changed if facts.kind(path) is False]
+        if changed:
+            yield from self._transfer(RunMode.CHANGES, changed)
 
     def _batch(self) -> Steps:
         batch, config = self.batch, self.config
@@ -153,6 +161,8 @@ class SyncJob:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.delete_missing_args = self.probed
+        if self.on_probed is not None:
+            self.on_probed(self.probed, self.rsync_version)
 
     def _other_hard_link_names(self) -> Generator[Child, ChildResult, list[str]]:
         """A write through one name of a hard-linked file changes its other names too."""

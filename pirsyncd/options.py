@@ -17,11 +17,12 @@ class Option:
 
     section: str
     key: str
-    kind: str  # path, string, destination, duration, int, bool, size, patterns, flags, rsync_log, deletion_mode
+    kind: str  # path, string, destinations, duration, int, bool, size, patterns, flags, rsync_log, deletion_mode
     default: Any
     help: str
     example: str
     required: bool = False
+    per_destination: bool = False  # may also be set in a [destination NAME] section
 
     @property
     def flag(self) -> str:
@@ -33,9 +34,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync", "source", "path", None,
            "Directory to watch and mirror (absolute path).",
            "/srv/www", required=True),
-    Option("sync", "destination", "destination", None,
+    Option("sync", "destination", "destinations", None,
            "Where the mirror lives: a local directory, [user@]host:/path (ssh), "
-           "rsync://[user@]host[:port]/module/path or [user@]host::module/path.",
+           "rsync://[user@]host[:port]/module/path or [user@]host::module/path; several, one per line, "
+           "for several mirrors of one watched tree (each named after its host, or set in a "
+           "[destination NAME] section of its own).",
            "/var/backups/www", required=True),
     Option("sync", "exclude", "patterns", (),
            "Paths neither watched nor sent, one rsync-style pattern per line "
@@ -61,11 +64,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync", "max_delete", "int", -1,
            "Refuse to delete more than this many entries in one rsync run; the run is reported "
            "and retried, and nothing beyond the limit is deleted (-1: no limit).",
-           "1000"),
+           "1000", per_destination=True),
     Option("sync", "allow_empty_source", "bool", False,
            "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "
            "source looks empty).",
            "no"),
+    Option("sync", "parallel_syncs", "int", 4,
+           "With several destinations: how many may run rsync at the same time (initial syncs are also "
+           "started a little apart).",
+           "2"),
     Option("sync", "stop_timeout", "duration", 60.0,
            "On stop, seconds to let the running rsync finish and send what is pending.",
            "30"),
@@ -79,56 +86,56 @@ OPTIONS: tuple[Option, ...] = (
     # -- how rsync runs ------------------------------------------------------
     Option("rsync", "rsync_binary", "string", "rsync",
            "The rsync program to run (a name looked up in PATH, or a path).",
-           "/usr/bin/rsync"),
+           "/usr/bin/rsync", per_destination=True),
     Option("rsync", "rsync_flags", "flags", (),
            "Extra rsync options, split like a shell would (never run by one), e.g. to keep hard "
            "links, ACLs or xattrs.",
-           "--hard-links --acls --xattrs"),
+           "--hard-links --acls --xattrs", per_destination=True),
     Option("rsync", "partial", "bool", False,
            "Keep partially transferred files so an interrupted large transfer resumes (rsync --partial).",
-           "yes"),
+           "yes", per_destination=True),
     Option("rsync", "append_verify", "bool", False,
            "Send only the appended tail of files that grew, verifying the whole file (rsync --append-verify); "
            "for append-only data such as logs.",
-           "no"),
+           "no", per_destination=True),
     Option("rsync", "max_size", "size", None,
            "Do not send files larger than this (rsync --max-size).",
-           "2G"),
+           "2G", per_destination=True),
     Option("rsync", "min_size", "size", None,
            "Do not send files smaller than this (rsync --min-size).",
-           "1"),
+           "1", per_destination=True),
     Option("rsync", "full_sync_checksum", "bool", False,
            "Compare contents, not just size and time, in full syncs (slower; batches always compare the "
            "changed files).",
-           "no"),
+           "no", per_destination=True),
     Option("rsync", "deletion_mode", "deletion_mode", "auto",
            "How batches delete what is gone from the source: missing-args (rsync --delete-missing-args, "
            "which some rsync builds, Debian 12's 3.2.7 among them, get wrong), parents (re-check the "
            "parent directory's own entries, never a subtree), or auto (a probe of the installed rsync decides).",
-           "auto"),
+           "auto", per_destination=True),
     Option("rsync", "io_timeout", "duration", 60.0,
            "Abort an rsync run when no data moves for this long (rsync --timeout).",
-           "120"),
+           "120", per_destination=True),
     Option("rsync", "time_limit", "duration", 3600.0,
            "Kill and retry a batch (not a full sync) still running after this long.",
-           "1800"),
+           "1800", per_destination=True),
     # -- remote destinations -------------------------------------------------
     Option("remote", "ssh_port", "int", None,
            "ssh port of the destination host (default: ssh's own configuration).",
-           "2222"),
+           "2222", per_destination=True),
     Option("remote", "ssh_identity_file", "path", None,
            "Private key for ssh (default: ssh's own configuration).",
-           "/etc/pirsyncd/id_ed25519"),
+           "/etc/pirsyncd/id_ed25519", per_destination=True),
     Option("remote", "ssh_options", "flags", (),
            "Extra ssh options, split like a shell would.",
-           "-o Compression=no"),
+           "-o Compression=no", per_destination=True),
     Option("remote", "ssh_accept_new_host_key", "bool", False,
            "Trust and remember the host key of a host seen for the first time (off: an unknown host "
            "key is an error to fix in known_hosts).",
-           "no"),
+           "no", per_destination=True),
     Option("remote", "password_file", "path", None,
            "File holding the rsync daemon password; must not be readable by others.",
-           "/etc/pirsyncd/www.secret"),
+           "/etc/pirsyncd/www.secret", per_destination=True),
     # -- logging -------------------------------------------------------------
     Option("log", "debug_events", "bool", False,
            "Log every inotify event received (verbose).",
@@ -143,3 +150,4 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(option.section for option in OPTIONS))
+PER_DESTINATION: tuple[Option, ...] = tuple(option for option in OPTIONS if option.per_destination)

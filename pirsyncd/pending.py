@@ -84,6 +84,9 @@ class Pending:
         self._root = _Node("", None)
         self.count = 0
         self.full_sync_needed = False
+        # With a full sync pending: files known to have changed, compared byte for byte after
+        # it (its quick check cannot see a rewrite that kept size and mtime). Bounded.
+        self.compare_after_full: set[str] = set()
         self.moves: list[Move] = []
         self.first_change_at: float | None = None
         self.last_change_at: float | None = None
@@ -132,6 +135,8 @@ class Pending:
         """Record one change. O(depth), apart from freeing what a subsumed subtree held."""
         self._touch(now)
         if self.full_sync_needed:
+            if change.kind == ChangeKind.CHANGED and not change.is_dir:
+                self._compare(change.path)
             return
         kind = change.kind
         if kind == ChangeKind.MOVED:
@@ -212,8 +217,16 @@ class Pending:
         if len(self.moves) > self.full_sync_threshold:
             self.request_full_sync()
 
+    def _compare(self, path: str) -> None:
+        if len(self.compare_after_full) < self.full_sync_threshold:
+            self.compare_after_full.add(path)
+
     def request_full_sync(self) -> None:
-        """Forget the individual paths: the next sync sends everything."""
+        """Forget the individual paths but the changed files: the next sync sends everything."""
+        if not self.full_sync_needed:
+            for path, node in _paths(self._root):
+                if node.flags & FLAG_CHANGED and not node.children:
+                    self._compare(path)
         self.full_sync_needed = True
         self._root = _Node("", None)
         self.count = 0
@@ -229,7 +242,9 @@ class Pending:
     def take(self, change_seq: int = 0) -> Batch:
         """Empty the pending set into a Batch."""
         batch = Batch(full=self.full_sync_needed, change_seq=change_seq)
-        if not batch.full:
+        if batch.full:
+            batch.changed = sorted(self.compare_after_full)
+        else:
             batch.moves = self.moves
             for path, node in _paths(self._root):
                 if node.flags & FLAG_NEW_DIR:
@@ -251,6 +266,8 @@ class Pending:
         directory subsumes what is below it); without it, paths are taken as listed."""
         if batch.full:
             self.request_full_sync()
+            for path in batch.changed:
+                self._compare(path)
             self._touch(now)
             return
 

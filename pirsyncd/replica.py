@@ -29,10 +29,9 @@ from pirsyncd.safety import SourceProblem
 log = logging.getLogger("pirsyncd")
 
 # deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
-DELETION_MODES: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
+USES_MISSING_ARGS: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
-VANISHED_IN_A_ROW_LIMIT = 3  # then a full sync: files keep vanishing under our batches
 
 
 class Replica:
@@ -44,13 +43,13 @@ class Replica:
         self.failing = FailingPaths(config.retry_max_interval)
         self.policy = ReplicaPolicy(config.retry_max_interval, config.time_limit)
         self.job: SyncJob | None = None
-        self.delete_missing_args = DELETION_MODES[config.deletion_mode]
+        self.delete_missing_args = USES_MISSING_ARGS[config.deletion_mode]
         self.rsync_version = ""
         self.changed_inodes: set[Key] = set()
-        self.vanished_in_a_row = 0
         self.full_sync_when_failing_clears = False
         self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
         self.exit_status: int | None = None  # set when the destination refused us for good
+        self.prefix = ""  # "web1: " in log lines when the instance has several destinations
         # What it reports.
         self.synced_seq = -1
         self.last_success: float | None = None
@@ -59,6 +58,12 @@ class Replica:
         self.next_retry: float | None = None
         self.retry_since: float | None = None
         self.files_sent_in_job = 0
+
+    def _log(self, level: int, message: str, *arguments: object) -> None:
+        fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
+        if self.name:
+            fields["PIRSYNCD_DESTINATION"] = self.name
+        log.log(level, self.prefix + message, *arguments, extra=fields)
 
     # -- intake ---------------------------------------------------------------------
     def add(self, changes: list[Change], changed_inodes: set[Key], now: float) -> None:
@@ -104,12 +109,12 @@ class Replica:
             for path in self.failing.take_due(now):
                 self._retry_failing_path(path, now)
         elif timer == Timer.TIME_LIMIT and job is not None and job.child is not None:
-            log.error("rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
+            self._log(logging.ERROR, "rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
                       self.config.time_limit)
             self.policy.stop_requested(now)
             job.stop("time limit")
         elif timer == Timer.KILL and job is not None and job.child is not None:
-            log.error("rsync ignored SIGTERM for a while (%s): killing it", job.child.stopped_for)
+            self._log(logging.ERROR, "rsync ignored SIGTERM for a while (%s): killing it", job.child.stopped_for)
             job.child.kill()
 
     def _retry_failing_path(self, path: str, now: float) -> None:
@@ -137,8 +142,8 @@ class Replica:
         """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
         batch = self.pending.take(change_seq)
         self.job = SyncJob(self.config, batch, delete_missing_args=self.delete_missing_args,
-                           on_run=self._on_run, control_path=control_path, hard_links=hard_links,
-                           changed_inodes=self.changed_inodes)
+                           on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
+                           hard_links=hard_links, changed_inodes=self.changed_inodes)
         self.changed_inodes = set()
         self.files_sent_in_job = 0
         self.policy.job_started(now, batch.full)
@@ -160,19 +165,20 @@ class Replica:
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
-        entry = log_run(record, self.config.instance, self.name)
+        entry = log_run(record, self.config.instance, self.name, self.prefix)
         if record.verdict.outcome in (Outcome.OK, Outcome.VANISHED):
             self.last_sync = entry
         else:
             self.last_error = entry
         self.rsync_output.write(record.result.stdout.decode(errors="replace"), record.result.stderr_tail)
 
+    def _on_probed(self, works: bool, version: str) -> None:
+        self.delete_missing_args, self.rsync_version = works, version
+        self._report_deletion_path("probed")
+
     def _job_ended(self, now: float) -> None:
         job, self.job = self.job, None
         assert job is not None
-        if job.probed is not None:
-            self.delete_missing_args, self.rsync_version = job.probed, job.rsync_version
-            self._report_deletion_path("probed")
         if job.source_problem is not None:
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, self._is_dir)
@@ -180,7 +186,7 @@ class Replica:
             return
         if job.switch_to_fallback:
             self.delete_missing_args = False
-            log.warning("this rsync mishandles --delete-missing-args; switching to the fallback")
+            self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, self._is_dir)
             return
@@ -190,13 +196,10 @@ class Replica:
             self._job_failed(job, now)
 
     def _job_succeeded(self, job: SyncJob, now: float) -> None:
-        self.vanished_in_a_row = self.vanished_in_a_row + 1 if job.vanished else 0
         if job.vanished and not job.batch.full:
-            if self.vanished_in_a_row >= VANISHED_IN_A_ROW_LIMIT:
-                log.warning("files keep vanishing during batches: a full sync follows")
-                self.request_full_sync(now)
-            else:
-                self.pending.put_back(job.batch, now, self._is_dir)
+            # Send the batch's paths again rather than trust the queued events alone. Never a
+            # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
+            self.pending.put_back(job.batch, now, self._is_dir)
         self._settle_failing(job, now)
         if not job.vanished:
             self.synced_seq = max(self.synced_seq, job.batch.change_seq)
@@ -210,10 +213,14 @@ class Replica:
         retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
         if verdict.outcome == Outcome.DELETE_LIMIT:
             # Retrying would delete max_delete more each time: hold until a person decides.
-            log.error("sync held: %s; nothing more is sent until the configuration is reloaded "
+            self._log(logging.ERROR, "sync held: %s; nothing more is sent until the configuration is reloaded "
                       "(systemctl reload, or SIGHUP); %d paths kept", verdict.fix, self.pending_count)
         elif verdict.outcome == Outcome.FATAL:
-            log.error("stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
+            if self.prefix:
+                self._log(logging.ERROR, "taken out: %s; %s, then reload (the other destinations go on)",
+                          verdict.meaning, verdict.fix)
+            else:
+                self._log(logging.ERROR, "stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
             self.exit_status = verdict.exit_status
         elif retry_at is not None:
             wait = retry_at - now
@@ -222,7 +229,7 @@ class Replica:
                 self.retry_since = time.time()
             early = verdict.outcome == Outcome.PARTIAL and self.policy.failures < 3
             level = logging.WARNING if early else logging.ERROR
-            log.log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
+            self._log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
                     self.pending_count, wait)
 
     def _settle_failing(self, job: SyncJob, now: float) -> None:
@@ -231,14 +238,14 @@ class Replica:
         self.failing.record(job.failed_paths, now)
         cleared = self.failing.clear(job.batch.paths(), keep=job.failed_paths)
         if job.failed_paths:
-            log.warning("%s; retried with their own backoff while other changes go on",
-                        self.failing.summary(), extra={"PIRSYNCD_FAILING": len(self.failing)})
+            self._log(logging.WARNING, "%s; retried with their own backoff while other changes go on",
+                      self.failing.summary())
         if cleared:
-            log.info("no longer failing: %s", ", ".join(sorted(cleared)[:10]))
+            self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
         for path in job.redo:
             self.pending.add(Change(ChangeKind.REMOVED, path, True), now)
         if job.deletions_skipped_in_full:
-            log.warning("rsync skipped the deletions of this full sync because of the failing paths; "
+            self._log(logging.WARNING, "rsync skipped the deletions of this full sync because of the failing paths; "
                         "a full sync follows once they are sent")
             self.full_sync_when_failing_clears = True
         elif job.batch.full:
@@ -255,13 +262,13 @@ class Replica:
 
     def _report_deletion_path(self, why: str) -> None:
         if self.delete_missing_args:
-            log.info("deletions: rsync --delete-missing-args (%s)", why)
+            self._log(logging.INFO, "deletions: rsync --delete-missing-args (%s)", why)
         elif why == "probed":
-            log.warning("this rsync (%s %s) mishandles --delete-missing-args with --files-from; deletions "
-                        "are sent by re-checking each deleted path's parent directory (its own entries)",
+            self._log(logging.WARNING, "this rsync (%s %s) mishandles --delete-missing-args with --files-from; "
+                      "deletions are sent by re-checking each deleted path's parent directory (its own entries)",
                         self.config.rsync_binary, self.rsync_version)
         else:
-            log.info("deletions: re-checking each deleted path's parent directory (%s)", why)
+            self._log(logging.INFO, "deletions: re-checking each deleted path's parent directory (%s)", why)
 
     def announce(self) -> None:
         """At start: say how deletions go, when the config decides it."""
@@ -272,7 +279,7 @@ class Replica:
     def reconfigure(self, config: Config) -> None:
         """A reload: new settings; held and failed are tried again."""
         if self.policy.state == ReplicaState.HELD:
-            log.info("reload: releasing the held sync")
+            self._log(logging.INFO, "reload: releasing the held sync")
         self.config = config
         self.pending.delay = config.delay
         self.pending.full_sync_threshold = config.full_sync_threshold
@@ -282,7 +289,7 @@ class Replica:
         self.exit_status = None
         self.next_retry = None
         if config.deletion_mode != "auto":
-            self.delete_missing_args = DELETION_MODES[config.deletion_mode]
+            self.delete_missing_args = USES_MISSING_ARGS[config.deletion_mode]
 
     # -- reporting --------------------------------------------------------------------------
     def snapshot(self, wall_offset: float) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def _clock(epoch: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch)) if epoch else "never"
 
 
-def log_run(record: RunRecord, instance: str, destination: str = "") -> dict[str, Any]:
+def log_run(record: RunRecord, instance: str, destination: str = "", prefix: str = "") -> dict[str, Any]:
     """Log one finished rsync run and return its entry for the status (last_sync or last_error)."""
     result, verdict, figures = record.result, record.verdict, record.figures
     kind = "full" if record.mode == RunMode.FULL else "batch"
@@ -43,7 +43,7 @@ def log_run(record: RunRecord, instance: str, destination: str = "") -> dict[str
               "PIRSYNCD_INSTANCE": instance or "-"}
     if destination:
         fields["PIRSYNCD_DESTINATION"] = destination
-    what = "full sync" if record.mode == RunMode.FULL else f"{record.mode.value} of {record.paths} paths"
+    what = prefix + ("full sync" if record.mode == RunMode.FULL else f"{record.mode.value} of {record.paths} paths")
     if verdict.outcome in (Outcome.OK, Outcome.VANISHED):
         log.info("%s sent in %.2f s: %d files, %s bytes (rsync status %d)", what, result.seconds, files,
                  f"{bytes_sent:,}", result.status, extra=fields)
@@ -95,9 +95,60 @@ class RsyncOutputLog:
             log.warning("cannot write rsync_log %s: %s", self.destination, error.strerror)
 
 
+# The state shown for several destinations together: the first that any of them is in.
+_STATE_PRECEDENCE = ("initial-sync", "retrying", "held", "failed", "syncing", "in-sync")
+
+
+def combine_destinations(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status of several destinations as one: the first one's keys for a single
+    destination; else the earliest progress (``synced_seq``, ``last_success``) and the
+    worst state, plus ``destinations`` with each one's own view."""
+    first = views[0]
+    if len(views) == 1:
+        return {**first, "destinations": views}
+    states = [view["state"] for view in views]
+    state = "failed" if all(each == "failed" for each in states) else next(
+        candidate for candidate in _STATE_PRECEDENCE if candidate in states)
+    successes = [view["last_success"] for view in views]
+    retries = [view["next_retry"] for view in views if view["next_retry"]]
+    syncs = [view["last_sync"] for view in views if view["last_sync"]]
+    errors = [view["last_error"] for view in views if view["last_error"]]
+    failing = [f"{view['name']}: {view['failing']}" for view in views if view["failing"]]
+    return {
+        **first, "state": state, "destination": ", ".join(view["destination"] for view in views),
+        "pending": max(view["pending"] for view in views),
+        "synced_seq": min(view["synced_seq"] for view in views),
+        "last_success": None if None in successes else min(successes),
+        "last_sync": max(syncs, key=lambda entry: entry["time"]) if syncs else None,
+        "last_error": max(errors, key=lambda entry: entry["time"]) if errors else None,
+        "next_retry": min(retries) if retries else None, "failing": "; ".join(failing) or None,
+        "failing_paths": [dict(entry, destination=view["name"]) for view in views for entry in view["failing_paths"]],
+        "files_sent_in_job": sum(view["files_sent_in_job"] for view in views),
+        "warning": "; ".join(f"{view['name']}: {view['warning']}" for view in views if view["warning"]) or None,
+        "destinations": views,
+    }
+
+
+def _destinations_line(snapshot: dict[str, Any]) -> str:
+    """'3 of 4 in sync; web4: retrying (connection refused) · 12 pending'."""
+    views = snapshot["destinations"]
+    good = sum(view["state"] == "in-sync" for view in views)
+    others = []
+    for view in views:
+        if view["state"] == "in-sync":
+            continue
+        why = (view.get("last_error") or {}).get("message", "") if view["state"] in ("retrying", "failed") else ""
+        reason = view.get("reason") or why
+        others.append(f"{view['name']}: {view['state'].replace('-', ' ')}" + (f" ({reason})" if reason else ""))
+    text = f"{good} of {len(views)} in sync" + "".join(f"; {other}" for other in others)
+    return f"{text} · {snapshot['watched_dirs']:,} dirs watched · {snapshot['pending']:,} pending"
+
+
 def status_line(snapshot: dict[str, Any]) -> str:
     """The one line for STATUS= and ``status_line``, from a status snapshot."""
     state = snapshot["state"]
+    if len(snapshot.get("destinations") or ()) > 1 and state not in ("source-lost", "stopping", "stopped"):
+        return _destinations_line(snapshot)
     pending = f"{snapshot['pending']:,} pending"
     warning = snapshot.get("warning")
     if warning and state == "source-lost":

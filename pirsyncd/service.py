@@ -80,16 +80,24 @@ class Service:
         if child.stdin_pending:
             self.selector.register(child.stdin, selectors.EVENT_WRITE, functools.partial(self._on_input, child))
 
+    # One select() may report a child's exit and its pipes together: once the exit has been
+    # handled the streams are closed, and their stale events are skipped.
     def _on_input(self, child: Child) -> None:
+        if child.stdin.closed:
+            return
         child.on_stdin_writable()
         if not child.stdin_pending:
             self.selector.unregister(child.stdin)
 
     def _on_output(self, stream: IO[bytes], read: Callable[[], bytes | None]) -> None:
+        if stream.closed:
+            return
         if read() == b"":  # the end of the output (None: nothing there yet)
             self.selector.unregister(stream)
 
     def _on_exit(self, child: Child, on_exit: Callable[[ChildResult], None]) -> None:
+        if child.stdout.closed:
+            return
         for fileobj in (child.stdin, child.stdout, child.stderr, child.exit_fd):
             self.forget(fileobj)
         on_exit(child.finish())

@@ -92,12 +92,31 @@ def format_status(status: dict[str, Any]) -> str:
                              f"(tried {entry.get('attempts')} times)")
     if status.get("next_retry"):
         lines.append(f"next retry:   in {max(0.0, status['next_retry'] - time.time()):.0f} s")
+    destinations = [entry for entry in status.get("destinations") or () if isinstance(entry, dict)]
+    if len(destinations) > 1:
+        lines.append("destinations:")
+        for entry in destinations:
+            error = entry.get("last_error") if isinstance(entry.get("last_error"), dict) else {}
+            lines.append(f"  {entry.get('name')}: {entry.get('state')}, {entry.get('pending')} pending, "
+                         f"last success {_when(entry.get('last_success'))}"
+                         + (f", last error: {error.get('message')}" if error else ""))
     return "\n".join(lines)
 
 
+def _progress(status: dict[str, Any], destination: str | None) -> dict[str, Any] | None:
+    """The part of the status that ``wait`` watches: one destination's, or the whole (all)."""
+    if destination is None:
+        return status
+    for entry in status.get("destinations") or ():
+        if isinstance(entry, dict) and entry.get("name") == destination:
+            return entry
+    return None
+
+
 def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] = time.sleep,
-                      print_error: Callable[[str], None] = print) -> int:
-    """Block until every change made before the call is at the destination.
+                      print_error: Callable[[str], None] = print, destination: str | None = None) -> int:
+    """Block until every change made before the call is at the destination (every one,
+    or the one named).
 
     Sends SIGUSR1 (a sync barrier): the daemon drains inotify, so every change made
     before this call is queued, and reports the change sequence number that covers
@@ -108,6 +127,10 @@ def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] =
     if status is None or not process_alive(status.get("pid")):
         print_error(f"pirsyncd wait: no running pirsyncd writes {path}; start it first")
         return exitcodes.UNAVAILABLE
+    if _progress(status, destination) is None:
+        names = ", ".join(str(entry.get("name")) for entry in status.get("destinations") or ())
+        print_error(f"pirsyncd wait: no destination {destination!r} (known: {names or 'none'})")
+        return exitcodes.USAGE
     requests_before = int(status.get("barrier_requests", 0))
     target: int | None = None
     try:
@@ -118,16 +141,17 @@ def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] =
         status = read_status(path) or {}
         if target is None and int(status.get("barrier_requests", 0)) > requests_before:
             target = int(status.get("barrier_seq", 0))
-        if target is not None and int(status.get("synced_seq", -1)) >= target:
-            if status.get("failing"):
-                print_error(f"pirsyncd wait: in sync except {status['failing']}")
+        progress = _progress(status, destination) or {}
+        if target is not None and int(progress.get("synced_seq", -1)) >= target:
+            if progress.get("failing"):
+                print_error(f"pirsyncd wait: in sync except {progress['failing']}")
             return exitcodes.OK
         if not process_alive(status.get("pid")):
             print_error("pirsyncd wait: the daemon stopped before the mirror was in sync")
             return exitcodes.UNAVAILABLE
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            print_error(f"pirsyncd wait: not in sync after {timeout:g} s (state: {status.get('state')}, "
-                        f"pending: {status.get('pending')})")
+            print_error(f"pirsyncd wait: not in sync after {timeout:g} s (state: {progress.get('state')}, "
+                        f"pending: {progress.get('pending')})")
             return exitcodes.TEMPFAIL
         poll(min(0.05, remaining))

@@ -177,7 +177,21 @@ def test_too_many_paths_become_one_full_sync() -> None:
     for index in range(11):
         pending.add(Change(ChangeKind.CHANGED, f"f{index}"), 0.0)
     batch = pending.take()
-    assert batch.full and batch.changed == []
+    # Changed files stay listed (bounded by the threshold): compared byte for byte after the full sync.
+    assert batch.full and len(batch.changed) == 10
+
+
+def test_a_full_sync_keeps_the_changed_files_to_compare_byte_for_byte() -> None:
+    pending = Pending(delay=1.0, full_sync_threshold=1000)
+    pending.add(Change(ChangeKind.CHANGED, "before"), 0.0)
+    pending.add(Change(ChangeKind.NEW_DIR, "dir", True), 0.0)
+    pending.request_full_sync()
+    pending.add(Change(ChangeKind.CHANGED, "after"), 1.0)
+    pending.add(Change(ChangeKind.REMOVED, "gone"), 1.0)
+    batch = pending.take()
+    assert batch.full and batch.changed == ["after", "before"]
+    pending.put_back(batch, 2.0)
+    assert pending.take().changed == ["after", "before"]
 
 
 def test_a_failed_batch_is_put_back_whole() -> None:

@@ -1,0 +1,180 @@
+"""How the text of one setting becomes its value (pure): durations, sizes, booleans,
+paths, destinations, patterns, rsync flags (with the ones pirsyncd manages refused).
+
+>>> parse_duration("500ms"), parse_duration("6h")
+(0.5, 21600.0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from typing import Any
+
+from pirsyncd.destination import DestinationError, parse_destination
+from pirsyncd.filters import PatternError, compile_pattern
+from pirsyncd.options import Option
+
+DELETION_MODES = ("auto", "missing-args", "parents")
+
+_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\d+(?:\.\d+)?(?:[KMGTPkmgtp](?:[iI]?[bB])?|[bB])?$")
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+# rsync options that would break mirroring or that pirsyncd manages itself, with the fix.
+_FORBIDDEN_FLAGS: dict[str, str] = {
+    "--remove-source-files": "it deletes the source",
+    "--files-from": "pirsyncd passes the changed paths itself",
+    "--from0": "pirsyncd passes the changed paths itself",
+    "--dry-run": "nothing would be mirrored",
+    "--list-only": "nothing would be mirrored",
+    "--existing": "new files would never be mirrored",
+    "--ignore-existing": "changed files would never be mirrored",
+    "--update": "newer files at the destination would never be replaced",
+    "--recursive": "pirsyncd decides what to recurse into",
+    "--delete": "pirsyncd manages deletion; see max_delete",
+    "--delete-before": "pirsyncd manages deletion",
+    "--delete-during": "pirsyncd manages deletion",
+    "--delete-delay": "pirsyncd manages deletion",
+    "--delete-after": "pirsyncd manages deletion",
+    "--delete-excluded": "pirsyncd manages deletion",
+    "--delete-missing-args": "pirsyncd manages deletion",
+    "--ignore-missing-args": "pirsyncd manages deletion",
+    "--max-delete": "use the max_delete option",
+    "--exclude": "use the exclude option (one pattern language for events and rsync)",
+    "--include": "use the exclude option",
+    "--filter": "use the exclude option",
+    "--exclude-from": "use the exclude option",
+    "--include-from": "use the exclude option",
+    "--timeout": "use the io_timeout option",
+    "--partial": "use the partial option",
+    "--append": "use the append_verify option",
+    "--append-verify": "use the append_verify option",
+    "--max-size": "use the max_size option",
+    "--min-size": "use the min_size option",
+    "--rsh": "use the ssh_port, ssh_identity_file and ssh_options options",
+    "--password-file": "use the password_file option",
+    "--write-batch": "nothing would be mirrored",
+    "--only-write-batch": "nothing would be mirrored",
+    "--read-batch": "it replays a batch instead of mirroring",
+    "--daemon": "it starts a server",
+    "--server": "it is rsync's internal option",
+    "--sender": "it is rsync's internal option",
+    "--relative": "pirsyncd sets it",
+    "--no-relative": "pirsyncd relies on relative paths",
+}
+_FORBIDDEN_SHORT: dict[str, str] = {
+    "n": "--dry-run", "u": "--update", "r": "--recursive", "e": "--rsh", "R": "--relative",
+}
+
+
+def parse_duration(text: str) -> float:
+    """'1.5' -> 1.5, '500ms' -> 0.5, '6h' -> 21600.0; ValueError otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ValueError
+    value = float(match["number"]) * _DURATION_UNITS[match["unit"]]
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _check_rsync_flags(flags: list[str]) -> list[str]:
+    problems = []
+    for flag in flags:
+        if flag.startswith("--"):
+            name = flag.split("=", 1)[0]
+            if name in _FORBIDDEN_FLAGS:
+                problems.append(f"{name} is not allowed: {_FORBIDDEN_FLAGS[name]}")
+        elif flag.startswith("-") and len(flag) > 1:
+            for letter in flag[1:]:
+                if letter in _FORBIDDEN_SHORT:
+                    long_name = _FORBIDDEN_SHORT[letter]
+                    problems.append(f"-{letter} ({long_name}) is not allowed: {_FORBIDDEN_FLAGS[long_name]}")
+                    break
+        else:
+            problems.append(f"{flag!r} is not an option; paths are given by source and destination")
+    return problems
+
+
+def convert(option: Option, raw: str) -> Any:
+    """Turn the text of one setting into its value, or raise ValueError with the reason."""
+    kind = option.kind
+    text = raw.strip()
+    if kind == "bool":
+        if text.lower() not in _BOOLEANS:
+            raise ValueError(f"not yes or no: {raw!r}")
+        return _BOOLEANS[text.lower()]
+    if kind == "int":
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(f"not a whole number: {raw!r}") from None
+        if option.key == "max_delete" and number < -1:
+            raise ValueError(f"must be -1 (no limit) or more: {raw!r}")
+        if option.key != "max_delete" and number < 1:
+            raise ValueError(f"must be 1 or more: {raw!r}")
+        if option.key == "ssh_port" and number > 65535:
+            raise ValueError(f"not a port number: {raw!r}")
+        return number
+    if kind == "duration":
+        try:
+            value = parse_duration(text)
+        except ValueError:
+            raise ValueError(f"not a number of seconds (like 1.5, 500ms, 30s, 5m, 6h): {raw!r}") from None
+        if option.key in ("io_timeout", "time_limit", "retry_max_interval") and value <= 0:
+            raise ValueError(f"must be more than 0: {raw!r}")
+        return value
+    if kind == "size":
+        if not _SIZE.match(text):
+            raise ValueError(f"not a size (like 500K, 100M, 2G): {raw!r}")
+        return text
+    if kind == "path":
+        if not text:
+            raise ValueError("is empty")
+        if not os.path.isabs(text):
+            raise ValueError(f"is a relative path; give an absolute path: {raw!r}")
+        return os.path.normpath(text)
+    if kind == "destinations":
+        lines = [line.strip() for line in raw.splitlines() if line.strip()]
+        if not lines:
+            raise ValueError("is empty")
+        destinations = []
+        for line in lines:
+            try:
+                destinations.append(parse_destination(line))
+            except DestinationError as error:
+                raise ValueError(f"{error}: {line!r}") from None
+        return tuple(destinations)
+    if kind == "patterns":
+        patterns = tuple(line.strip() for line in raw.splitlines() if line.strip())
+        for pattern in patterns:
+            try:
+                compile_pattern(pattern)
+            except PatternError as error:
+                raise ValueError(f"pattern {pattern!r} {error}") from None
+        return patterns
+    if kind == "flags":
+        try:
+            words = shlex.split(raw)
+        except ValueError as error:
+            raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
+        if option.key == "rsync_flags":
+            flag_problems = _check_rsync_flags(words)
+            if flag_problems:
+                raise ValueError("; ".join(flag_problems))
+        return tuple(words)
+    if kind == "deletion_mode":
+        if text in DELETION_MODES:
+            return text
+        raise ValueError(f"not one of {', '.join(DELETION_MODES)}: {raw!r}")
+    if kind == "rsync_log":
+        if text in ("journal", "none") or os.path.isabs(text):
+            return text
+        raise ValueError(f"not journal, none or an absolute file path: {raw!r}")
+    if not text:
+        raise ValueError("is empty")
+    return text
