@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pirsyncd import exitcodes, notify
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import DestinationKind
+from pirsyncd.events import Change, ChangeKind
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
 from pirsyncd.replica import Replica
 from pirsyncd.report import Reporter, RsyncOutputLog, combine_destinations
@@ -241,6 +242,10 @@ class Instance:
         if replica.source_problem is not None:
             problem, replica.source_problem = replica.source_problem, None
             self.lose_source(str(problem), now)
+        for path in self.source.watch_again(replica.just_cleared):
+            for each in self.replicas:
+                each.add([Change(ChangeKind.NEW_DIR, path, True)], set(), now)
+        replica.just_cleared = []
         if replica.exit_status is not None and not self.policy.stopping and all(
                 other.policy.state == ReplicaState.FAILED for other in self.replicas):
             self.policy.finish(replica.exit_status)

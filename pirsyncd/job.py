@@ -215,7 +215,7 @@ class SyncJob:
         if result.stopped_for:
             verdict = Verdict(Outcome.RETRY, f"rsync stopped ({result.stopped_for})")
         elif verdict.outcome in (Outcome.PARTIAL, Outcome.VANISHED) and not result.stderr_truncated:
-            verdict = self._sort_out_errors(verdict, result.stderr, mode, paths, deleted or [])
+            verdict = self._sort_out_errors(verdict, result, mode, paths, deleted or [])
         output = result.stdout.decode(errors="replace")
         self.on_run(RunRecord(mode, len(paths), result, verdict, rsync.parse_stats(output)))
         if verdict.outcome == Outcome.VANISHED:
@@ -227,7 +227,7 @@ class SyncJob:
             return False
         return True
 
-    def _sort_out_errors(self, verdict: Verdict, stderr: str, mode: RunMode, paths: list[str],
+    def _sort_out_errors(self, verdict: Verdict, result: ChildResult, mode: RunMode, paths: list[str],
                          deleted: list[str]) -> Verdict:
         """Status 23/24 whose errors are all about source paths: the run did what it could.
 
@@ -236,7 +236,7 @@ class SyncJob:
         on the sending side are sent again at once, or with the failing parent.
         """
         source = self.config.source
-        errors = rsync.analyse_errors(stderr, source)
+        errors = rsync.analyse_errors(result.stderr, source, result.stdout.decode(errors="replace"))
         if errors.destination_trouble or not (errors.failed or errors.deletions_skipped):
             return verdict
         failing = {path: reason for path, reason in errors.failed.items()

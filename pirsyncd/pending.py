@@ -60,11 +60,12 @@ class Batch:
         return (len(self.changed) + len(self.removed) + len(self.new_dirs) + len(self.moved_paths)
                 + len(self.directories))
 
-    def paths(self) -> list[str]:
-        """Every path the batch sends or deletes ('.' for a full sync)."""
+    def covered_paths(self) -> list[str]:
+        """The paths the batch sends whole (with what lies below them) or deletes; '.' for a
+        full sync. Not ``directories``: only their own metadata is sent."""
         if self.full:
             return ["."]
-        return [*self.changed, *self.removed, *self.new_dirs, *self.moved_paths, *self.directories,
+        return [*self.changed, *self.removed, *self.new_dirs, *self.moved_paths,
                 *(move.new_path for move in self.moves)]
 
 

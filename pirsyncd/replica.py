@@ -50,6 +50,7 @@ class Replica:
         self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
         self.exit_status: int | None = None  # set when the destination refused us for good
         self.prefix = ""  # "web1: " in log lines when the instance has several destinations
+        self.just_cleared: list[str] = []  # paths the last job sent that were failing before
         # What it reports.
         self.synced_seq = -1
         self.last_success: float | None = None
@@ -236,10 +237,11 @@ class Replica:
         """After a job: paths rsync could not send become failing (their own backoff), paths
         sent again are failing no more, deletions rsync skipped are sent again at once."""
         self.failing.record(job.failed_paths, now)
-        cleared = self.failing.clear(job.batch.paths(), keep=job.failed_paths)
+        cleared = self.failing.clear(job.batch.covered_paths(), keep=job.failed_paths)
         if job.failed_paths:
             self._log(logging.WARNING, "%s; retried with their own backoff while other changes go on",
                       self.failing.summary())
+        self.just_cleared = cleared
         if cleared:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
         for path in job.redo:

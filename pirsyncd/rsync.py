@@ -308,7 +308,7 @@ def _unescape(text: str) -> str:
     return os.fsdecode(re.sub(rb"\\#([0-7]{3})", lambda match: bytes([int(match[1], 8)]), raw))
 
 
-def analyse_errors(stderr: str, source: str) -> RunErrors:
+def analyse_errors(stderr: str, source: str, stdout: str = "") -> RunErrors:
     """Sort rsync's error lines into failed source paths and everything else.
 
     >>> errors = analyse_errors('rsync: [sender] send_files failed to open "/srv/www/a b": '
@@ -350,7 +350,8 @@ def analyse_errors(stderr: str, source: str) -> RunErrors:
             failed["."] = match["reason"].strip()
         else:
             trouble = True
-    return RunErrors(failed, trouble, skipped)
+    # rsync says it on stdout (an informational message), not stderr.
+    return RunErrors(failed, trouble, skipped or _DELETIONS_SKIPPED in stdout)
 
 
 _STAT_LINES = {

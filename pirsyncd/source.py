@@ -168,6 +168,13 @@ class SourceSide:
             return True
         return False
 
+    def watch_again(self, paths: list[str]) -> list[str]:
+        """Directories that could not be watched and have just been sent (no longer failing):
+        watch them now; return those watched (to be sent whole once more, as new ones are)."""
+        if self.watcher is None or not self.watcher.unwatched or not paths:
+            return []
+        return self.watcher.retry_unwatched(set(paths))
+
     def limit_warning(self, resync_interval: float) -> str | None:
         """Log the watch-limit message once; return the short warning for the status."""
         if self.watcher is None or not (self.watcher.limit_reached and self.watcher.unwatched):

@@ -128,16 +128,20 @@ class Watcher:
         self.unwatched.discard(relative)
         return True
 
-    def retry_unwatched(self) -> None:
-        """Try again to watch what could not be watched (the limit may have been raised)."""
-        for relative in sorted(self.unwatched):
+    def retry_unwatched(self, only: set[str] | None = None) -> list[str]:
+        """Try again to watch what could not be watched (the limit may have been raised, a
+        directory made readable), all or ``only`` those; return the directories now watched."""
+        watched = []
+        for relative in sorted(self.unwatched if only is None else self.unwatched & only):
             if relative == "" or self.tree.find(relative) is not None:
                 continue
             parent = self.tree.find(relative.rpartition("/")[0])
             if parent is not None and self._add_watch(relative):
                 self._watch_below(relative)
+                watched.append(relative)
         if not self.unwatched:
             self.limit_reached = False
+        return watched
 
     def _note_unwatched(self, relative: str, error: OSError) -> None:
         if relative not in self.unwatched:
