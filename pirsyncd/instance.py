@@ -21,6 +21,8 @@ from typing import Any, Protocol
 from pirsyncd import exitcodes, notify, rsync
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import DestinationKind
+from pirsyncd.metrics import MetricsFile
+from pirsyncd.operations import Operations
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
 from pirsyncd.replica import Replica
 from pirsyncd.report import Reporter, RsyncOutputLog
@@ -53,7 +55,9 @@ class Instance:
         self.rsync_output = RsyncOutputLog(config.rsync_log)
         self.replicas = [Replica(config, self.rsync_output)]
         self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
-        self.reporter = Reporter(config.status_file or default_status_path(config.instance))
+        status_path = config.status_file or default_status_path(config.instance)
+        self.reporter = Reporter(status_path, MetricsFile(config.metrics_file) if config.metrics_file else None)
+        self.ops = Operations(config, status_path, loop.watch_child, clock)  # pause, hooks, counters
         self.warning: str | None = None
         self.heartbeat = time.time()
         self.final_state: str | None = None
@@ -84,11 +88,12 @@ class Instance:
             return problem.exit_status
         self.loop.watch_readable(self.source.watcher, self.take_changes)
         now = self.clock()
+        self.ops.refresh_pause(0)
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
         for replica in self.replicas:
             if config.initial_sync:
-                replica.request_full_sync(now, at_once=True)
+                replica.request_full_sync(now, at_once=True, reason="initial")
             else:
                 replica.policy.job_succeeded()  # trusted to be current: in sync from the start
                 replica.synced_seq = 0
@@ -106,6 +111,7 @@ class Instance:
             if child is not None:
                 child.stop("shutting down")
                 child.wait(5.0)
+        self.ops.hooks.stop()
         self.source.close()
         if self.control_path is not None:
             Child(rsync.build_close_connection_command(self.config, self.control_path), b"", "ssh exit").wait(10.0)
@@ -121,7 +127,8 @@ class Instance:
         table: list[Deadline] = [(at, timer, None) for timer, at in self.policy.deadlines().items()]
         for replica in self.replicas:
             table += [(at, timer, replica) for timer, at in
-                      replica.deadlines(self.policy.stopping, not self.policy.source_lost).items()]
+                      replica.deadlines(self.policy.stopping, self.may_send).items()]
+        table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
@@ -141,7 +148,7 @@ class Instance:
                 self.warning = None
             log.info("periodic full sync")
             for each in self.replicas:
-                each.request_full_sync(now)
+                each.request_full_sync(now, reason="watch-lost" if self.source.unwatched else "periodic")
             self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         elif timer == Timer.SOURCE_CHECK:
             self._recheck_source(now)
@@ -149,6 +156,8 @@ class Instance:
             self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
         elif timer == Timer.PUBLISH:
             self.publish()
+        elif timer == Timer.HOOK:
+            self.ops.hooks.on_timer(now)
 
     def healthy(self, now: float) -> bool:
         """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
@@ -161,10 +170,11 @@ class Instance:
         now = self.clock()
         first = self.replicas[0]
         intake = self.source.read(first.pending.is_changed)
+        self.ops.took_changes(bool(intake.changes), intake.overflow)
         for replica in self.replicas:
             replica.add(intake.changes, intake.changed_inodes, now)
             if intake.overflow:
-                replica.request_full_sync(now)
+                replica.request_full_sync(now, reason="overflow")
         if intake.root_lost:
             self.lose_source("the source root was deleted, moved or unmounted", now)
         elif intake.overflow and not self.policy.source_lost:
@@ -191,8 +201,12 @@ class Instance:
         return True
 
     # -- jobs -------------------------------------------------------------------------------------
+    @property
+    def may_send(self) -> bool:
+        return not (self.policy.source_lost or self.ops.paused)
+
     def start_jobs(self, now: float) -> None:
-        if self.policy.source_lost:
+        if not self.may_send:
             return
         for replica in self.replicas:
             if not replica.job_due(now, self.policy.stopping):
@@ -215,6 +229,9 @@ class Instance:
         if child is not None:
             self.loop.watch_child(child, lambda result: self._on_child_exit(replica, result))
             return
+        synced, replica.just_synced = replica.just_synced, None
+        if synced is not None:
+            self.ops.job_synced(replica.name or "default", synced)
         if replica.source_problem is not None:
             problem, replica.source_problem = replica.source_problem, None
             self.lose_source(str(problem), now)
@@ -258,7 +275,7 @@ class Instance:
         self.policy.source_back()
         self.warning = None
         for replica in self.replicas:
-            replica.request_full_sync(now, at_once=True)
+            replica.request_full_sync(now, at_once=True, reason="source-back")
 
     # -- signals ----------------------------------------------------------------------------------
     def on_signal(self, number: int) -> None:
@@ -275,6 +292,9 @@ class Instance:
                 if replica.pending_count == 0 and replica.job is None and replica.synced_seq >= 0:
                     replica.synced_seq = seq  # nothing pending: everything seen is there
             self.publish(force=True)
+        elif number == signal.SIGUSR2 and self.ops.refresh_pause(
+                sum(replica.pending_count for replica in self.replicas)):
+            self.publish(force=True)  # pirsyncd pause / resume
 
     def _begin_stop(self, why: str) -> None:
         if not self.policy.begin_stop(self.clock()):
@@ -292,12 +312,13 @@ class Instance:
 
     def check_stopped(self) -> None:
         """While stopping: exit once nothing more can be sent."""
-        if not self.policy.may_exit([(replica.policy, replica.has_pending) for replica in self.replicas]):
+        if self.ops.hooks.busy or not self.policy.may_exit(
+                [(replica.policy, replica.has_pending and not self.ops.paused) for replica in self.replicas]):
             return
         pending = sum(replica.pending_count for replica in self.replicas)
         if pending:
             log.warning("stopping with %d changes not sent (%s); the next start runs a full sync", pending,
-                        self.policy.lost_reason or "the destination is failing")
+                        "paused" if self.ops.paused else self.policy.lost_reason or "the destination is failing")
         self.policy.finish(exitcodes.OK)
 
     # -- reload -------------------------------------------------------------------------------------
@@ -336,10 +357,11 @@ class Instance:
         self.config = new
         self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
         self.rsync_output.reopen(new.rsync_log)
+        self.ops.reconfigure(new, self.reporter.path, sum(replica.pending_count for replica in self.replicas))
         for replica in self.replicas:
             replica.reconfigure(new)
             if (old.source, old.destination, old.exclude) != (new.source, new.destination, new.exclude):
-                replica.request_full_sync(now, at_once=True)
+                replica.request_full_sync(now, at_once=True, reason="reload")
         self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         log.info("reloaded the configuration from %s", new.origin)
 
@@ -355,16 +377,23 @@ class Instance:
             state = "stopping"
         elif self.policy.source_lost:
             state = "source-lost"
+        elif self.ops.paused:
+            state = "paused"
         identity = self.source.identity
         return {
             **view, "instance": self.config.instance, "state": state, "source": self.config.source,
             "destination": self.config.destination.text, "watched_dirs": self.source.watched_count,
             "heartbeat": self.heartbeat, "change_seq": self.source.change_seq,
             "barrier_requests": self.source.barrier_requests, "barrier_seq": self.source.barrier_seq,
-            "warning": self.warning or view["warning"],
+            "warning": self.warning or view["warning"], "destination_name": replica.name or "default",
+            **self.ops.snapshot(),
             "source_identity": None if identity is None else {
                 "device": identity.device, "inode": identity.inode, "mount_id": identity.mount_id},
         }
 
     def publish(self, force: bool = False) -> None:
+        """Tell readers (after every event): on_failure on a destination's alarm, STATUS=, the files."""
+        for replica in self.replicas:
+            self.ops.observe(replica.name or "default", replica.policy.state, replica.policy.reason,
+                             replica.last_error, self.policy.lost_reason)
         self.reporter.publish(self.snapshot(), self.clock(), force)

@@ -12,17 +12,18 @@ import logging
 import os
 import stat
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from pirsyncd.config import Config
+from pirsyncd.counters import RunTally
 from pirsyncd.events import Change, ChangeKind
 from pirsyncd.failing import FailingPaths
 from pirsyncd.hardlinks import HardLinkIndex, Key
 from pirsyncd.job import RunRecord, SyncJob
-from pirsyncd.pending import Pending
+from pirsyncd.pending import Batch, Pending
 from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
 from pirsyncd.report import RsyncOutputLog, log_run
-from pirsyncd.rsync import Outcome
+from pirsyncd.rsync import Outcome, RunMode
 from pirsyncd.runner import Child, ChildResult
 from pirsyncd.safety import SourceProblem
 
@@ -33,6 +34,14 @@ DELETION_MODES: dict[str, bool | None] = {"auto": None, "missing-args": True, "p
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
 VANISHED_IN_A_ROW_LIMIT = 3  # then a full sync: files keep vanishing under our batches
+
+
+class SyncedJob(NamedTuple):
+    """A job that succeeded, for the on_sync hook."""
+
+    batch: Batch
+    bytes_sent: int
+    rsync_status: int
 
 
 class Replica:
@@ -59,6 +68,12 @@ class Replica:
         self.next_retry: float | None = None
         self.retry_since: float | None = None
         self.files_sent_in_job = 0
+        # For the metrics and hooks (issue 15): counters, why the next full sync runs, what just synced.
+        self.tally = RunTally()
+        self.full_sync_reason = ""
+        self.bytes_sent_in_job = 0
+        self.last_rsync_status = 0
+        self.just_synced: SyncedJob | None = None
 
     # -- intake ---------------------------------------------------------------------
     def add(self, changes: list[Change], changed_inodes: set[Key], now: float) -> None:
@@ -68,8 +83,10 @@ class Replica:
         if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
             self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
 
-    def request_full_sync(self, now: float, at_once: bool = False) -> None:
-        """Send everything: after the delay (more events are likely to follow), or at once."""
+    def request_full_sync(self, now: float, at_once: bool = False, reason: str = "") -> None:
+        """Send everything: after the delay (more events are likely to follow), or at once.
+        ``reason`` (counters.FULL_SYNC_REASONS) is what the metrics count it as."""
+        self.full_sync_reason = self.full_sync_reason or reason
         pending = self.pending
         pending.request_full_sync()
         if at_once:
@@ -115,7 +132,7 @@ class Replica:
     def _retry_failing_path(self, path: str, now: float) -> None:
         """Send a failing path again, as what it is now."""
         if path == ".":
-            self.request_full_sync(now)
+            self.request_full_sync(now, reason="failing-root")
             return
         try:
             is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
@@ -140,7 +157,9 @@ class Replica:
                            on_run=self._on_run, control_path=control_path, hard_links=hard_links,
                            changed_inodes=self.changed_inodes)
         self.changed_inodes = set()
-        self.files_sent_in_job = 0
+        self.files_sent_in_job = self.bytes_sent_in_job = 0
+        if batch.full:
+            self.tally.count_full_sync(self.full_sync_reason or "threshold")
         self.policy.job_started(now, batch.full)
         return self._next(self.job.start(), now)
 
@@ -160,6 +179,10 @@ class Replica:
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
+        self.bytes_sent_in_job += record.figures.get("bytes_sent", 0)
+        self.last_rsync_status = record.result.status
+        self.tally.count_run("full" if record.mode == RunMode.FULL else "batch", record.mode.value,
+                             record.verdict.outcome.value, record.result.seconds, record.figures)
         entry = log_run(record, self.config.instance, self.name)
         if record.verdict.outcome in (Outcome.OK, Outcome.VANISHED):
             self.last_sync = entry
@@ -194,13 +217,16 @@ class Replica:
         if job.vanished and not job.batch.full:
             if self.vanished_in_a_row >= VANISHED_IN_A_ROW_LIMIT:
                 log.warning("files keep vanishing during batches: a full sync follows")
-                self.request_full_sync(now)
+                self.request_full_sync(now, reason="vanished")
             else:
                 self.pending.put_back(job.batch, now, self._is_dir)
         self._settle_failing(job, now)
         if not job.vanished:
             self.synced_seq = max(self.synced_seq, job.batch.change_seq)
         self.policy.job_succeeded()
+        if job.batch.full:
+            self.full_sync_reason = ""
+        self.just_synced = SyncedJob(job.batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
 
@@ -245,7 +271,7 @@ class Replica:
             self.full_sync_when_failing_clears = False
         if self.full_sync_when_failing_clears and not self.failing:
             self.full_sync_when_failing_clears = False
-            self.request_full_sync(now, at_once=True)
+            self.request_full_sync(now, at_once=True, reason="failing-cleared")
 
     def _is_dir(self, path: str) -> bool | None:
         try:
@@ -298,4 +324,5 @@ class Replica:
             "files_sent_in_job": self.files_sent_in_job,
             "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
             "warning": HELD_WARNING if self.policy.state == ReplicaState.HELD else None,
+            "counters": self.tally.snapshot(),
         }
