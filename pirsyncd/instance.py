@@ -289,7 +289,7 @@ class Instance:
                 self.take_changes()
             seq = self.source.barrier()
             for replica in self.replicas:
-                if replica.pending_count == 0 and replica.job is None and replica.synced_seq >= 0:
+                if not replica.has_pending and replica.job is None and replica.synced_seq >= 0:
                     replica.synced_seq = seq  # nothing pending: everything seen is there
             self.publish(force=True)
         elif number == signal.SIGUSR2 and self.ops.refresh_pause(
