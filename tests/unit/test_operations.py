@@ -102,3 +102,14 @@ def test_the_metrics_of_a_snapshot_parse_with_prometheus_clients_parser() -> Non
     assert samples["pirsyncd_paused", (("instance", "www"),)] == 1
     assert samples["pirsyncd_hook_failures_total", (("hook", "on_sync"), ("instance", "www"))] == 1
     assert samples["pirsyncd_last_sync_timestamp_seconds", www] == 1000.0
+
+
+def test_prometheus_client_is_not_imported_without_a_metrics_file() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pirsyncd.cli, pirsyncd.service, pirsyncd.instance; "
+            "print('prometheus_client' in sys.modules)")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2]).stdout
+    assert output.strip() == "False", "start-up memory: import prometheus_client only when metrics_file is set"
