@@ -28,6 +28,8 @@ KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a hook past its time
 OUTPUT_LINES = 50  # lines of a hook's output logged per call
 MAX_PATHS = 1_000_000  # a coalesced on_sync call sends at most this many paths; past it, "full"
 
+_DAEMON_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"})
+
 WatchChild = Callable[[Child, Callable[[ChildResult], None]], None]
 
 
@@ -98,8 +100,10 @@ class Hook:
     def _start(self, call: HookCall) -> None:
         stdin = b"".join(os.fsencode(path) + b"\0" for path in call.paths) if call.event == "sync" else b""
         try:
+            # The daemon's environment minus what is systemd's word to the daemon alone.
+            inherited = {key: value for key, value in os.environ.items() if key not in _DAEMON_ONLY}
             child = Child(list(self.argv), stdin, self.name,
-                          env={**os.environ, **call.environment(self.instance, self.name)})
+                          env={**inherited, **call.environment(self.instance, self.name)})
         except OSError as error:
             log.error("%s hook %s cannot be started: %s; fix the command and reload", self.name, self.argv[0],
                       error.strerror)
