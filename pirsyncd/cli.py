@@ -1,5 +1,5 @@
 """Command line: ``pirsyncd [NAME | --config FILE] [options]``, ``--check``,
-``pirsyncd status [NAME]`` and ``pirsyncd wait NAME``."""
+``pirsyncd status [NAME]``, ``pirsyncd wait NAME`` and ``pirsyncd pause|resume NAME``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pirsyncd.options import OPTIONS
 
 DEFAULT_CONFIG_DIR = "/etc/pirsyncd"
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]*$")
-_CLI_PATH_KEYS = ("source", "status_file", "ssh_identity_file", "password_file")
+_CLI_PATH_KEYS = ("source", "status_file", "pause_file", "metrics_file", "ssh_identity_file", "password_file")
 
 
 class UsageError(Exception):
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pirsyncd",
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
-        epilog="Also: 'pirsyncd status [NAME]' and 'pirsyncd wait NAME [--timeout S]'. " + exitcodes.help_text())
+        epilog="Also: 'pirsyncd status [NAME]', 'pirsyncd wait NAME [--timeout S]', 'pirsyncd pause NAME' and "
+               "'pirsyncd resume NAME'. " + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
     parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(option.flag, dest=option.key, action="append", metavar=metavar,
                                default=None, help=help_text + " (repeat for more)")
         else:
-            metavar = "'WORDS'" if option.kind == "flags" else option.key.upper()
+            metavar = {"flags": "'WORDS'", "command": "'COMMAND'"}.get(option.kind, option.key.upper())
             extra = " (give it as --x='...' when it starts with -)" if option.kind == "flags" else ""
             group.add_argument(option.flag, dest=option.key, metavar=metavar, default=None,
                                help=help_text + extra)
@@ -85,7 +86,7 @@ def render_examples() -> str:
             flag = option.flag if option.example in ("yes",) else option.flag.replace("--", "--no-", 1)
         elif option.kind == "patterns":
             flag = " ".join(f"{option.flag} '{line}'" for line in example)
-        elif option.kind == "flags":
+        elif option.kind in ("flags", "command"):
             flag = f"{option.flag}='{option.example}'"
         else:
             flag = f"{option.flag} {option.example}"
@@ -194,9 +195,47 @@ def _status_command(argv: list[str]) -> int:
     return exitcodes.OK
 
 
+def _pause_command(argv: list[str]) -> int:
+    """``pirsyncd pause|resume NAME``: create or remove the pause file, then SIGUSR2 and wait
+    until the daemon's status says it took it (docs/CONTRACT.md)."""
+    from pirsyncd.pause import STATE_DIRECTORY, default_pause_path, write_pause_file
+    from pirsyncd.status import default_status_path, wait_for_pause
+
+    pausing = argv[0] == "pause"
+    parser = _Parser(prog=f"pirsyncd {argv[0]}")
+    parser.add_argument("name", nargs="?", metavar="NAME")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="the daemon's status file (default /run/pirsyncd/NAME.json)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
+    arguments = parser.parse_args(argv[1:])
+    if arguments.name:
+        check_instance_name(arguments.name)
+    status_path = arguments.status_file or default_status_path(arguments.name or "")
+    if status_path is None:
+        raise UsageError("name an instance or give --status-file")
+    from pirsyncd.status import read_status
+
+    status = read_status(status_path) or {}
+    pause_path = str(status.get("pause_file") or default_pause_path(arguments.name or "", status_path,
+                                                                    STATE_DIRECTORY))
+    try:
+        if pausing:
+            write_pause_file(pause_path, f"pirsyncd pause (uid {os.getuid()})")
+        elif os.path.lexists(pause_path):
+            os.unlink(pause_path)
+    except OSError as error:
+        print(f"pirsyncd {argv[0]}: cannot {'create' if pausing else 'remove'} {pause_path}: {error.strerror}",
+              file=sys.stderr)
+        return exitcodes.CANNOT_CREATE
+    return wait_for_pause(status_path, pausing, arguments.timeout,
+                          print_error=lambda text: print(text, file=sys.stderr))
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] in ("status", "wait"):
         return _status_command(argv)
+    if argv and argv[0] in ("pause", "resume"):
+        return _pause_command(argv)
     arguments = build_parser().parse_args(argv)
     if arguments.examples:
         print(render_examples())

@@ -55,6 +55,7 @@ class Config:
     stop_timeout: float
     retry_max_interval: float
     status_file: str | None
+    pause_file: str | None
     rsync_binary: str
     rsync_flags: tuple[str, ...]
     partial: bool
@@ -73,6 +74,10 @@ class Config:
     debug_events: bool
     debug_commands: bool
     rsync_log: str
+    metrics_file: str | None
+    on_sync: tuple[str, ...]
+    on_failure: tuple[str, ...]
+    hook_timeout: float
     instance: str = ""
     origin: str = ""
     destination_name: str = ""

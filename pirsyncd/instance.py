@@ -12,18 +12,21 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from pirsyncd import exitcodes, notify
 from pirsyncd.config import Config, ConfigError
 from pirsyncd.destination import DestinationKind
 from pirsyncd.events import Change, ChangeKind
+from pirsyncd.loop import Loop
+from pirsyncd.metrics import MetricsFile
+from pirsyncd.operations import Operations
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
-from pirsyncd.replica import Replica
+from pirsyncd.replica import Replica, make_replicas, start_replicas
 from pirsyncd.report import Reporter, RsyncOutputLog, combine_destinations
 from pirsyncd.runner import Child, ChildResult
-from pirsyncd.safety import SourceProblem, inspect_source, local_destination_has_entries, preflight, wipe_refusal
+from pirsyncd.safety import SourceProblem, preflight
 from pirsyncd.source import SourceSide
 from pirsyncd.sshmaster import SharedConnections
 from pirsyncd.status import default_status_path
@@ -31,15 +34,6 @@ from pirsyncd.status import default_status_path
 log = logging.getLogger("pirsyncd")
 
 Deadline = tuple[float, Timer, "Replica | None"]
-INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
-
-
-class Loop(Protocol):
-    """What the instance asks of the loop (pirsyncd.service.Service)."""
-
-    def watch_readable(self, fileobj: Any, callback: Callable[[], object]) -> None: ...
-    def forget(self, fileobj: Any) -> None: ...
-    def watch_child(self, child: Child, on_exit: Callable[[ChildResult], None]) -> None: ...
 
 
 class Instance:
@@ -51,9 +45,11 @@ class Instance:
         self.clock = clock
         self.source = SourceSide(config.source, config.exclude, config.debug_events)
         self.rsync_output = RsyncOutputLog(config.rsync_log)
-        self.replicas = self._make_replicas(config)
+        self.replicas = make_replicas(config, self.rsync_output)
         self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
-        self.reporter = Reporter(config.status_file or default_status_path(config.instance))
+        status_path = config.status_file or default_status_path(config.instance)
+        self.reporter = Reporter(status_path, MetricsFile(config.metrics_file) if config.metrics_file else None)
+        self.ops = Operations(config, status_path, loop.watch_child, clock)  # pause, hooks, counters
         self.warning: str | None = None
         self.heartbeat = time.time()
         self.final_state: str | None = None
@@ -63,23 +59,6 @@ class Instance:
     @property
     def exit_status(self) -> int | None:
         return self.policy.exit_status
-
-    def _make_replicas(self, config: Config, keep: Sequence[Replica] = ()) -> list[Replica]:
-        """One replica per destination; on a reload, those that stay keep their state."""
-        known = {replica.name: replica for replica in keep}
-        configs = config.per_destination()
-        replicas = []
-        for each in configs:
-            replica = known.pop(each.destination_name, None)
-            if replica is None:
-                replica = Replica(each, self.rsync_output, each.destination_name)
-            else:
-                replica.reconfigure(each)
-            replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
-            replicas.append(replica)
-        for gone in known.values():
-            gone.stop_job("destination removed", self.clock())
-        return replicas
 
     # -- start and end ------------------------------------------------------------------
     def start(self) -> int | None:
@@ -98,15 +77,10 @@ class Instance:
             return problem.exit_status
         self.loop.watch_readable(self.source.watcher, self.take_changes)
         now = self.clock()
+        self.ops.refresh_pause(0)
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
-        for index, replica in enumerate(self.replicas):
-            if config.initial_sync:
-                # Staggered: N full syncs of one tree should not start at the same instant.
-                replica.request_full_sync(now + index * INITIAL_SYNC_STAGGER, at_once=True)
-            else:
-                replica.policy.job_succeeded()  # trusted to be current: in sync from the start
-                replica.synced_seq = 0
+        start_replicas(self.replicas, now, config.initial_sync)
         self.publish(force=True)
         notify.send("READY=1", f"STATUS={self.reporter.line}")
         log.info("watching %s (%d directories), mirroring to %s", config.source, self.source.watched_count,
@@ -122,6 +96,7 @@ class Instance:
             if child is not None:
                 child.stop("shutting down")
                 child.wait(5.0)
+        self.ops.hooks.stop()
         self.source.close()
         self.ssh.close([replica.config for replica in self.replicas])
         failed = any(replica.policy.state == ReplicaState.FAILED for replica in self.replicas)
@@ -137,8 +112,9 @@ class Instance:
         full = sum(replica.job is not None for replica in self.replicas) >= self.config.parallel_syncs
         for replica in self.replicas:
             table += [(at, timer, replica) for timer, at in
-                      replica.deadlines(self.policy.stopping, not self.policy.source_lost).items()
+                      replica.deadlines(self.policy.stopping, self.may_send).items()
                       if not (full and timer == Timer.BATCH)]
+        table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
@@ -158,7 +134,7 @@ class Instance:
                 self.warning = None
             log.info("periodic full sync")
             for each in self.replicas:
-                each.request_full_sync(now)
+                each.request_full_sync(now, reason="watch-lost" if self.source.unwatched else "periodic")
             self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         elif timer == Timer.SOURCE_CHECK:
             self._recheck_source(now)
@@ -166,6 +142,8 @@ class Instance:
             self._stop_now(f"stop_timeout ({self.config.stop_timeout:g} s) passed")
         elif timer == Timer.PUBLISH:
             self.publish()
+        elif timer == Timer.HOOK:
+            self.ops.hooks.on_timer(now)
 
     def healthy(self, now: float) -> bool:
         """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
@@ -178,10 +156,11 @@ class Instance:
         now = self.clock()
         # An inode is noted unless every replica has the path pending as changed already.
         intake = self.source.read(lambda path: all(each.pending.is_changed(path) for each in self.replicas))
+        self.ops.took_changes(bool(intake.changes), intake.overflow)
         for replica in self.replicas:
             replica.add(intake.changes, intake.changed_inodes, now)
             if intake.overflow:
-                replica.request_full_sync(now)
+                replica.request_full_sync(now, reason="overflow")
         if intake.root_lost:
             self.lose_source("the source root was deleted, moved or unmounted", now)
         elif intake.overflow and not self.policy.source_lost:
@@ -208,8 +187,12 @@ class Instance:
         return True
 
     # -- jobs -------------------------------------------------------------------------------------
+    @property
+    def may_send(self) -> bool:
+        return not (self.policy.source_lost or self.ops.paused)
+
     def start_jobs(self, now: float) -> None:
-        if self.policy.source_lost:
+        if not self.may_send:
             return
         running = sum(replica.job is not None for replica in self.replicas)
         # Round robin from the replica after the one started last, within parallel_syncs.
@@ -239,6 +222,9 @@ class Instance:
         if child is not None:
             self.loop.watch_child(child, lambda result: self._on_child_exit(replica, result))
             return
+        synced, replica.just_synced = replica.just_synced, None
+        if synced is not None:
+            self.ops.job_synced(replica.name or "default", synced)
         if replica.source_problem is not None:
             problem, replica.source_problem = replica.source_problem, None
             self.lose_source(str(problem), now)
@@ -263,15 +249,10 @@ class Instance:
 
     def _recheck_source(self, now: float) -> None:
         config = self.config
+        old = self.source.watcher
         try:
-            if inspect_source(config.source) and not config.allow_empty_source and (
-                    config.destination.kind == DestinationKind.LOCAL
-                    and local_destination_has_entries(config.destination.path)):
-                raise wipe_refusal(config.source)
-            # Only the directory that was watched is the source: whatever else appears at its
-            # path (an empty mount point, another file system) is not, until a reload says so.
-            old = self.source.watcher
-            self.source.watch(expected=self.source.identity)
+            self.source.recheck(config.allow_empty_source, [replica.config.destination.path for replica in
+                                self.replicas if replica.config.destination.kind == DestinationKind.LOCAL])
         except (SourceProblem, OSError) as problem:
             warning = f"{self.policy.lost_reason}: {problem}"
             if self.warning != warning and isinstance(problem, SourceProblem):
@@ -286,7 +267,7 @@ class Instance:
         self.policy.source_back()
         self.warning = None
         for replica in self.replicas:
-            replica.request_full_sync(now, at_once=True)
+            replica.request_full_sync(now, at_once=True, reason="source-back")
 
     # -- signals ----------------------------------------------------------------------------------
     def on_signal(self, number: int) -> None:
@@ -300,9 +281,12 @@ class Instance:
                 self.take_changes()
             seq = self.source.barrier()
             for replica in self.replicas:
-                if replica.pending_count == 0 and replica.job is None and replica.synced_seq >= 0:
+                if not replica.has_pending and replica.job is None and replica.synced_seq >= 0:
                     replica.synced_seq = seq  # nothing pending: everything seen is there
             self.publish(force=True)
+        elif number == signal.SIGUSR2 and self.ops.refresh_pause(
+                sum(replica.pending_count for replica in self.replicas)):
+            self.publish(force=True)  # pirsyncd pause / resume
 
     def _begin_stop(self, why: str) -> None:
         if not self.policy.begin_stop(self.clock()):
@@ -320,12 +304,13 @@ class Instance:
 
     def check_stopped(self) -> None:
         """While stopping: exit once nothing more can be sent."""
-        if not self.policy.may_exit([(replica.policy, replica.has_pending) for replica in self.replicas]):
+        if self.ops.hooks.busy or not self.policy.may_exit(
+                [(replica.policy, replica.has_pending and not self.ops.paused) for replica in self.replicas]):
             return
         pending = sum(replica.pending_count for replica in self.replicas)
         if pending:
             log.warning("stopping with %d changes not sent (%s); the next start runs a full sync", pending,
-                        self.policy.lost_reason or "the destination is failing")
+                        "paused" if self.ops.paused else self.policy.lost_reason or "the destination is failing")
         self.policy.finish(exitcodes.OK)
 
     # -- reload -------------------------------------------------------------------------------------
@@ -364,14 +349,15 @@ class Instance:
         self.config = new
         self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
         self.rsync_output.reopen(new.rsync_log)
+        self.ops.reconfigure(new, self.reporter.path, sum(replica.pending_count for replica in self.replicas))
         before = {replica.name: replica.config for replica in self.replicas}
-        self.replicas = self._make_replicas(new, keep=self.replicas)
+        self.replicas = make_replicas(new, self.rsync_output, keep=self.replicas, now=now)
         self._next_start = 0
         for replica in self.replicas:
             was = before.get(replica.name)
             if was is None or (old.source, was.destination, old.exclude) != (
                     new.source, replica.config.destination, new.exclude):
-                replica.request_full_sync(now, at_once=True)
+                replica.request_full_sync(now, at_once=True, reason="reload")
         self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         log.info("reloaded the configuration from %s", new.origin)
 
@@ -388,15 +374,22 @@ class Instance:
             whole["state"] = "stopping"
         elif self.policy.source_lost:
             whole["state"] = "source-lost"
+        elif self.ops.paused:
+            whole["state"] = "paused"
         identity = self.source.identity
         return {
             **whole, "instance": self.config.instance, "source": self.config.source,
             "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
             "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
             "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],
+            **self.ops.snapshot(),
             "source_identity": None if identity is None else {
                 "device": identity.device, "inode": identity.inode, "mount_id": identity.mount_id},
         }
 
     def publish(self, force: bool = False) -> None:
+        """Tell readers (after every event): on_failure on a destination's alarm, STATUS=, the files."""
+        for replica in self.replicas:
+            self.ops.observe(replica.name or "default", replica.policy.state, replica.policy.reason,
+                             replica.last_error, self.policy.lost_reason)
         self.reporter.publish(self.snapshot(), self.clock(), force)

@@ -17,7 +17,8 @@ class Option:
 
     section: str
     key: str
-    kind: str  # path, string, destinations, duration, int, bool, size, patterns, flags, rsync_log, deletion_mode
+    # path, string, destinations, duration, int, bool, size, patterns, flags, command, rsync_log, deletion_mode
+    kind: str
     default: Any
     help: str
     example: str
@@ -83,6 +84,11 @@ OPTIONS: tuple[Option, ...] = (
            "JSON status file kept current by the daemon (default under systemd: "
            "$RUNTIME_DIRECTORY/NAME.json; otherwise none).",
            "/run/pirsyncd/www.json"),
+    Option("sync", "pause_file", "path", None,
+           "While this file exists the instance is paused: changes are read and kept but nothing is "
+           "sent (pirsyncd pause NAME creates it, pirsyncd resume NAME removes it; default under "
+           "systemd: $STATE_DIRECTORY/NAME.paused, otherwise the status file's name with .paused).",
+           "/var/lib/pirsyncd/www.paused"),
     # -- how rsync runs ------------------------------------------------------
     Option("rsync", "rsync_binary", "string", "rsync",
            "The rsync program to run (a name looked up in PATH, or a path).",
@@ -146,6 +152,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("log", "rsync_log", "rsync_log", "journal",
            "Where rsync's own output goes: journal (with pirsyncd's log), none, or an absolute file path.",
            "/var/log/pirsyncd/www-rsync.log"),
+    Option("log", "metrics_file", "path", None,
+           "Prometheus text-format file kept current for node_exporter's textfile collector (replaced "
+           "atomically, mode 0644; none by default).",
+           "/var/lib/prometheus/node-exporter/pirsyncd-www.prom"),
+    # -- hooks ---------------------------------------------------------------
+    Option("hooks", "on_sync", "command", (),
+           "Command run after each successful batch or full sync, split like a shell would (never run "
+           "by one); the changed paths come NUL-separated on its stdin, the facts in PIRSYNCD_* variables.",
+           "/usr/local/bin/purge-cdn --quiet"),
+    Option("hooks", "on_failure", "command", (),
+           "Command run when a destination starts failing, is held or failed, or the source is lost "
+           "(PIRSYNCD_EVENT says which), and once more when it recovers.",
+           "/usr/local/bin/page-oncall pirsyncd"),
+    Option("hooks", "hook_timeout", "duration", 60.0,
+           "Seconds a hook may run before it is killed (a hook never delays syncing).",
+           "30"),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}

@@ -36,6 +36,7 @@ class Timer(enum.Enum):
     STOP = "stop"  # stop_timeout passed while stopping
     WATCHDOG = "watchdog"  # WATCHDOG=1 is due
     PUBLISH = "publish"  # a throttled status update is due
+    HOOK = "hook"  # a hook ran past hook_timeout: stop it, then kill it
 
 
 class ReplicaState(enum.Enum):

@@ -12,17 +12,19 @@ import logging
 import os
 import stat
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from pirsyncd.config import Config
+from pirsyncd.counters import RunTally
 from pirsyncd.events import Change, ChangeKind
 from pirsyncd.failing import FailingPaths
 from pirsyncd.hardlinks import HardLinkIndex, Key
 from pirsyncd.job import RunRecord, SyncJob
-from pirsyncd.pending import Pending
+from pirsyncd.pending import Batch, Pending
 from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
 from pirsyncd.report import RsyncOutputLog, log_run
-from pirsyncd.rsync import Outcome
+from pirsyncd.rsync import Outcome, RunMode
 from pirsyncd.runner import Child, ChildResult
 from pirsyncd.safety import SourceProblem
 
@@ -32,6 +34,14 @@ log = logging.getLogger("pirsyncd")
 USES_MISSING_ARGS: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
+
+
+class SyncedJob(NamedTuple):
+    """A job that succeeded, for the on_sync hook."""
+
+    batch: Batch
+    bytes_sent: int
+    rsync_status: int
 
 
 class Replica:
@@ -59,6 +69,12 @@ class Replica:
         self.next_retry: float | None = None
         self.retry_since: float | None = None
         self.files_sent_in_job = 0
+        # For the metrics and hooks (issue 15): counters, why the next full sync runs, what just synced.
+        self.tally = RunTally()
+        self.full_sync_reason = ""
+        self.bytes_sent_in_job = 0
+        self.last_rsync_status = 0
+        self.just_synced: SyncedJob | None = None
 
     def _log(self, level: int, message: str, *arguments: object) -> None:
         fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
@@ -74,8 +90,10 @@ class Replica:
         if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
             self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
 
-    def request_full_sync(self, now: float, at_once: bool = False) -> None:
-        """Send everything: after the delay (more events are likely to follow), or at once."""
+    def request_full_sync(self, now: float, at_once: bool = False, reason: str = "") -> None:
+        """Send everything: after the delay (more events are likely to follow), or at once.
+        ``reason`` (counters.FULL_SYNC_REASONS) is what the metrics count it as."""
+        self.full_sync_reason = self.full_sync_reason or reason
         pending = self.pending
         pending.request_full_sync()
         if at_once:
@@ -121,7 +139,7 @@ class Replica:
     def _retry_failing_path(self, path: str, now: float) -> None:
         """Send a failing path again, as what it is now."""
         if path == ".":
-            self.request_full_sync(now)
+            self.request_full_sync(now, reason="failing-root")
             return
         try:
             is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
@@ -146,7 +164,9 @@ class Replica:
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
                            hard_links=hard_links, changed_inodes=self.changed_inodes)
         self.changed_inodes = set()
-        self.files_sent_in_job = 0
+        self.files_sent_in_job = self.bytes_sent_in_job = 0
+        if batch.full:
+            self.tally.count_full_sync(self.full_sync_reason or "threshold")
         self.policy.job_started(now, batch.full)
         return self._next(self.job.start(), now)
 
@@ -166,6 +186,10 @@ class Replica:
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
+        self.bytes_sent_in_job += record.figures.get("bytes_sent", 0)
+        self.last_rsync_status = record.result.status
+        self.tally.count_run("full" if record.mode == RunMode.FULL else "batch", record.mode.value,
+                             record.verdict.outcome.value, record.result.seconds, record.figures)
         entry = log_run(record, self.config.instance, self.name, self.prefix)
         if record.verdict.outcome in (Outcome.OK, Outcome.VANISHED):
             self.last_sync = entry
@@ -205,6 +229,9 @@ class Replica:
         if not job.vanished:
             self.synced_seq = max(self.synced_seq, job.batch.change_seq)
         self.policy.job_succeeded()
+        if job.batch.full:
+            self.full_sync_reason = ""
+        self.just_synced = SyncedJob(job.batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
 
@@ -254,7 +281,7 @@ class Replica:
             self.full_sync_when_failing_clears = False
         if self.full_sync_when_failing_clears and not self.failing:
             self.full_sync_when_failing_clears = False
-            self.request_full_sync(now, at_once=True)
+            self.request_full_sync(now, at_once=True, reason="failing-cleared")
 
     def _is_dir(self, path: str) -> bool | None:
         try:
@@ -307,4 +334,38 @@ class Replica:
             "files_sent_in_job": self.files_sent_in_job,
             "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
             "warning": HELD_WARNING if self.policy.state == ReplicaState.HELD else None,
+            "counters": self.tally.snapshot(),
         }
+
+
+def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[Replica] = (),
+                  now: float = 0.0) -> list[Replica]:
+    """One replica per destination; on a reload, those that stay keep their state."""
+    known = {replica.name: replica for replica in keep}
+    configs = config.per_destination()
+    replicas = []
+    for each in configs:
+        replica = known.pop(each.destination_name, None)
+        if replica is None:
+            replica = Replica(each, rsync_output, each.destination_name)
+        else:
+            replica.reconfigure(each)
+        replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
+        replicas.append(replica)
+    for gone in known.values():
+        gone.stop_job("destination removed", now)
+    return replicas
+
+
+INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
+
+
+def start_replicas(replicas: Sequence[Replica], now: float, initial_sync: bool) -> None:
+    """At start: each destination's initial full sync (staggered: N full syncs of one tree
+    should not start at the same instant), or trust it to be current."""
+    for index, replica in enumerate(replicas):
+        if initial_sync:
+            replica.request_full_sync(now + index * INITIAL_SYNC_STAGGER, at_once=True, reason="initial")
+        else:
+            replica.policy.job_succeeded()
+            replica.synced_seq = 0

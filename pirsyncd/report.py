@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pirsyncd import notify
 from pirsyncd.rsync import Outcome, RunMode
@@ -24,7 +24,15 @@ rsync_output_log = logging.getLogger("pirsyncd.rsync")
 PUBLISH_INTERVAL = 1.0
 # A change in any of these is worth telling readers about.
 _WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
-                 "failing", "deletion_path", "heartbeat")
+                 "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows")
+
+
+class MetricsWriter(Protocol):
+    """pirsyncd.metrics.MetricsFile (imported only when a metrics_file is set)."""
+
+    path: str
+
+    def write(self, snapshot: dict[str, Any]) -> None: ...
 
 
 def _clock(epoch: float | None) -> str:
@@ -151,6 +159,9 @@ def status_line(snapshot: dict[str, Any]) -> str:
         return _destinations_line(snapshot)
     pending = f"{snapshot['pending']:,} pending"
     warning = snapshot.get("warning")
+    if state == "paused":
+        return (f"paused since {_clock(snapshot.get('paused_since'))} (pirsyncd resume to send) · "
+                f"{snapshot['watched_dirs']:,} dirs watched · {pending}")
     if warning and state == "source-lost":
         return f"source lost: {warning} · mirror kept as it was · {pending}"
     if state == "initial-sync":
@@ -176,8 +187,9 @@ class Reporter:
     """Publishes snapshots to STATUS= and the status file: at once when the state changes,
     otherwise at most once a second."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, metrics: MetricsWriter | None = None) -> None:
         self.path = path
+        self.metrics = metrics
         self._published: tuple[Any, ...] | None = None
         self._dirty_since: float | None = None
         self._last_publish = 0.0
@@ -205,6 +217,13 @@ class Reporter:
             except OSError as error:
                 log.warning("cannot write the status file %s: %s", self.path, error.strerror)
                 self.path = None
+        if self.metrics is not None:
+            try:
+                self.metrics.write({**snapshot, "updated": time.time()})
+            except OSError as error:
+                log.warning("cannot write the metrics file %s: %s; no more metrics until a restart",
+                            self.metrics.path, error.strerror)
+                self.metrics = None
 
 
 def _is_stats_line(line: str) -> bool:

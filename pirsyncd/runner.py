@@ -56,7 +56,7 @@ class Child:
     while ``stdin_pending``, ``stdin`` with its selector and calls the ``on_*`` methods;
     once ``exit_fd`` is readable, ``finish()`` reaps it."""
 
-    def __init__(self, argv: list[str], stdin_data: bytes, label: str) -> None:
+    def __init__(self, argv: list[str], stdin_data: bytes, label: str, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.label = label
         self.started_at = time.monotonic()
@@ -66,7 +66,7 @@ class Child:
         prefix = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV and _NEEDS_DEATH_SIGNAL else []
         self.process = subprocess.Popen(
             prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            close_fds=True, start_new_session=True,  # our signals are ours; we stop children ourselves
+            close_fds=True, start_new_session=True, env=env,  # our signals are ours; we stop children ourselves
             preexec_fn=_die_with_parent if _NEEDS_DEATH_SIGNAL and not _SETPRIV else None)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self.stdin = self.process.stdin

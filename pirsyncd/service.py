@@ -52,8 +52,12 @@ class Service:
         instance = self.instance
         table = instance.deadlines()
         timeout = max(0.0, min(at for at, _, _ in table) - self.clock()) if table else None
+        registered = self.selector.get_map()
         for key, _ in self.selector.select(timeout):
-            key.data()
+            # A callback earlier in this round may have unregistered this file (a child's exit
+            # closes its pipes, which may be ready too) and its number may be reused already.
+            if registered.get(key.fd) is key:
+                key.data()
         now = self.clock()
         for at, timer, replica in instance.deadlines():
             if at <= now and instance.exit_status is None:

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import socket
 
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)  # USR2: pause file
 
 
 class SignalInbox:

@@ -18,7 +18,15 @@ from pirsyncd import exitcodes
 from pirsyncd.events import Change, ChangeKind
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex, Key
-from pirsyncd.safety import SourceIdentity, SourceProblem, describe_identity_change, source_identity
+from pirsyncd.safety import (
+    SourceIdentity,
+    SourceProblem,
+    describe_identity_change,
+    inspect_source,
+    local_destination_has_entries,
+    source_identity,
+    wipe_refusal,
+)
 from pirsyncd.watcher import Watcher
 
 log = logging.getLogger("pirsyncd")
@@ -71,6 +79,16 @@ class SourceSide:
         self.watcher, self.identity = watcher, identity
         self.limit_reported = False
         self._unwatched_seen = len(watcher.unwatched)
+
+    def recheck(self, allow_empty: bool, local_destinations: list[str]) -> None:
+        """Watch the lost source again if it is back: the same directory (whatever else appears
+        at its path, an empty mount point, another file system, is not the source until a
+        reload says so), and not empty while a local destination is not. SourceProblem or
+        OSError when it is not back."""
+        if inspect_source(self.source) and not allow_empty and any(
+                local_destination_has_entries(path) for path in local_destinations):
+            raise wipe_refusal(self.source)
+        self.watch(expected=self.identity)
 
     def close(self) -> None:
         if self.watcher is not None:

@@ -67,6 +67,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"source:       {status.get('source')}",
         f"destination:  {status.get('destination')}",
         f"pending:      {status.get('pending')}",
+        *([f"paused:       since {_when(status.get('paused_since'))}; pirsyncd resume sends what is pending"]
+          if status.get("paused") else []),
         f"watched dirs: {status.get('watched_dirs')}",
         f"last success: {_when(status.get('last_success'))}",
     ]
@@ -153,5 +155,34 @@ def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] =
         if remaining <= 0:
             print_error(f"pirsyncd wait: not in sync after {timeout:g} s (state: {progress.get('state')}, "
                         f"pending: {progress.get('pending')})")
+            return exitcodes.TEMPFAIL
+        poll(min(0.05, remaining))
+
+
+def wait_for_pause(path: str, paused: bool, timeout: float, poll: Callable[[float], None] = time.sleep,
+                   print_error: Callable[[str], None] = print) -> int:
+    """After the pause file was created (``paused``) or removed: SIGUSR2 to the daemon, then wait
+    until its status says so. Not running: the file alone decides at its next start (exit 0)."""
+    word = "paused" if paused else "resumed"
+    status = read_status(path)
+    if status is None or not process_alive(status.get("pid")) or status.get("state") == "stopped":
+        print_error(f"pirsyncd: not running; it starts {'paused' if paused else 'unpaused'} next time")
+        return exitcodes.OK
+    try:
+        os.kill(int(status["pid"]), signal.SIGUSR2)
+    except PermissionError:
+        print_error(f"pirsyncd: not allowed to signal pid {status['pid']}; {word} at its next reload or start")
+        return exitcodes.UNAVAILABLE
+    deadline = time.monotonic() + timeout
+    while True:
+        status = read_status(path) or {}
+        if bool(status.get("paused")) == paused:
+            return exitcodes.OK
+        if not process_alive(status.get("pid")):
+            print_error(f"pirsyncd: the daemon stopped; it starts {'paused' if paused else 'unpaused'} next time")
+            return exitcodes.OK
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print_error(f"pirsyncd: the daemon did not confirm it {word} within {timeout:g} s")
             return exitcodes.TEMPFAIL
         poll(min(0.05, remaining))

@@ -125,7 +125,7 @@ def convert(option: Option, raw: str) -> Any:
             value = parse_duration(text)
         except ValueError:
             raise ValueError(f"not a number of seconds (like 1.5, 500ms, 30s, 5m, 6h): {raw!r}") from None
-        if option.key in ("io_timeout", "time_limit", "retry_max_interval") and value <= 0:
+        if option.key in ("io_timeout", "time_limit", "retry_max_interval", "hook_timeout") and value <= 0:
             raise ValueError(f"must be more than 0: {raw!r}")
         return value
     if kind == "size":
@@ -167,6 +167,11 @@ def convert(option: Option, raw: str) -> Any:
             if flag_problems:
                 raise ValueError("; ".join(flag_problems))
         return tuple(words)
+    if kind == "command":
+        try:
+            return tuple(shlex.split(raw))
+        except ValueError as error:
+            raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
     if kind == "deletion_mode":
         if text in DELETION_MODES:
             return text

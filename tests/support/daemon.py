@@ -106,7 +106,11 @@ class Daemon:
             self.process = subprocess.Popen(self.command(), cwd=REPO, stdout=log,
                                             stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         if wait_in_sync:
-            self.wait_state("in-sync", timeout)
+            try:
+                self.wait_state("in-sync", timeout)
+            except BaseException:
+                self.stop()  # a failed start must not leave the daemon running
+                raise
         return self
 
     def __enter__(self) -> Daemon:

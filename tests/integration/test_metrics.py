@@ -1,0 +1,187 @@
+"""The metrics file: it parses with prometheus_client's own parser and its counts are the runs
+the daemon logged, after syncs, failures and an overflow; promtool accepts it and the alert rules."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import REPO, Daemon
+from tests.support.trees import wait_for, wait_until_equal
+
+prometheus_parser = pytest.importorskip("prometheus_client.parser", reason="needs python3-prometheus-client")
+
+RULES = REPO / "etc" / "prometheus" / "pirsyncd.rules.yml"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (Debian's prometheus package; "
+                                                             "scripts/setup --tests installs it)")
+# One journal line per rsync run (pirsyncd.report.log_run).
+RUN_OK = re.compile(r"(full sync|\w+ of \d+ paths) sent in [\d.]+ s: (\d+) files, ([\d,]+) bytes")
+RUN_FAILED = re.compile(r"(full sync|\w+ of \d+ paths) failed after")
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def write(path: Path, data: str | bytes = "data\n") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def read_metrics(path: Path) -> Samples:
+    """Every sample of the file, by name and sorted labels (the parser raises on bad text)."""
+    samples: Samples = {}
+    for family in prometheus_parser.text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(value for (sample_name, sample_labels), value in samples.items()
+               if sample_name == name and set(labels.items()) <= set(sample_labels))
+
+
+def logged_runs(log: str) -> tuple[int, int, int, int]:
+    """Runs that succeeded, runs that failed, files and bytes sent, as the log tells them."""
+    succeeded = RUN_OK.findall(log)
+    return (len(succeeded), len(RUN_FAILED.findall(log)), sum(int(files) for _, files, _ in succeeded),
+            sum(int(sent.replace(",", "")) for _, _, sent in succeeded))
+
+
+def start(tmp_path: Path, source: Path, destination: Path, *extra: str) -> tuple[Daemon, Path]:
+    metrics = tmp_path / "textfile" / "pirsyncd.prom"
+    metrics.parent.mkdir()
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.1", "--retry-max-interval", "2", "--metrics-file", str(metrics), *extra)
+    return daemon.start(), metrics
+
+
+def settled(daemon: Daemon, metrics: Path) -> Samples:
+    """The metrics once the daemon is in sync and the file tells the last run the log has."""
+    daemon.wait_synced()
+
+    def current() -> Samples | None:
+        samples = read_metrics(metrics)
+        ok, failed, _, _ = logged_runs(daemon.log())
+        runs = total(samples, "pirsyncd_rsync_runs_total")
+        return samples if runs == ok + failed and total(samples, "pirsyncd_pending_paths") == 0 else None
+
+    return wait_for(current, 10, lambda: f"metrics never matched the log:\n{metrics.read_text()}\n{daemon.log()}")
+
+
+def test_metrics_count_the_runs_files_and_bytes_of_syncs(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    for index in range(2):
+        write(source / f"before{index}", f"before {index}\n")
+    started = time.time()
+    daemon, metrics = start(tmp_path, source, destination)
+    with daemon:
+        for index in range(5):
+            write(source / "sub" / f"new{index}", f"new {index}\n" * 100)
+        wait_until_equal(source, destination, 20)
+        changed_at = time.time()
+        (source / "before0").unlink()
+        (source / "before1").unlink()
+        wait_until_equal(source, destination, 20)
+        samples = settled(daemon, metrics)
+        ok, failed, files, sent = logged_runs(daemon.log())
+        assert failed == 0
+        labels = {"instance": "-", "destination": daemon.status()["destinations"][0]["name"]}
+        assert total(samples, "pirsyncd_rsync_runs_total", **labels, result="ok") == ok
+        assert total(samples, "pirsyncd_rsync_runs_total", kind="full", mode="full", result="ok") == 1
+        assert total(samples, "pirsyncd_rsync_runs_total", kind="batch") == ok - 1
+        assert total(samples, "pirsyncd_full_syncs_total", reason="initial") == 1
+        assert total(samples, "pirsyncd_full_syncs_total") == 1
+        assert total(samples, "pirsyncd_files_transferred_total") == files >= 7
+        assert total(samples, "pirsyncd_sent_bytes_total") == sent > 5 * 700
+        assert total(samples, "pirsyncd_files_deleted_total") == 2
+        assert total(samples, "pirsyncd_rsync_seconds_total") > 0
+        assert total(samples, "pirsyncd_state", state="in-sync") == 1
+        assert total(samples, "pirsyncd_state") == 1, "exactly one state is current"
+        assert total(samples, "pirsyncd_paused") == 0
+        assert total(samples, "pirsyncd_watched_directories") == 2
+        assert total(samples, "pirsyncd_watch_limit") == int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+        assert total(samples, "pirsyncd_inotify_overflows_total") == 0
+        assert started <= total(samples, "pirsyncd_last_sync_timestamp_seconds") <= time.time()
+        assert changed_at <= total(samples, "pirsyncd_last_change_timestamp_seconds") <= time.time()
+        assert stat.S_IMODE(metrics.stat().st_mode) == 0o644, "node_exporter's user must be able to read it"
+        assert [path.name for path in metrics.parent.iterdir()] == ["pirsyncd.prom"], "no temporary file left"
+        if PROMTOOL:
+            checked = subprocess.run([PROMTOOL, "check", "metrics"], input=metrics.read_text(), text=True,
+                                     capture_output=True, check=False)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_metrics_count_failed_runs_and_show_the_state(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    broken = tmp_path / "destination-down"
+    fake = tmp_path / "failing-rsync"
+    fake.write_text(f'#!/bin/bash\nif [ -e {broken} ]; then echo "rsync: connection refused" >&2; exit 10; fi\n'
+                    'exec rsync "$@"\n')
+    fake.chmod(0o755)
+    daemon, metrics = start(tmp_path, source, destination, "--rsync-binary", str(fake))
+    with daemon:
+        broken.touch()
+        write(source / "while-down", "x\n")
+        daemon.wait_state("retrying", 30)
+        wait_for(lambda: total(read_metrics(metrics), "pirsyncd_state", state="retrying") == 1, 10,
+                 lambda: metrics.read_text())
+        samples = read_metrics(metrics)
+        assert total(samples, "pirsyncd_pending_paths") >= 1
+        assert total(samples, "pirsyncd_rsync_runs_total", kind="batch", result="retry") >= 1
+        broken.unlink()
+        wait_until_equal(source, destination, 30)
+        samples = settled(daemon, metrics)
+        ok, failed, _, _ = logged_runs(daemon.log())
+        assert failed >= 1
+        assert total(samples, "pirsyncd_rsync_runs_total", result="retry") == failed
+        assert total(samples, "pirsyncd_rsync_runs_total", result="ok") == ok
+        assert total(samples, "pirsyncd_state", state="in-sync") == 1
+
+
+def test_metrics_count_an_inotify_overflow_and_its_full_sync(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower fs.inotify.max_queued_events")
+    source, destination = trees
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    original = knob.read_text()
+    knob.write_text("64\n")
+    try:
+        daemon, metrics = start(tmp_path, source, destination)  # its inotify queue holds 64 events
+    finally:
+        knob.write_text(original)
+    with daemon:
+        for index in range(7):
+            (source / f"d{index}").mkdir()
+        wait_until_equal(source, destination, 20)
+        daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
+        try:
+            for index in range(500):
+                write(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
+        finally:
+            daemon.signal(signal.SIGCONT)
+        daemon.wait_log("inotify queue overflowed")
+        wait_until_equal(source, destination, 30)
+        samples = settled(daemon, metrics)
+        assert total(samples, "pirsyncd_inotify_overflows_total") == 1
+        assert total(samples, "pirsyncd_full_syncs_total", reason="overflow") == 1
+        assert total(samples, "pirsyncd_full_syncs_total", reason="initial") == 1
+        assert total(samples, "pirsyncd_rsync_runs_total", kind="full", result="ok") == 2
+
+
+@needs_promtool
+@pytest.mark.auto_deletion_mode
+def test_the_sample_alert_rules_pass_promtool() -> None:
+    assert PROMTOOL is not None
+    checked = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "pirsyncd_last_sync_timestamp_seconds > 300 and pirsyncd_pending_paths > 0" in RULES.read_text()
