@@ -13,12 +13,16 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from bench import measure
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's own virtualenv; a worktree without one runs with the Python running the bench.
 VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
+if not os.access(VENV_PYTHON, os.X_OK):
+    VENV_PYTHON = sys.executable
 LSYNCD = "/usr/bin/lsyncd"
 SYSTEM_RSYNC = "/usr/bin/rsync"
 DAEMON_NAMES = ("pirsyncd", "lsyncd")
