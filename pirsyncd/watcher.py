@@ -13,15 +13,16 @@ try:
     import inotify_simple
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
+from pirsyncd.filters import Excluder
+
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
 # /sbin/ldconfig -p as a child (about 17 ms at start); the running program's own symbols
 # include libc's inotify_* already.
 if getattr(inotify_simple, "_libc", "absent") is None:
     inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
-
-from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
-from pirsyncd.filters import Excluder
 
 log = logging.getLogger("pirsyncd")
 
