@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from bench import measure
@@ -22,7 +23,10 @@ from tests.support.processes import stop_process
 from tests.support.trees import wait_for
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's own virtualenv; a worktree without one runs with the Python running the bench.
 VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
+if not os.access(VENV_PYTHON, os.X_OK):
+    VENV_PYTHON = sys.executable
 LSYNCD = "/usr/bin/lsyncd"
 SYSTEM_RSYNC = "/usr/bin/rsync"
 DAEMON_NAMES = ("pirsyncd", "lsyncd")

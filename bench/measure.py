@@ -124,16 +124,21 @@ def tree_listing(root: str) -> dict[str, tuple[str, int]]:
     pending = [""]
     while pending:
         relative_dir = pending.pop()
-        with os.scandir(os.path.join(root, relative_dir)) as entries:
-            for entry in entries:
-                relative = os.path.join(relative_dir, entry.name)
-                if entry.is_symlink():
-                    listing[relative] = ("l", len(os.readlink(entry.path)))
-                elif entry.is_dir():
-                    listing[relative] = ("d", 0)
-                    pending.append(relative)
-                else:
-                    listing[relative] = ("f", entry.stat().st_size)
+        try:
+            with os.scandir(os.path.join(root, relative_dir)) as entries:
+                for entry in entries:
+                    relative = os.path.join(relative_dir, entry.name)
+                    if entry.is_symlink():
+                        listing[relative] = ("l", len(os.readlink(entry.path)))
+                    elif entry.is_dir():
+                        listing[relative] = ("d", 0)
+                        pending.append(relative)
+                    else:
+                        listing[relative] = ("f", entry.stat().st_size)
+        except FileNotFoundError:
+            # Renamed or removed while listed (a daemon renaming at the destination, as in W4):
+            # the listing is then incomplete, which only means "not converged yet".
+            listing[relative_dir + "\0vanished"] = ("?", 0)
     return listing
 
 

@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 from bench import measure, workloads
 from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
 from bench.sshd import loopback_sshd
+from tests.support.daemon import read_status_file
 
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large")
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
@@ -150,7 +151,8 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
     with workloads.daemon_session(contender.daemon, arguments.root, workload, delay, scale.timeout, populate,
                                   use_ssh, arguments.keep, contender.real_rsync, pirsyncd_arguments) as session:
         if base == "W1":
-            return workloads.w1_latency(session, scale), workloads.floor_one_file(arguments.root, use_ssh), {}
+            figures = workloads.w1_latency(session, scale)
+            return figures, workloads.floor_one_file(arguments.root, use_ssh), deletion_note(session)
         if base == "W6":
             figures, notes = workloads.w6_deletions(session, scale)
             return figures, {"noop_full_s": figures["noop_full_s"]}, notes
@@ -161,12 +163,21 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
         elif base == "W4":
             figures = workloads.w4_rename(session, scale)
         else:
-            return workloads.w5_idle(session, scale), {}, {}
+            return workloads.w5_idle(session, scale), {}, deletion_note(session)
+        notes = deletion_note(session)
         # The daemon is stopped and its mirror removed first: W3large needs the inodes (a tmpfs has
         # about 3 million by default, and three copies of 1.1 million entries do not fit).
         session.daemon.stop()
         shutil.rmtree(session.setup.destination_path)
-        return figures, workloads.floor_copy(session.setup.source, arguments.root, use_ssh), {}
+        return figures, workloads.floor_copy(session.setup.source, arguments.root, use_ssh), notes
+
+
+def deletion_note(session: workloads.Session) -> dict[str, str]:
+    """pirsyncd's deletion path from its status file (None until its first batch probed the rsync)."""
+    status = read_status_file(session.setup.status_file) if session.daemon.name == "pirsyncd" else None
+    if status is not None and status.get("deletion_path"):
+        return {"deletion_path": str(status["deletion_path"])}
+    return {}
 
 
 def pirsyncd_code_digest() -> str:
@@ -201,7 +212,10 @@ def run_notes(workload: str, contender: Contender, label: str, notes: dict[str, 
         info["deletion_mode_flag"] = contender.deletion_mode
         info["deletion_path"] = notes.get("deletion_path", contender.deletion_mode)
         info["deletion_path_from"] = "status file" if "deletion_path" in notes else "--deletion-mode flag"
-    elif contender.daemon == "lsyncd" and workload == "W6":
+    elif contender.daemon == "pirsyncd":
+        info["deletion_path"] = notes.get("deletion_path", "not probed (no batch ran)")
+        info["deletion_path_from"] = "status file" if "deletion_path" in notes else "-"
+    elif contender.daemon == "lsyncd":
         info["deletion_path"] = "lsyncd default.rsync: --delete with an include filter list"
         info["deletion_path_from"] = "its default"
     return info
@@ -232,8 +246,7 @@ def run_all(arguments: argparse.Namespace, ssh: SshTarget | None) -> tuple[dict,
                     continue
                 print(f"   {label}: {format_figures(figures)} floor {format_figures(floor)} "
                       f"({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
-                if workload == "W6":
-                    arguments.run_notes.append(run_notes(workload, contender, label, notes))
+                arguments.run_notes.append(run_notes(workload, contender, label, notes))
                 results.setdefault(workload, {}).setdefault(contender.name, []).append(figures)
                 if floor:
                     results[workload].setdefault(contender.floor_key, []).append(floor)
@@ -260,7 +273,7 @@ def notes_lines(run_notes: list[dict[str, str]]) -> list[str]:
     """One line per W6 contender: the rsync version(s) and the deletion path(s) its runs used."""
     by_contender: dict[str, dict[str, list[str]]] = {}
     for info in run_notes:
-        entry = by_contender.setdefault(info["contender"], {"rsync": [], "path": []})
+        entry = by_contender.setdefault(f"{info['workload']} {info['contender']}", {"rsync": [], "path": []})
         version = info["rsync_version"]
         if version.startswith("rsync  version "):
             version = version.split()[2]
@@ -366,7 +379,7 @@ def write_markdown(path: str, rows: list[dict], machine: dict[str, str], command
     lines += [f"- {name}: {DESCRIPTIONS[name]}" for name in arguments.workloads]
     notes = notes_lines(getattr(arguments, "run_notes", []))
     if notes or getattr(arguments, "skipped", []):
-        lines += ["", "W6 runs:", "", *[f"- {line}" for line in notes],
+        lines += ["", "The rsync and the deletion path of each workload's runs:", "", *[f"- {line}" for line in notes],
                   *[f"- skipped: {skipped}" for skipped in getattr(arguments, "skipped", [])]]
     lines += ["", *table_lines(rows, markdown=True), ""]
     if failures:

@@ -1,4 +1,5 @@
-"""sd_notify through systemd-python: readiness, status, watchdog. No-ops outside systemd."""
+"""sd_notify through systemd-python: readiness, status, watchdog. No-ops outside systemd,
+where systemd-python (and the libsystemd it loads, about 0.8 MiB) is not even imported."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import importlib
 import os
 from types import ModuleType
 
-_daemon: ModuleType | None
-try:
-    _daemon = importlib.import_module("systemd.daemon")
-except ImportError:  # systemd-python is a dependency of the package; tolerate its absence by hand
-    _daemon = None
+_daemon: ModuleType | None = None
+_looked = False
+
+
+def _systemd_daemon() -> ModuleType | None:
+    global _daemon, _looked
+    if not _looked:
+        _looked = True
+        try:
+            _daemon = importlib.import_module("systemd.daemon")
+        except ImportError:  # systemd-python is a dependency of the package; tolerate its absence by hand
+            _daemon = None
+    return _daemon
 
 
 def enabled() -> bool:
-    return _daemon is not None and bool(os.environ.get("NOTIFY_SOCKET"))
+    return bool(os.environ.get("NOTIFY_SOCKET")) and _systemd_daemon() is not None
 
 
 def send(*assignments: str) -> None:

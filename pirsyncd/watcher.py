@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import time
 
 try:
-    from inotify_simple import INotify
+    import inotify_simple
 except ModuleNotFoundError:  # the Debian package carries its own copy
-    from pirsyncd._vendor.inotify_simple import INotify  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
 from pirsyncd.filters import Excluder
+
+INotify = inotify_simple.INotify
+# inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
+# /sbin/ldconfig -p as a child (about 17 ms at start); the running program's own symbols
+# include libc's inotify_* already.
+if getattr(inotify_simple, "_libc", "absent") is None:
+    inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
 
 log = logging.getLogger("pirsyncd")
 
@@ -41,6 +49,9 @@ class Watcher:
         self.unwatched: set[str] = set()  # directories we could not watch
         self.unresolved: set[str] = set()  # new directories gone before we could watch them
         self.limit_reached = False
+        # The source's device when its file system counts subdirectories in a directory's link
+        # count (st_nlink == 2: no subdirectories), checked at the root; None: scan every directory.
+        self.leaf_device: int | None = None
 
     def fileno(self) -> int:
         return self.inotify.fileno()
@@ -63,6 +74,7 @@ class Watcher:
         self.unwatched.clear()
         self.unresolved.clear()
         self.limit_reached = False
+        self.leaf_device = None
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
         self.tree.add(wd, "")
         self._watch_below("")
@@ -80,6 +92,8 @@ class Watcher:
         while stack:
             parent, node = stack.pop()
             absolute = self._absolute(parent)
+            if parent and self.leaf_device is not None and _is_leaf(absolute, self.leaf_device):
+                continue  # watched already, so a subdirectory made after this look has its event
             try:
                 with os.scandir(absolute) as entries:
                     subdirectories = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
@@ -87,6 +101,8 @@ class Watcher:
                 if error.errno not in (errno.ENOENT, errno.ENOTDIR):
                     self._note_unwatched(parent, error)
                 continue
+            if not parent:
+                self.leaf_device = _leaf_device(absolute, len(subdirectories))
             for name in subdirectories:
                 path = f"{parent}/{name}" if parent else name
                 if excluder and excluder.excludes(path, True):
@@ -231,6 +247,27 @@ class Watcher:
                    f"(and in /etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full "
                    f"sync every {resync_interval:g} s")
         return message, f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
+
+
+def _leaf_device(root: str, subdirectories: int) -> int | None:
+    """The root's device when its link count is 2 + its subdirectories (ext4, xfs, tmpfs do
+    that; btrfs and others say 1), so that a directory with 2 links has none; else None.
+    A root without subdirectories proves nothing."""
+    try:
+        status = os.lstat(root)
+    except OSError:
+        return None
+    return status.st_dev if subdirectories and status.st_nlink == subdirectories + 2 else None
+
+
+def _is_leaf(absolute: str, device: int) -> bool:
+    """True when a watched directory has no subdirectories, told by its link count: a stat
+    costs a fraction of listing it. Another device (a mount below the source) is listed."""
+    try:
+        status = os.lstat(absolute)
+    except OSError:
+        return False  # let the listing say what happened
+    return status.st_nlink == 2 and status.st_dev == device
 
 
 def count_directories(source: str, roots: set[str], budget: float = 0.2) -> tuple[int, bool]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,19 +95,17 @@ def test_a_hanging_hook_is_killed_at_its_time_limit_while_syncing_goes_on(tmp_pa
                                                                         trees: tuple[Path, Path]) -> None:
     source, destination = trees
     pids = tmp_path / "hook-pids"
-    hook = f"on_sync = sh -c 'echo $$ >> {pids}; exec sleep 1000'\nhook_timeout = 3"
+    hook = f"on_sync = sh -c 'echo $$ >> {pids}; exec sleep 1000'\nhook_timeout = 20"
     with named_daemon(tmp_path, source, destination, hook).start() as daemon:
         wait_for(lambda: pids.exists() and pids.read_text(), 10, "on_sync never started")
-        started = time.monotonic()
-        for index in range(10):  # while the hook hangs: each change is mirrored at once
-            before = time.monotonic()
-            write(source / f"f{index}", f"{index}\n")
-            wait_until_equal(source, destination, 5)
-            assert time.monotonic() - before < 2.0, "syncing slowed down while a hook hung"
-        if time.monotonic() - started < 2.5:
-            assert len(pids.read_text().split()) == 1, "a second call started while the first still ran"
-        daemon.wait_log("on_sync hook killed: it ran longer than hook_timeout (3 s)", 15)
         first_pid = int(pids.read_text().split()[0])
+        for index in range(5):  # while the hook hangs, every change is mirrored all the same
+            write(source / f"f{index}", f"{index}\n")
+            wait_until_equal(source, destination, 15)
+            if os.path.exists(f"/proc/{first_pid}"):
+                assert len(pids.read_text().split()) == 1, "a second call started while the first still ran"
+        assert os.path.exists(f"/proc/{first_pid}"), "the hook ended before the changes were mirrored"
+        daemon.wait_log("on_sync hook killed: it ran longer than hook_timeout (20 s)", 40)
         wait_for(lambda: not os.path.exists(f"/proc/{first_pid}"), 10, "the hung hook is still running")
         # The calls that waited behind it were coalesced into one more call (which hangs too).
         wait_for(lambda: len(pids.read_text().split()) == 2, 10, lambda: pids.read_text())
