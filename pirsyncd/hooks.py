@@ -101,8 +101,10 @@ class Hook:
     def _start(self, call: HookCall) -> None:
         stdin = b"".join(os.fsencode(path) + b"\0" for path in call.paths) if call.event == "sync" else b""
         try:
-            # The daemon's environment minus what is systemd's word to the daemon alone.
-            inherited = {key: value for key, value in os.environ.items() if key not in _DAEMON_ONLY}
+            # The daemon's environment minus what is systemd's word to the daemon alone, and minus
+            # PIRSYNCD_* variables it was started with: those the hook gets are this call's.
+            inherited = {key: value for key, value in os.environ.items()
+                         if key not in _DAEMON_ONLY and not key.startswith("PIRSYNCD_")}
             child = Child(list(self.argv), stdin, self.name,
                           env={**inherited, **call.environment(self.instance, self.name)})
         except OSError as error:
