@@ -28,24 +28,11 @@ if __package__ in (None, ""):
 from bench import measure
 from bench.daemons import LSYNCD, REPO_ROOT, RunningDaemon, Setup, format_seconds, lua_string, pirsyncd_command
 from bench.workloads import unique_block, write_file
+from tests.support.processes import inotify_watches
 from tests.support.trees import wait_for
 
 DESTINATIONS = 4
 WRAPPER = os.path.join(REPO_ROOT, "bench", "rsync-wrapper")
-
-
-def inotify_watches(pid: int) -> int:
-    """The watches a process holds: one ``inotify wd:`` line per watch in /proc/PID/fdinfo."""
-    total = 0
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
-                total += sum(1 for line in info if line.startswith("inotify wd:"))
-        except OSError:
-            continue
-    return total
 
 
 def directory_count(root: str) -> int:

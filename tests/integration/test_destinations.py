@@ -13,25 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.processes import inotify_watches
 from tests.support.trees import wait_for, wait_until_equal
 from tests.support.workload import Workload, seed_from_environment
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 GOOD = ("web1", "web2", "web3", "web4")
-
-
-def inotify_watch_count(pid: int) -> int:
-    """Watches the process holds, from /proc/PID/fdinfo (one 'inotify wd:' line each)."""
-    total = 0
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{name}") as stream:
-                total += sum(1 for line in stream if line.startswith("inotify wd:"))
-        except OSError:
-            continue
-    return total
 
 
 def directory_count(root: Path) -> int:
@@ -98,7 +85,7 @@ def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path
         # All of them cannot be in sync while one is down.
         waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "1")
         assert waited.returncode == 75, waited.stderr
-        assert inotify_watch_count(daemon.pid) == directory_count(source), "one watch per source directory"
+        assert inotify_watches(daemon.pid) == directory_count(source), "one watch per source directory"
         make_writable(read_only)
         wait_until_equal(source, read_only, 120)
         daemon.wait_synced(60)

@@ -100,3 +100,17 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
         except subprocess.TimeoutExpired:
             stop_process_tree(process)
     return process.wait()
+
+
+def inotify_watches(pid: int) -> int:
+    """The watches a process holds: one ``inotify wd:`` line per watch in /proc/PID/fdinfo."""
+    total = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
+                total += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return total
