@@ -85,7 +85,9 @@ def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path
         # All of them cannot be in sync while one is down.
         waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "1")
         assert waited.returncode == 75, waited.stderr
-        assert inotify_watches(daemon.pid) == directory_count(source), "one watch per source directory"
+        wait_for(lambda: inotify_watches(daemon.pid) == directory_count(source), 10,
+                 lambda: f"one watch per source directory: {inotify_watches(daemon.pid)} watches, "
+                         f"{directory_count(source)} directories")
         make_writable(read_only)
         wait_until_equal(source, read_only, 120)
         daemon.wait_synced(60)
