@@ -5,8 +5,8 @@ from the same snapshot as the status file (the counters are the domain's, see
 
 prometheus_client is imported only when a metrics_file is configured (start-up memory).
 
-    pirsyncd_pending_paths{instance="www",destination="default"} 0.0
-    pirsyncd_state{instance="www",destination="default",state="in-sync"} 1.0
+    pirsyncd_pending_paths{instance="www",destination="www"} 0.0
+    pirsyncd_state{instance="www",destination="www",state="in-sync"} 1.0
 """
 
 from __future__ import annotations

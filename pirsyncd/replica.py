@@ -104,7 +104,9 @@ class Replica:
 
     @property
     def pending_count(self) -> int:
-        return self.pending.count + (self.job.batch.path_count if self.job else 0)
+        """Paths waiting to be sent (a full sync still owed counts as one at least)."""
+        owed = max(1, len(self.pending.compare_after_full)) if self.pending.full_sync_needed else 0
+        return self.pending.count + owed + (max(1, self.job.batch.path_count) if self.job else 0)
 
     @property
     def has_pending(self) -> bool:
@@ -334,6 +336,7 @@ class Replica:
             "files_sent_in_job": self.files_sent_in_job,
             "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
             "warning": HELD_WARNING if self.policy.state == ReplicaState.HELD else None,
+            "full_sync_owed": self.pending.full_sync_needed,
             "counters": self.tally.snapshot(),
         }
 
