@@ -3,10 +3,8 @@ the daemon logged, after syncs, failures and an overflow; promtool accepts it an
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import REPO, Daemon
+from tests.support.daemon import REPO, Daemon, overflow_the_inotify_queue, start_with_a_small_inotify_queue
 from tests.support.trees import wait_for, wait_until_equal
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser", reason="needs python3-prometheus-client")
@@ -149,28 +147,10 @@ def test_metrics_count_failed_runs_and_show_the_state(tmp_path: Path, trees: tup
 
 
 def test_metrics_count_an_inotify_overflow_and_its_full_sync(tmp_path: Path, trees: tuple[Path, Path]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to lower fs.inotify.max_queued_events")
     source, destination = trees
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    original = knob.read_text()
-    knob.write_text("64\n")
-    try:
-        daemon, metrics = start(tmp_path, source, destination)  # its inotify queue holds 64 events
-    finally:
-        knob.write_text(original)
+    daemon, metrics = start_with_a_small_inotify_queue(lambda: start(tmp_path, source, destination))
     with daemon:
-        for index in range(7):
-            (source / f"d{index}").mkdir()
-        wait_until_equal(source, destination, 20)
-        daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
-        try:
-            for index in range(500):
-                write(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
-        finally:
-            daemon.signal(signal.SIGCONT)
-        daemon.wait_log("inotify queue overflowed")
-        wait_until_equal(source, destination, 30)
+        overflow_the_inotify_queue(daemon, source, destination)
         samples = settled(daemon, metrics)
         assert total(samples, "pirsyncd_inotify_overflows_total") == 1
         assert total(samples, "pirsyncd_full_syncs_total", reason="overflow") == 1

@@ -7,9 +7,7 @@ import shutil
 import signal
 from pathlib import Path
 
-import pytest
-
-from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.daemon import Daemon, overflow_the_inotify_queue, run_pirsyncd, start_with_a_small_inotify_queue
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES, LONG_NAMES
 
@@ -108,30 +106,11 @@ def test_write_through_a_second_hard_link_name(mirror: tuple[Path, Path, Daemon]
 
 
 def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Path, Path]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to lower fs.inotify.max_queued_events")
     source, destination = trees
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    original = knob.read_text()
-    knob.write_text("64\n")
-    try:
-        daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                        "--delay", "0.1")
-        daemon.start()  # its inotify queue holds 64 events
-    finally:
-        knob.write_text(original)
+    daemon = start_with_a_small_inotify_queue(lambda: Daemon(
+        tmp_path / "daemon", "--source", str(source), "--destination", str(destination), "--delay", "0.1").start())
     with daemon:
-        for index in range(7):
-            (source / f"d{index}").mkdir()
-        wait_until_equal(source, destination, 20)  # watched now, so the burst below makes events
-        daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
-        try:
-            for index in range(500):
-                write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
-        finally:
-            daemon.signal(signal.SIGCONT)
-        daemon.wait_log("inotify queue overflowed")
-        wait_until_equal(source, destination, 30)
+        overflow_the_inotify_queue(daemon, source, destination)
 
 
 def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[Path, Path]) -> None:
@@ -218,18 +197,11 @@ def test_excluded_paths_are_neither_sent_nor_watched(tmp_path: Path, trees: tupl
 
 def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to lower fs.inotify.max_queued_events")
     source, destination = trees
     (source / "d").mkdir()
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    original = knob.read_text()
-    knob.write_text("32\n")
-    try:
-        daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                        "--delay", "0.1").start()
-    finally:
-        knob.write_text(original)
+    daemon = start_with_a_small_inotify_queue(lambda: Daemon(
+        tmp_path / "daemon", "--source", str(source), "--destination", str(destination), "--delay", "0.1").start(),
+        events=32)
     with daemon:
         daemon.signal(signal.SIGSTOP)
         try:

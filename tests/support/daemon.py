@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from tests.support import rsyncs
 from tests.support.notify import NotifySocket
 from tests.support.processes import stop_process
-from tests.support.trees import wait_for, wait_until_equal
+from tests.support.trees import wait_for, wait_until_equal, write_file
+
+_Started = TypeVar("_Started")
 
 REPO = Path(__file__).resolve().parents[2]
 # Not inherited from the environment the tests run in: the daemon runs as by hand, not as a
@@ -197,3 +203,35 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+_QUEUE_KNOB = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+def start_with_a_small_inotify_queue(start: Callable[[], _Started], events: int = 64) -> _Started:
+    """Call ``start`` (which starts a daemon) while fs.inotify.max_queued_events is ``events``,
+    so that daemon's queue holds that many; the setting is put back at once. Skips without root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower fs.inotify.max_queued_events")
+    original = _QUEUE_KNOB.read_text()
+    _QUEUE_KNOB.write_text(f"{events}\n")
+    try:
+        return start()
+    finally:
+        _QUEUE_KNOB.write_text(original)
+
+
+def overflow_the_inotify_queue(daemon: Daemon, source: Path, destination: Path) -> None:
+    """Make a daemon started with a small queue overflow it, and wait until it says so and the
+    mirror is whole again: seven watched directories, then 500 files while it cannot read."""
+    for index in range(7):
+        (source / f"d{index}").mkdir()
+    wait_until_equal(source, destination, 20)  # watched now, so the burst below makes events
+    daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
+    try:
+        for index in range(500):
+            write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
+    finally:
+        daemon.signal(signal.SIGCONT)
+    daemon.wait_log("inotify queue overflowed")
+    wait_until_equal(source, destination, 30)
