@@ -165,24 +165,38 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
 
 
-def _status_command(argv: list[str]) -> int:
-    from pirsyncd.status import default_status_path, format_status, read_status, wait_until_synced
-
-    parser = _Parser(prog=f"pirsyncd {argv[0]}")
-    waiting = argv[0] == "wait"
+def _subcommand_parser(verb: str) -> argparse.ArgumentParser:
+    """The arguments every subcommand about a running instance takes: NAME and --status-file."""
+    parser = _Parser(prog=f"pirsyncd {verb}")
     parser.add_argument("name", nargs="?", metavar="NAME")
-    parser.add_argument("--status-file", metavar="FILE", help="read this status file (default /run/pirsyncd/NAME.json)")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="the daemon's status file (default /run/pirsyncd/NAME.json)")
+    return parser
+
+
+def _status_path(arguments: argparse.Namespace) -> str:
+    from pirsyncd.status import default_status_path
+
+    if arguments.name:
+        check_instance_name(arguments.name)
+    path = arguments.status_file or default_status_path(arguments.name or "")
+    if path is None:
+        raise UsageError("name an instance or give --status-file")
+    return path
+
+
+def _status_command(argv: list[str]) -> int:
+    from pirsyncd.status import format_status, read_status, wait_until_synced
+
+    parser = _subcommand_parser(argv[0])
+    waiting = argv[0] == "wait"
     if waiting:
         parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
         parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
     else:
         parser.add_argument("--json", action="store_true", help="print the raw JSON")
     arguments = parser.parse_args(argv[1:])
-    if arguments.name:
-        check_instance_name(arguments.name)
-    path = arguments.status_file or default_status_path(arguments.name or "")
-    if path is None:
-        raise UsageError("name an instance or give --status-file")
+    path = _status_path(arguments)
     if waiting:
         return wait_until_synced(path, arguments.timeout, destination=arguments.destination,
                                  print_error=lambda text: print(text, file=sys.stderr))
@@ -199,21 +213,13 @@ def _pause_command(argv: list[str]) -> int:
     """``pirsyncd pause|resume NAME``: create or remove the pause file, then SIGUSR2 and wait
     until the daemon's status says it took it (docs/CONTRACT.md)."""
     from pirsyncd.pause import STATE_DIRECTORY, default_pause_path, write_pause_file
-    from pirsyncd.status import default_status_path, wait_for_pause
+    from pirsyncd.status import read_status, wait_for_pause
 
     pausing = argv[0] == "pause"
-    parser = _Parser(prog=f"pirsyncd {argv[0]}")
-    parser.add_argument("name", nargs="?", metavar="NAME")
-    parser.add_argument("--status-file", metavar="FILE",
-                        help="the daemon's status file (default /run/pirsyncd/NAME.json)")
+    parser = _subcommand_parser(argv[0])
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
     arguments = parser.parse_args(argv[1:])
-    if arguments.name:
-        check_instance_name(arguments.name)
-    status_path = arguments.status_file or default_status_path(arguments.name or "")
-    if status_path is None:
-        raise UsageError("name an instance or give --status-file")
-    from pirsyncd.status import read_status
+    status_path = _status_path(arguments)
 
     status = read_status(status_path) or {}
     pause_path = str(status.get("pause_file") or default_pause_path(arguments.name or "", status_path,
