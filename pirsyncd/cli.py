@@ -20,7 +20,8 @@ from pirsyncd.options import OPTIONS
 
 DEFAULT_CONFIG_DIR = "/etc/pirsyncd"
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]*$")
-_CLI_PATH_KEYS = ("source", "status_file", "pause_file", "metrics_file", "ssh_identity_file", "password_file")
+_CLI_PATH_KEYS = ("source", "status_file", "pause_file", "state_file", "metrics_file", "ssh_identity_file",
+                  "password_file")
 
 
 class UsageError(Exception):

@@ -47,6 +47,8 @@ class Config:
     delay: float
     trigger_paths: int
     full_sync_threshold: int
+    startup_sync: str
+    state_file: str | None
     initial_sync: bool
     full_resync_interval: float
     max_delete: int
@@ -161,6 +163,8 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
             problems.append(f"{place}: {error}")
             values[option.key] = option.default
 
+    if values["initial_sync"] is False:
+        values["startup_sync"] = "none"  # the old spelling
     if "destination" not in raw_values and named:
         problems[:] = [problem for problem in problems if "[sync] destination: missing" not in problem]
     specs = _destination_specs(values, where, named, source_name, problems)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 # Kernel event bits (linux/inotify.h); names as in the man page.
@@ -46,12 +46,13 @@ class Event(NamedTuple):
 
 
 class WatchedDir:
-    __slots__ = ("children", "name", "parent", "wd")
+    __slots__ = ("children", "ino", "name", "parent", "wd")
 
-    def __init__(self, wd: int, name: str, parent: WatchedDir | None) -> None:
+    def __init__(self, wd: int, name: str, parent: WatchedDir | None, ino: int = 0) -> None:
         self.wd = wd
         self.name = name
         self.parent = parent
+        self.ino = ino  # the directory's inode number (0: not known), for the restart state
         self.children: dict[str, WatchedDir] | None = None
 
 
@@ -61,6 +62,7 @@ class WatchTree:
     def __init__(self) -> None:
         self.root: WatchedDir | None = None
         self.by_wd: dict[int, WatchedDir] = {}
+        self.version = 0  # changes whenever a directory is added, moved or forgotten
 
     def __len__(self) -> int:
         return len(self.by_wd)
@@ -83,10 +85,25 @@ class WatchTree:
             node = node.children[name]
         return node
 
-    def add(self, wd: int, path: str) -> WatchedDir:
+    def directories(self) -> Iterator[tuple[int, int, str]]:
+        """(inode, parent's inode, name) of every watched directory, parents first; the
+        root's parent is 0 and its name ''."""
+        if self.root is None:
+            return
+        yield self.root.ino, 0, ""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if node.children:
+                for name, child in node.children.items():
+                    yield child.ino, node.ino, name
+                    stack.append(child)
+
+    def add(self, wd: int, path: str, ino: int = 0) -> WatchedDir:
         """Register a watch for the directory at path (its parent must be registered)."""
+        self.version += 1
         if path == "":
-            node = WatchedDir(wd, "", None)
+            node = WatchedDir(wd, "", None, ino)
             self.root = node
         else:
             parent_path, _, name = path.rpartition("/")
@@ -100,19 +117,21 @@ class WatchTree:
                 raise KeyError(parent_path)
             existing = parent.children.get(name) if parent.children else None
             if existing is not None and existing.wd == wd:
+                existing.ino = ino or existing.ino
                 return existing
             if existing is not None:
                 self.detach(existing)
-            node = WatchedDir(wd, name, parent)
+            node = WatchedDir(wd, name, parent, ino)
             if parent.children is None:
                 parent.children = {}
             parent.children[name] = node
         self.by_wd[wd] = node
         return node
 
-    def add_child(self, parent: WatchedDir, name: str, wd: int) -> WatchedDir:
+    def add_child(self, parent: WatchedDir, name: str, wd: int, ino: int = 0) -> WatchedDir:
         """Register a new watch for directory ``name`` in ``parent`` (a fast path for scans)."""
-        node = WatchedDir(wd, name, parent)
+        self.version += 1
+        node = WatchedDir(wd, name, parent, ino)
         if parent.children is None:
             parent.children = {}
         existing = parent.children.get(name)
@@ -124,6 +143,7 @@ class WatchTree:
 
     def detach(self, node: WatchedDir) -> list[int]:
         """Forget a directory and everything below it; return their watch descriptors."""
+        self.version += 1
         siblings = node.parent.children if node.parent is not None else None
         if siblings is not None and siblings.get(node.name) is node:
             del siblings[node.name]
@@ -146,6 +166,7 @@ class WatchTree:
         if node is None or node.parent is None or new_parent is None or self._is_within(new_parent, node):
             # The last case cannot happen on disk; it means our map is stale: rebuild that part.
             return False
+        self.version += 1
         replaced = new_parent.children.get(new_name) if new_parent.children else None
         if replaced is not None and replaced is not node:
             self.detach(replaced)
@@ -179,6 +200,7 @@ class ChangeKind(enum.Enum):
     RESCAN = "rescan"  # events were lost: only a full sync can be sure
     ROOT_LOST = "root-lost"  # the source root itself was deleted, moved or unmounted
     LOST_WATCH = "lost-watch"  # a directory's watch vanished unexpectedly (e.g. unmount below the root)
+    ENTRIES = "entries"  # a directory's entries may differ at the destination: check its own (warm start)
 
 
 @dataclasses.dataclass(frozen=True)

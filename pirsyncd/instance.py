@@ -23,8 +23,9 @@ from pirsyncd.loop import Loop
 from pirsyncd.metrics import MetricsFile
 from pirsyncd.operations import Operations
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
-from pirsyncd.replica import Replica, make_replicas, start_replicas
+from pirsyncd.replica import Replica, make_replicas
 from pirsyncd.report import Reporter, RsyncOutputLog, combine_destinations
+from pirsyncd.restart import StateKeeper, all_in_sync, default_state_path
 from pirsyncd.runner import Child, ChildResult
 from pirsyncd.safety import SourceProblem, preflight
 from pirsyncd.source import SourceSide
@@ -54,6 +55,7 @@ class Instance:
         self.heartbeat = time.time()
         self.final_state: str | None = None
         self.ssh = SharedConnections()
+        self.keeper = StateKeeper(config)  # the restart state: a warm start, the watermark
         self._next_start = 0
 
     @property
@@ -65,8 +67,9 @@ class Instance:
         """Watch the source and announce readiness; an exit status when that fails."""
         config = self.config
         self.ssh.open([replica.config for replica in self.replicas])
+        now = self.clock()
         try:
-            self.source.watch()
+            self.keeper.start(config, self.source, self.replicas, now)  # watches, starts each replica
         except OSError as error:
             log.error("cannot watch the source %s: %s; check that it is readable and that "
                       "fs.inotify.max_user_watches and max_user_instances are not exhausted",
@@ -76,11 +79,9 @@ class Instance:
             log.error("%s; start pirsyncd again once it stays put", problem)
             return problem.exit_status
         self.loop.watch_readable(self.source.watcher, self.take_changes)
-        now = self.clock()
         self.ops.refresh_pause(0)
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
-        start_replicas(self.replicas, now, config.initial_sync)
         self.publish(force=True)
         notify.send("READY=1", f"STATUS={self.reporter.line}")
         log.info("watching %s (%d directories), mirroring to %s", config.source, self.source.watched_count,
@@ -92,11 +93,10 @@ class Instance:
 
     def shut_down(self) -> None:
         for replica in self.replicas:
-            child = replica.job.child if replica.job else None
-            if child is not None:
-                child.stop("shutting down")
-                child.wait(5.0)
+            replica.stop_job_and_wait("shutting down")
         self.ops.hooks.stop()
+        if self.keeper.activity and self.policy.exit_status == exitcodes.OK:
+            self.save_state(self.clock())  # a clean stop with everything sent
         self.source.close()
         self.ssh.close([replica.config for replica in self.replicas])
         failed = any(replica.policy.state == ReplicaState.FAILED for replica in self.replicas)
@@ -118,6 +118,8 @@ class Instance:
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
+        if self.keeper.activity and all_in_sync(self.source, self.replicas, self.policy.source_lost):
+            table.append((self.keeper.next_write, Timer.STATE, None))
         return table
 
     def on_timer(self, timer: Timer, replica: Replica | None, now: float) -> None:
@@ -144,6 +146,8 @@ class Instance:
             self.publish()
         elif timer == Timer.HOOK:
             self.ops.hooks.on_timer(now)
+        elif timer == Timer.STATE:
+            self.save_state(now)
 
     def healthy(self, now: float) -> bool:
         """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
@@ -210,6 +214,7 @@ class Instance:
                 # empty mount point would wipe the mirror as surely as a full sync.
                 self.lose_source(moved, now)
                 return
+            self.keeper.before_job(replica)
             child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.ssh.control_path)
             self._after_step(replica, child, now)
 
@@ -222,6 +227,7 @@ class Instance:
         if child is not None:
             self.loop.watch_child(child, lambda result: self._on_child_exit(replica, result))
             return
+        self.keeper.activity = True
         synced, replica.just_synced = replica.just_synced, None
         if synced is not None:
             self.ops.job_synced(replica.name or "default", synced)
@@ -236,6 +242,9 @@ class Instance:
                 other.policy.state == ReplicaState.FAILED for other in self.replicas):
             self.policy.finish(replica.exit_status)
         self.publish(force=True)
+
+    def save_state(self, now: float) -> None:
+        self.keeper.save(self.take_changes, self.config, self.source, self.replicas, self.policy.source_lost, now)
 
     # -- the source ----------------------------------------------------------------------------------
     def lose_source(self, reason: str, now: float) -> None:
@@ -281,8 +290,7 @@ class Instance:
                 self.take_changes()
             seq = self.source.barrier()
             for replica in self.replicas:
-                if not replica.has_pending and replica.job is None and replica.synced_seq >= 0:
-                    replica.synced_seq = seq  # nothing pending: everything seen is there
+                replica.reach_barrier(seq)
             self.publish(force=True)
         elif number == signal.SIGUSR2 and self.ops.refresh_pause(
                 sum(replica.pending_count for replica in self.replicas)):
@@ -347,17 +355,12 @@ class Instance:
             self.source.identity = None  # a reload names the source anew: take what is there now
             self.policy.source_check_at = now
         self.config = new
+        self.keeper.path = new.state_file or default_state_path(new.instance)
         self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
         self.rsync_output.reopen(new.rsync_log)
         self.ops.reconfigure(new, self.reporter.path, sum(replica.pending_count for replica in self.replicas))
-        before = {replica.name: replica.config for replica in self.replicas}
-        self.replicas = make_replicas(new, self.rsync_output, keep=self.replicas, now=now)
+        self.replicas = make_replicas(new, self.rsync_output, keep=self.replicas, now=now, old=old)
         self._next_start = 0
-        for replica in self.replicas:
-            was = before.get(replica.name)
-            if was is None or (old.source, was.destination, old.exclude) != (
-                    new.source, replica.config.destination, new.exclude):
-                replica.request_full_sync(now, at_once=True, reason="reload")
         self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         log.info("reloaded the configuration from %s", new.origin)
 
@@ -382,7 +385,7 @@ class Instance:
             "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
             "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
             "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],
-            **self.ops.snapshot(),
+            **self.ops.snapshot(), "watermark": self.keeper.watermark, "start": self.keeper.start_info,
             "source_identity": None if identity is None else {
                 "device": identity.device, "inode": identity.inode, "mount_id": identity.mount_id},
         }

@@ -70,6 +70,8 @@ class SyncJob:
         self.vanished = False
         self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
         self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
+        self.redo_entries: list[str] = []  # directories whose entries check rsync skipped: again at once
+        self._checking: list[str] = []  # the directories the running DELETIONS run checks
         self.deletions_skipped_in_full = False
         self._steps = self._full_sync() if batch.full else self._batch()
 
@@ -132,10 +134,11 @@ class SyncJob:
             entries = paths
             if transfer.mode == RunMode.DELETIONS:
                 # Decided now, not when planned: the tree may have changed since.
-                paths = deletion_parents(SourceFacts(config.source), paths, new_dirs)
+                paths = deletion_parents(SourceFacts(config.source), paths, new_dirs, transfer.own_entries)
                 entries = rsync.deletion_entries(paths)
                 if not paths:
                     continue
+            self._checking = list(transfer.own_entries)
             if not (yield from self._transfer(transfer.mode, entries, paths, list(transfer.paths))):
                 return
 
@@ -245,6 +248,8 @@ class SyncJob:
             if mode == RunMode.FULL:
                 self.deletions_skipped_in_full = True
             else:
+                if mode == RunMode.DELETIONS:
+                    self.redo_entries += [path for path in self._checking if _failing_ancestor(path, failing) is None]
                 removed = deleted if mode == RunMode.DELETIONS else [
                     path for path in paths if not os.path.lexists(os.path.join(source, path))]
                 for path in removed:

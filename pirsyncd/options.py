@@ -17,7 +17,8 @@ class Option:
 
     section: str
     key: str
-    # path, string, destinations, duration, int, bool, size, patterns, flags, command, rsync_log, deletion_mode
+    # path, string, destinations, duration, int, bool, size, patterns, flags, command, rsync_log,
+    # deletion_mode, startup_sync
     kind: str
     default: Any
     help: str
@@ -56,8 +57,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync", "full_sync_threshold", "int", 200000,
            "When more distinct paths than this are pending, send one full sync instead (bounds memory).",
            "100000"),
+    Option("sync", "startup_sync", "startup_sync", "auto",
+           "What a start sends: auto (what changed since the state file's watermark when the state "
+           "is valid and current, else a full sync, saying why), full (always a full sync), none (nothing: "
+           "trust the destination to be current).",
+           "auto"),
+    Option("sync", "state_file", "path", None,
+           "Where the restart state lives (the watermark, what the mirror is, the directory index in "
+           "STATE_FILE.dirs), so a restart sends what changed instead of a full sync (default under "
+           "systemd: $STATE_DIRECTORY/NAME.state; otherwise none: a full sync at every start).",
+           "/var/lib/pirsyncd/www.state"),
     Option("sync", "initial_sync", "bool", True,
-           "Run a full sync at start (turn off only when the destination is known to be current).",
+           "Old spelling: initial_sync = no is startup_sync = none.",
            "yes"),
     Option("sync", "full_resync_interval", "duration", 0.0,
            "Also run a full sync this often, as a safety net (0 turns it off).",

@@ -21,6 +21,7 @@ FLAG_REMOVED = 2  # gone at the source: delete at the destination
 FLAG_NEW_DIR = 4  # a new directory: send all of it, recursively
 FLAG_MOVED = 8  # arrived by a rename: its old self may be renamed at the destination
 FLAG_DIR_METADATA = 16  # a directory's own metadata changed: check it without resending it
+FLAG_ENTRIES = 32  # a directory's own entries may differ at the destination: check them (warm start)
 
 
 class _Node:
@@ -53,12 +54,13 @@ class Batch:
     moves: list[Move] = dataclasses.field(default_factory=list)
     moved_paths: list[str] = dataclasses.field(default_factory=list)  # to verify after renaming
     directories: list[str] = dataclasses.field(default_factory=list)  # metadata changed: quick check
+    entries: list[str] = dataclasses.field(default_factory=list)  # directories whose own entries to check
     change_seq: int = 0
 
     @property
     def path_count(self) -> int:
         return (len(self.changed) + len(self.removed) + len(self.new_dirs) + len(self.moved_paths)
-                + len(self.directories))
+                + len(self.directories) + len(self.entries))
 
     def covered_paths(self) -> list[str]:
         """The paths the batch sends whole (with what lies below them) or deletes; '.' for a
@@ -154,6 +156,8 @@ class Pending:
                 elif kind == ChangeKind.REMOVED:
                     self._drop_children(node)
                     self._set_flags(node, FLAG_REMOVED)
+                elif kind == ChangeKind.ENTRIES:
+                    self._set_flags(node, (node.flags & ~FLAG_REMOVED) | FLAG_ENTRIES)
         if self.count > self.full_sync_threshold:
             self.request_full_sync()
 
@@ -258,6 +262,8 @@ class Pending:
                     batch.moved_paths.append(path)
                 elif node.flags & FLAG_DIR_METADATA:
                     batch.directories.append(path)
+                if node.flags & FLAG_ENTRIES and not node.flags & (FLAG_NEW_DIR | FLAG_REMOVED):
+                    batch.entries.append(path)
         self._reset()
         return batch
 
@@ -286,6 +292,9 @@ class Pending:
             again(path)
         for path in batch.directories:
             again(path, as_directory_metadata=True)
+        for path in batch.entries:
+            gone = is_dir is not None and is_dir(path) is not True
+            self.add(Change(ChangeKind.REMOVED if gone else ChangeKind.ENTRIES, path, True), now)
         for move in batch.moves:
             # Renames not replayed at the destination: send both ends instead.
             self.add(Change(ChangeKind.REMOVED, move.old_path, move.is_dir), now)

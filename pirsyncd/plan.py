@@ -55,6 +55,7 @@ class Transfer:
 
     mode: RunMode
     paths: tuple[str, ...]
+    own_entries: tuple[str, ...] = ()  # DELETIONS: directories whose own entries are checked too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,26 +128,30 @@ def plan_transfers(batch: Batch, facts: Facts, renames: Renames, *, delete_missi
         transfers.append(Transfer(RunMode.CHANGES, tuple(dict.fromkeys(send + new_dirs))))
     if verify:
         transfers.append(Transfer(RunMode.VERIFY, tuple(sorted(set(verify)))))
-    if deleted:
-        transfers.append(Transfer(RunMode.DELETIONS, tuple(deleted)))
+    if deleted or batch.entries:
+        transfers.append(Transfer(RunMode.DELETIONS, tuple(deleted), tuple(batch.entries)))
     if batch.directories:
         transfers.append(Transfer(RunMode.DIRECTORIES, tuple(batch.directories)))
     return transfers
 
 
-def deletion_parents(facts: Facts, deleted: Iterable[str], new_dirs: Iterable[str] = ()) -> list[str]:
-    """The nearest existing directory above each deleted path, once each, sorted; none
-    that lies in a new directory sent whole (that run deletes there already).
+def deletion_parents(facts: Facts, deleted: Iterable[str], new_dirs: Iterable[str] = (),
+                     own_entries: Iterable[str] = ()) -> list[str]:
+    """The nearest existing directory above each deleted path, and each directory of
+    ``own_entries`` that still is one, once each, sorted; none that lies in a new directory
+    sent whole (that run deletes there already).
 
     A directory is one by lstat (a symlink to a directory is not), so rsync is never
     given a path it cannot list: that would make it skip every deletion of the run.
     """
     sent_whole = set(new_dirs)
     parents: set[str] = set()
-    for path in deleted:
+    checked = [f"{path}/." for path in own_entries if path in ("", ".") or facts.kind(path) is True]
+    for path in [*deleted, *checked]:
         parent = os.path.dirname(path)
-        while parent and facts.kind(parent) is not True:
+        while parent and parent != "." and facts.kind(parent) is not True:
             parent = os.path.dirname(parent)
+        parent = "" if parent == "." else parent
         components = parent.split("/") if parent else []
         if any("/".join(components[:depth]) in sent_whole for depth in range(1, len(components) + 1)):
             continue

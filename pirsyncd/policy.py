@@ -37,6 +37,7 @@ class Timer(enum.Enum):
     WATCHDOG = "watchdog"  # WATCHDOG=1 is due
     PUBLISH = "publish"  # a throttled status update is due
     HOOK = "hook"  # a hook ran past hook_timeout: stop it, then kill it
+    STATE = "state"  # everything is in sync: write the restart state (watermark)
 
 
 class ReplicaState(enum.Enum):

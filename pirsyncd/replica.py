@@ -22,6 +22,7 @@ from pirsyncd.failing import FailingPaths
 from pirsyncd.hardlinks import HardLinkIndex, Key
 from pirsyncd.job import RunRecord, SyncJob
 from pirsyncd.pending import Batch, Pending
+from pirsyncd.plan import SourceFacts
 from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
 from pirsyncd.report import RsyncOutputLog, log_run
 from pirsyncd.rsync import Outcome, RunMode
@@ -181,6 +182,18 @@ class Replica:
             self.policy.stop_requested(now)
             self.job.stop(reason)
 
+    def stop_job_and_wait(self, reason: str) -> None:
+        """At exit: stop the running child, if any, and wait for it a little."""
+        child = self.job.child if self.job else None
+        if child is not None:
+            child.stop(reason)
+            child.wait(5.0)
+
+    def reach_barrier(self, seq: int) -> None:
+        """A sync barrier: with nothing pending, everything seen is there."""
+        if not self.has_pending and self.job is None and self.synced_seq >= 0:
+            self.synced_seq = seq
+
     def _next(self, child: Child | None, now: float) -> Child | None:
         if child is None:
             self._job_ended(now)
@@ -208,14 +221,14 @@ class Replica:
         assert job is not None
         if job.source_problem is not None:
             self.policy.job_abandoned()
-            self.pending.put_back(job.batch, now, self._is_dir)
+            self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
             self.source_problem = job.source_problem
             return
         if job.switch_to_fallback:
             self.delete_missing_args = False
             self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
-            self.pending.put_back(job.batch, now, self._is_dir)
+            self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
             return
         if job.verdict.outcome == Outcome.OK:
             self._job_succeeded(job, now)
@@ -226,7 +239,7 @@ class Replica:
         if job.vanished and not job.batch.full:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
-            self.pending.put_back(job.batch, now, self._is_dir)
+            self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
         self._settle_failing(job, now)
         if not job.vanished:
             self.synced_seq = max(self.synced_seq, job.batch.change_seq)
@@ -239,7 +252,7 @@ class Replica:
 
     def _job_failed(self, job: SyncJob, now: float) -> None:
         verdict = job.verdict
-        self.pending.put_back(job.batch, now, self._is_dir)
+        self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
         retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
         if verdict.outcome == Outcome.DELETE_LIMIT:
             # Retrying would delete max_delete more each time: hold until a person decides.
@@ -275,6 +288,8 @@ class Replica:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
         for path in job.redo:
             self.pending.add(Change(ChangeKind.REMOVED, path, True), now)
+        for path in job.redo_entries:
+            self.pending.add(Change(ChangeKind.ENTRIES, path, True), now)
         if job.deletions_skipped_in_full:
             self._log(logging.WARNING, "rsync skipped the deletions of this full sync because of the failing paths; "
                         "a full sync follows once they are sent")
@@ -285,12 +300,6 @@ class Replica:
             self.full_sync_when_failing_clears = False
             self.request_full_sync(now, at_once=True, reason="failing-cleared")
 
-    def _is_dir(self, path: str) -> bool | None:
-        try:
-            return stat.S_ISDIR(os.lstat(os.path.join(self.config.source, path)).st_mode)
-        except OSError:
-            return None
-
     def _report_deletion_path(self, why: str) -> None:
         if self.delete_missing_args:
             self._log(logging.INFO, "deletions: rsync --delete-missing-args (%s)", why)
@@ -300,6 +309,28 @@ class Replica:
                         self.config.rsync_binary, self.rsync_version)
         else:
             self._log(logging.INFO, "deletions: re-checking each deleted path's parent directory (%s)", why)
+
+    # -- start ----------------------------------------------------------------------------
+    def start_full(self, at: float, run: bool) -> None:
+        """At start: the initial full sync at ``at``, or (``run`` False) trust the destination."""
+        if run:
+            self.request_full_sync(at, at_once=True, reason="initial")
+        else:
+            self.policy.job_succeeded()
+            self.synced_seq = 0
+
+    def start_warm(self, changes: list[Change], failing: list[str], now: float) -> None:
+        """At start: what changed while the daemon was down, and what was failing, sent at once."""
+        self.add(changes, set(), now)
+        for path in failing:
+            self._retry_failing_path(path, now)
+        if not self.pending:
+            self.start_full(now, run=False)
+            return
+        self.pending.first_change_at = self.pending.last_change_at = now - self.pending.delay
+
+    def log_start(self, message: str) -> None:
+        self._log(logging.INFO, "%s", message)
 
     def announce(self) -> None:
         """At start: say how deletions go, when the config decides it."""
@@ -342,8 +373,9 @@ class Replica:
 
 
 def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[Replica] = (),
-                  now: float = 0.0) -> list[Replica]:
-    """One replica per destination; on a reload, those that stay keep their state."""
+                  now: float = 0.0, old: Config | None = None) -> list[Replica]:
+    """One replica per destination; on a reload (from ``old``), those that stay keep their
+    state, and those with another source, destination or excludes run a full sync."""
     known = {replica.name: replica for replica in keep}
     configs = config.per_destination()
     replicas = []
@@ -352,23 +384,13 @@ def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[R
         if replica is None:
             replica = Replica(each, rsync_output, each.destination_name)
         else:
+            was = replica.config
             replica.reconfigure(each)
+        if old is not None and (replica not in keep or (old.source, was.destination, old.exclude) != (
+                each.source, each.destination, each.exclude)):
+            replica.request_full_sync(now, at_once=True, reason="reload")
         replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
         replicas.append(replica)
     for gone in known.values():
         gone.stop_job("destination removed", now)
     return replicas
-
-
-INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
-
-
-def start_replicas(replicas: Sequence[Replica], now: float, initial_sync: bool) -> None:
-    """At start: each destination's initial full sync (staggered: N full syncs of one tree
-    should not start at the same instant), or trust it to be current."""
-    for index, replica in enumerate(replicas):
-        if initial_sync:
-            replica.request_full_sync(now + index * INITIAL_SYNC_STAGGER, at_once=True, reason="initial")
-        else:
-            replica.policy.job_succeeded()
-            replica.synced_seq = 0

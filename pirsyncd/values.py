@@ -18,6 +18,7 @@ from pirsyncd.filters import PatternError, compile_pattern
 from pirsyncd.options import Option
 
 DELETION_MODES = ("auto", "missing-args", "parents")
+STARTUP_SYNCS = ("auto", "full", "none")
 
 _DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -172,10 +173,11 @@ def convert(option: Option, raw: str) -> Any:
             return tuple(shlex.split(raw))
         except ValueError as error:
             raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
-    if kind == "deletion_mode":
-        if text in DELETION_MODES:
+    if kind in ("deletion_mode", "startup_sync"):
+        choices = DELETION_MODES if kind == "deletion_mode" else STARTUP_SYNCS
+        if text in choices:
             return text
-        raise ValueError(f"not one of {', '.join(DELETION_MODES)}: {raw!r}")
+        raise ValueError(f"not one of {', '.join(choices)}: {raw!r}")
     if kind == "rsync_log":
         if text in ("journal", "none") or os.path.isabs(text):
             return text

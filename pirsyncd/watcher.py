@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 
 try:
     import inotify_simple
@@ -16,6 +17,8 @@ except ModuleNotFoundError:  # the Debian package carries its own copy
 
 from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
 from pirsyncd.filters import Excluder
+
+Visit = Callable[[str, int, list[os.DirEntry[str]]], None]  # a directory: its path, inode, listing
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -67,8 +70,10 @@ class Watcher:
     def root_alive(self) -> bool:
         return self.tree.root is not None and self.tree.root.wd in self.tree.by_wd
 
-    def watch_root(self) -> None:
-        """Watch the source root and everything below it. Raises OSError for the root."""
+    def watch_root(self, visit: Visit | None = None) -> None:
+        """Watch the source root and everything below it. Raises OSError for the root.
+        ``visit(path, inode, entries)`` is shown every watched directory's listing (os.DirEntry
+        objects, after its watch exists), parents first: a warm start's scan."""
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched.clear()
@@ -76,13 +81,13 @@ class Watcher:
         self.limit_reached = False
         self.leaf_device = None
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
-        self.tree.add(wd, "")
-        self._watch_below("")
+        self.tree.add(wd, "", os.stat(self.source).st_ino)
+        self._watch_below("", visit)
 
     def _absolute(self, relative: str) -> str:
         return join(self.source, relative) if relative else self.source
 
-    def _watch_below(self, relative: str) -> None:
+    def _watch_below(self, relative: str, visit: Visit | None = None) -> None:
         """Watch every directory below an already watched one (iterative, depth first)."""
         start = self.tree.find(relative)
         if start is None:
@@ -92,18 +97,25 @@ class Watcher:
         while stack:
             parent, node = stack.pop()
             absolute = self._absolute(parent)
-            if parent and self.leaf_device is not None and _is_leaf(absolute, self.leaf_device):
+            if (visit is None and parent and self.leaf_device is not None
+                    and _is_leaf(absolute, self.leaf_device)):
                 continue  # watched already, so a subdirectory made after this look has its event
             try:
-                with os.scandir(absolute) as entries:
-                    subdirectories = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+                with os.scandir(absolute) as listing:
+                    if visit is None:
+                        entries = [entry for entry in listing if entry.is_dir(follow_symlinks=False)]
+                    else:
+                        entries = list(listing)
+                        visit(parent, node.ino, entries)
             except OSError as error:
                 if error.errno not in (errno.ENOENT, errno.ENOTDIR):
                     self._note_unwatched(parent, error)
                 continue
+            subdirectories = [entry for entry in entries if visit is None or entry.is_dir(follow_symlinks=False)]
             if not parent:
                 self.leaf_device = _leaf_device(absolute, len(subdirectories))
-            for name in subdirectories:
+            for entry in subdirectories:
+                name = entry.name
                 path = f"{parent}/{name}" if parent else name
                 if excluder and excluder.excludes(path, True):
                     continue
@@ -112,12 +124,12 @@ class Watcher:
                     continue
                 if wd in by_wd:
                     # Seen before (a stale entry, or a directory met twice): take the careful path.
-                    if self._register(wd, path):
+                    if self._register(wd, path, entry.inode()):
                         child = self.tree.find(path)
                         if child is not None:
                             stack.append((path, child))
                     continue
-                stack.append((path, self.tree.add_child(node, name, wd)))
+                stack.append((path, self.tree.add_child(node, name, wd, entry.inode())))
 
     def _kernel_watch(self, absolute: str, relative: str) -> int | None:
         """inotify_add_watch; None when the directory is gone or cannot be watched."""
@@ -129,16 +141,23 @@ class Watcher:
             return None
 
     def _add_watch(self, relative: str) -> bool:
-        wd = self._kernel_watch(self._absolute(relative), relative)
-        return wd is not None and self._register(wd, relative)
+        absolute = self._absolute(relative)
+        wd = self._kernel_watch(absolute, relative)
+        if wd is None:
+            return False
+        try:
+            ino = os.lstat(absolute).st_ino
+        except OSError:
+            ino = 0  # gone again: its event follows
+        return self._register(wd, relative, ino)
 
-    def _register(self, wd: int, relative: str) -> bool:
+    def _register(self, wd: int, relative: str, ino: int) -> bool:
         """Enter a kernel watch into the tree at ``relative``."""
         stale = self.tree.by_wd.get(wd)
         if stale is not None and self.tree.path_of(stale) != relative:
             self.tree.detach(stale)  # the same directory seen again under a new name
         try:
-            self.tree.add(wd, relative)
+            self.tree.add(wd, relative, ino)
         except KeyError:
             return False  # its parent was dropped meanwhile
         self.unwatched.discard(relative)

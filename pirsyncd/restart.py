@@ -1,0 +1,210 @@
+"""Restarts that are not full syncs: at start, read the state and decide for each destination
+(warm: what changed since the watermark; full: why); while running, write the state when
+everything is in sync, and mark a destination's layout as moved on before its next job.
+
+    start:   state file ─> judge ─> the watch walk with a WarmScan ─> each replica: its
+             changes (warm) or a full sync (with the reason, in the log and the status)
+    running: all in sync, nothing pending ─> drain inotify ─> watermark = then - MARGIN
+             ─> STATE_FILE.dirs (when the tree changed) ─> STATE_FILE
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pirsyncd import state
+from pirsyncd.config import Config
+from pirsyncd.events import WatchTree
+from pirsyncd.policy import ReplicaState
+from pirsyncd.replica import Replica
+from pirsyncd.source import SourceSide
+from pirsyncd.state import Header, StateUnusable
+from pirsyncd.warm import WarmScan
+
+log = logging.getLogger("pirsyncd")
+
+
+def default_state_path(instance: str, state_directory: str | None = None) -> str | None:
+    """$STATE_DIRECTORY/NAME.state under systemd; otherwise none.
+
+    >>> default_state_path("www", "/var/lib/pirsyncd")
+    '/var/lib/pirsyncd/www.state'
+    """
+    if state_directory is None:
+        state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None
+    return os.path.join(state_directory, f"{instance}.state") if instance and state_directory else None
+
+
+def all_in_sync(source: SourceSide, replicas: Sequence[Replica], source_lost: bool) -> bool:
+    """Every destination has everything (but those held or failed): the watermark may advance."""
+    if source_lost or source.watcher is None or source.unwatched:
+        return False
+    out = (ReplicaState.HELD, ReplicaState.FAILED)
+    return all(in_sync(replica) or replica.policy.state in out for replica in replicas) and any(
+        in_sync(replica) for replica in replicas)
+
+
+def in_sync(replica: Replica) -> bool:
+    """Nothing pending or running, and the last job (or the start) went well."""
+    return replica.policy.state == ReplicaState.IN_SYNC and replica.job is None and not replica.pending
+
+
+class StateKeeper:
+    """The restart state of one instance: read once at start, written as the mirror advances."""
+
+    def __init__(self, config: Config) -> None:
+        self.path = config.state_file or default_state_path(config.instance)
+        self.header: Header | None = None  # what is on disk, as far as we know
+        self.start_info: dict[str, Any] = {"kind": "full", "changes": 0, "reason": None, "seconds": 0.0}
+        self.activity = False  # a job ended since the last write: the watermark may advance
+        self.next_write = 0.0  # monotonic: not before
+        self._index: tuple[WatchTree, int] | None = None  # the tree (and its version) on disk
+        self._interval = state.MIN_WRITE_INTERVAL
+        self._complained = False
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self, config: Config, source: SourceSide, replicas: Sequence[Replica], now: float) -> None:
+        """Watch the source (OSError / SourceProblem as SourceSide.watch) and start each replica."""
+        began = time.monotonic()
+        scan, reason = None, self._why_not_warm(config)
+        if reason is None:
+            try:
+                scan = self._prepare(config, source)
+            except StateUnusable as problem:
+                reason = str(problem)
+        source.watch(visit=scan.visit if scan else None)
+        if scan is not None and source.watcher is not None and source.watcher.limit_reached:
+            scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
+        if scan is not None:
+            scan.unreadable(source.unwatched)
+        seconds = time.monotonic() - began
+        warm = 0
+        for index, replica in enumerate(replicas):
+            entry, why = self._judge_replica(replica, scan, reason)
+            if scan is None or entry is None:
+                if config.startup_sync != "none":
+                    replica.log_start(f"full sync at start: {why}")
+                replica.start_full(now + index * INITIAL_SYNC_STAGGER, config.startup_sync != "none")
+                self.start_info = {"kind": "none" if config.startup_sync == "none" else "full", "changes": 0,
+                                   "reason": why, "seconds": round(seconds, 3)}
+                continue
+            assert self.header is not None
+            changes = scan.result(replay_moves=bool(entry.get("layout")))
+            failing = [str(path) for path in entry.get("failing") or []]
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.header.watermark))
+            replica.log_start(f"warm start: {len(changes) + len(failing)} changes since {since} "
+                              f"found in {seconds:.2f} s")
+            replica.start_warm(changes, failing, now)
+            warm += 1
+            if warm == len(replicas):
+                self.start_info = {"kind": "warm", "changes": len(changes) + len(failing), "reason": None,
+                                   "seconds": round(seconds, 3)}
+
+    def _why_not_warm(self, config: Config) -> str | None:
+        if config.startup_sync == "none":
+            return "startup_sync = none"
+        if config.startup_sync == "full":
+            return "startup_sync = full"
+        if self.path is None:
+            return "no state_file is set"
+        return None
+
+    def _prepare(self, config: Config, source: SourceSide) -> WarmScan:
+        assert self.path is not None
+        header = state.read_header(self.path)
+        self.header = header
+        status = os.stat(config.source)
+        state.judge(header, config.source, status.st_dev, status.st_ino, config.full_resync_interval)
+        index = state.read_index(self.path, header.index_token)
+        return WarmScan(config.source, source.excluder, header.watermark, index)
+
+    def _judge_replica(self, replica: Replica, scan: WarmScan | None,
+                       reason: str | None) -> tuple[dict[str, Any] | None, str]:
+        if scan is None or self.header is None:
+            return None, reason or "no state"
+        try:
+            return state.judge_destination(self.header, replica.config), ""
+        except StateUnusable as problem:
+            return None, str(problem)
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def watermark(self) -> float | None:
+        return self.header.watermark if self.header is not None and self.header.destinations else None
+
+    def before_job(self, replica: Replica) -> None:
+        """A job may change the destination's layout: the index no longer describes it, so a
+        warm start must not replay renames there (it sends renamed directories whole)."""
+        header = self.header
+        if self.path is None or header is None:
+            return
+        entry = header.destinations.get(replica.config.destination_name)
+        if entry is None or not entry.get("layout"):
+            return
+        entry["layout"] = False
+        try:
+            state.write_header(self.path, header)
+        except OSError as error:
+            self._cannot_write(error)
+
+    def save(self, drain: Callable[[], None], config: Config, source: SourceSide, replicas: Sequence[Replica],
+             source_lost: bool, now: float) -> None:
+        """Read what is queued (``drain``), then, if still all in sync, write the state."""
+        taken = time.time()
+        drain()
+        if all_in_sync(source, replicas, source_lost):
+            self.write(taken - state.MARGIN, config, source, replicas, now)
+
+    def write(self, watermark: float, config: Config, source: SourceSide, replicas: Sequence[Replica],
+              now: float) -> None:
+        """Everything is in sync: the watermark advances (``now``: monotonic)."""
+        self.activity = False
+        if self.path is None or source.watcher is None or source.identity is None:
+            return
+        destinations = {}
+        for replica in replicas:
+            if in_sync(replica) and len(replica.failing) <= state.MAX_FAILING:
+                destinations[replica.config.destination_name] = {
+                    "destination": replica.config.destination.text,
+                    "settings": state.destination_settings(replica.config), "layout": True,
+                    "failing": sorted(replica.failing.paths)}
+        if not destinations:
+            return
+        began = time.monotonic()
+        try:
+            tree = source.watcher.tree
+            token = self.header.index_token if self.header is not None else ""
+            if self._index is None or self._index[0] is not tree or self._index[1] != tree.version or not token:
+                token = state.write_index(self.path, tree.directories())
+                self._index = (tree, tree.version)
+            boot_id, offset = state.boot_clock()
+            header = Header(watermark=watermark, source=config.source, device=source.identity.device,
+                            inode=source.identity.inode, mounts=state.mounts_below(config.source),
+                            boot_id=boot_id, boot_offset=offset, index_token=token, destinations=destinations)
+            state.write_header(self.path, header)
+        except OSError as error:
+            self._cannot_write(error)
+            return
+        self.header = header
+        self._complained = False
+        self._interval = max(state.MIN_WRITE_INTERVAL, 20 * (time.monotonic() - began))
+        self.next_write = now + self._interval
+
+    def _cannot_write(self, error: OSError) -> None:
+        if not self._complained:
+            log.error("cannot write the state file %s: %s; syncing goes on, but the next start runs a full sync "
+                      "(check that its directory exists and is writable)", self.path, error.strerror)
+            self._complained = True
+        self.header = None
+        self._index = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # never leave a state that says more than is true
+
+
+INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations

@@ -1,0 +1,206 @@
+"""The restart state: a watermark before which every change has reached the destinations,
+what makes a mirror the same mirror, and the directory index (inode -> parent, name),
+kept on disk so that a restart is not a full sync (see :mod:`pirsyncd.warm`).
+
+    STATE_FILE        a small JSON header, replaced atomically (write, fsync, rename)
+    STATE_FILE.dirs   the directory index as of the watermark, rewritten only when the
+                      watched tree changed; the header names the index it goes with
+
+The kernel stamps every change of an inode with a ctime user space cannot set back, so a
+watermark taken when nothing was pending (minus :data:`MARGIN` for events still on their
+way and coarse timestamps) is safe at any moment: a kill -9 needs no clean shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pirsyncd.config import Config
+
+FORMAT = 1
+MARGIN = 2.0  # seconds the watermark lies before the moment it was taken
+MIN_WRITE_INTERVAL = 5.0  # seconds between two writes (more when writing takes long)
+MAX_FAILING = 1000  # failing paths a destination may carry in the state (more: a full sync)
+
+
+class StateUnusable(Exception):
+    """Why the state cannot start this daemon warm (the message completes "full sync at start: ")."""
+
+
+Index = dict[int, tuple[int, str]]  # a directory's inode -> (its parent's inode, its name)
+
+
+def boot_clock() -> tuple[str, float]:
+    """This boot's id and the wall clock's offset from CLOCK_BOOTTIME: within one boot the
+    offset only shrinks when the clock was set back."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as stream:
+            boot_id = stream.read().strip()
+    except OSError:
+        boot_id = ""
+    return boot_id, time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def destination_settings(config: Config) -> str:
+    """A digest of the settings that change what the destination holds (not how it is sent)."""
+    settings = [list(config.exclude), list(config.rsync_flags), config.max_size, config.min_size]
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+
+
+def mounts_below(source: str) -> list[list[str]]:
+    """The mounts at and below the source (path relative to it, device, root, type, what):
+    another file system mounted there while the daemon was down is not the same tree."""
+    found = []
+    prefix = source.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 10 or "-" not in fields[6:]:
+            continue
+        point = _unescape(fields[4])
+        if point == source.rstrip("/") or point.startswith(prefix):
+            tail = fields[fields.index("-", 6) + 1:]
+            found.append([point[len(prefix):] if point.startswith(prefix) else ".", fields[2],
+                          _unescape(fields[3]), *tail[:2]])
+    return found
+
+
+def _unescape(text: str) -> str:
+    r"""mountinfo writes space, tab, newline and backslash as \ooo."""
+    if "\\" not in text:
+        return text
+    return text.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+
+
+@dataclasses.dataclass
+class Header:
+    """The state file's header, as written and as read back."""
+
+    watermark: float
+    source: str
+    device: int
+    inode: int
+    mounts: list[list[str]]
+    boot_id: str
+    boot_offset: float
+    index_token: str
+    # name -> {"destination": text, "settings": digest, "layout": bool, "failing": [paths]}
+    destinations: dict[str, dict[str, Any]]
+    written: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+
+def read_header(path: str) -> Header:
+    try:
+        with open(path, "rb") as stream:
+            data = json.loads(stream.read())
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError("unknown format")
+        data.pop("format")
+        header = Header(**data)
+        float(header.watermark), int(header.device), int(header.inode)
+        if not isinstance(header.destinations, dict):
+            raise ValueError("no destinations")
+    except FileNotFoundError:
+        raise StateUnusable(f"no state file yet ({path})") from None
+    except OSError as error:
+        raise StateUnusable(f"the state file {path} is unreadable ({error.strerror})") from None
+    except (ValueError, TypeError) as error:
+        raise StateUnusable(f"the state file {path} is unreadable ({error})") from None
+    return header
+
+
+def read_index(path: str, token: str) -> Index:
+    """The directory index the header names; StateUnusable when it is another one."""
+    try:
+        with open(path + ".dirs", "rb") as stream:
+            data = json.loads(stream.read())
+        if data.get("token") != token:
+            raise ValueError("it belongs to another state")
+        entries = data["directories"]
+        return {int(ino): (int(parent), str(name)) for ino, parent, name in entries}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        text = error.strerror if isinstance(error, OSError) else str(error)
+        raise StateUnusable(f"the directory index {path}.dirs is unreadable ({text})") from None
+
+
+def write_index(path: str, directories: Iterable[tuple[int, int, str]]) -> str:
+    """Write the directory index; return its token (for the header)."""
+    token = secrets.token_hex(8)
+    _write_atomically(path + ".dirs", json.dumps({"token": token, "directories": list(directories)},
+                                                 separators=(",", ":")).encode())
+    return token
+
+
+def write_header(path: str, header: Header) -> None:
+    header.written = time.time()
+    _write_atomically(path, json.dumps(header.to_json(), indent=1).encode())
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):
+        directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def judge(header: Header, source: str, device: int, inode: int, full_resync_interval: float,
+          now: float | None = None) -> None:
+    """Raise StateUnusable when the header cannot start this source warm."""
+    now = time.time() if now is None else now
+    if header.source != source:
+        raise StateUnusable(f"the state file is from another source ({header.source})")
+    if header.device != device:
+        raise StateUnusable("the source is on another file system now (its device changed)")
+    if header.inode != inode:
+        raise StateUnusable("the source is another directory now (its inode changed)")
+    if header.watermark > now:
+        raise StateUnusable("the state file's watermark is in the future (the clock went back)")
+    boot_id, offset = boot_clock()
+    if boot_id and boot_id == header.boot_id and offset < header.boot_offset - 1.0:
+        raise StateUnusable(f"the clock went back {header.boot_offset - offset:.0f} s since the state was written")
+    if full_resync_interval and now - header.watermark > full_resync_interval:
+        raise StateUnusable(f"the state is older than full_resync_interval ({full_resync_interval:g} s)")
+    if header.mounts != mounts_below(source):
+        raise StateUnusable("the mounts at or below the source changed")
+
+
+def judge_destination(header: Header, config: Config) -> dict[str, Any]:
+    """The header's entry for one destination; StateUnusable when it has none that fits."""
+    name = config.destination_name
+    entry = header.destinations.get(name)
+    if entry is None:
+        known = ", ".join(sorted(header.destinations)) or "none"
+        raise StateUnusable(f"the state file is from another destination (it knows {known})")
+    if entry.get("destination") != config.destination.text:
+        raise StateUnusable(f"the state file is from another destination ({entry.get('destination')})")
+    if entry.get("settings") != destination_settings(config):
+        raise StateUnusable("the state file is from other settings (exclude, rsync_flags, max_size or min_size)")
+    return entry
