@@ -261,6 +261,10 @@ def _check_destinations(values: dict[str, Any], where: dict[str, str], specs: li
     source = values["source"]
     seen: dict[str, str] = {}
     several = len(specs) > 1
+    for key in ("state_file", "status_file"):
+        if isinstance(source, str) and values.get(key) and _is_within(values[key], source):
+            problems.append(f"{where.get(key, source_name)}: {values[key]!r} is inside the source {source!r}; "
+                            "every write would be a change to mirror: keep it elsewhere (e.g. /var/lib/pirsyncd)")
     for spec in specs:
         destination = spec.destination
         place = f"{source_name}: destination {spec.name} ({destination.text})" if several else where.get(

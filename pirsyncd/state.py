@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pirsyncd.config import Config
@@ -126,36 +126,50 @@ def read_header(path: str) -> Header:
 
 def read_index(path: str, token: str) -> Index:
     """The directory index the header names; StateUnusable when it is another one."""
+    index: Index = {}
     try:
-        with open(path + ".dirs", "rb") as stream:
-            data = json.loads(stream.read())
-        if data.get("token") != token:
-            raise ValueError("it belongs to another state")
-        entries = data["directories"]
-        return {int(ino): (int(parent), str(name)) for ino, parent, name in entries}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        with open(path + ".dirs", encoding="utf-8", errors="surrogateescape") as stream:
+            if stream.readline().split() != ["pirsyncd-dirs", str(FORMAT), token]:
+                raise ValueError("it belongs to another state")
+            for line in stream:
+                ino, parent, name = json.loads(line)
+                index[int(ino)] = (int(parent), str(name))
+    except (OSError, ValueError, TypeError) as error:
         text = error.strerror if isinstance(error, OSError) else str(error)
         raise StateUnusable(f"the directory index {path}.dirs is unreadable ({text})") from None
+    return index
 
 
 def write_index(path: str, directories: Iterable[tuple[int, int, str]]) -> str:
-    """Write the directory index; return its token (for the header)."""
+    """Write the directory index, one JSON line per directory (streamed: a large tree's
+    index is never held in memory as a whole); return its token (for the header)."""
     token = secrets.token_hex(8)
-    _write_atomically(path + ".dirs", json.dumps({"token": token, "directories": list(directories)},
-                                                 separators=(",", ":")).encode())
+
+    def lines() -> Iterator[bytes]:
+        yield f"pirsyncd-dirs {FORMAT} {token}\n".encode()
+        batch = []
+        for entry in directories:
+            batch.append(json.dumps(entry))
+            if len(batch) == 1024:
+                yield ("\n".join(batch) + "\n").encode(errors="surrogateescape")
+                batch = []
+        yield ("\n".join(batch) + "\n").encode(errors="surrogateescape") if batch else b""
+
+    _write_atomically(path + ".dirs", lines())
     return token
 
 
 def write_header(path: str, header: Header) -> None:
     header.written = time.time()
-    _write_atomically(path, json.dumps(header.to_json(), indent=1).encode())
+    _write_atomically(path, [json.dumps(header.to_json(), indent=1).encode()])
 
 
-def _write_atomically(path: str, data: bytes) -> None:
+def _write_atomically(path: str, chunks: Iterable[bytes]) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         with open(temporary, "wb") as stream:
-            stream.write(data)
+            for chunk in chunks:
+                stream.write(chunk)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

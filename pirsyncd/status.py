@@ -71,6 +71,7 @@ def format_status(status: dict[str, Any]) -> str:
           if status.get("paused") else []),
         f"watched dirs: {status.get('watched_dirs')}",
         f"last success: {_when(status.get('last_success'))}",
+        *_restart_lines(status),
     ]
     last_sync = status.get("last_sync")
     if isinstance(last_sync, dict):
@@ -103,6 +104,23 @@ def format_status(status: dict[str, Any]) -> str:
                          f"last success {_when(entry.get('last_success'))}"
                          + (f", last error: {error.get('message')}" if error else ""))
     return "\n".join(lines)
+
+
+def _restart_lines(status: dict[str, Any]) -> list[str]:
+    """What the last start did, and how far a restart would look back."""
+    lines = []
+    start = status.get("start")
+    if isinstance(start, dict):
+        if start.get("kind") == "warm":
+            lines.append(f"last start:   warm, {start.get('changes')} changes found in {start.get('seconds')} s")
+        elif start.get("kind") == "full":
+            lines.append(f"last start:   full sync ({start.get('reason')})")
+        else:
+            lines.append("last start:   nothing sent (startup_sync = none)")
+    if "watermark" in status:
+        lines.append(f"watermark:    {_when(status.get('watermark'))}"
+                     + ("" if status.get("watermark") else "; the next start runs a full sync"))
+    return lines
 
 
 def _progress(status: dict[str, Any], destination: str | None) -> dict[str, Any] | None:

@@ -1,0 +1,185 @@
+"""The warm start's parts: the scan against a real tree, the move order, the state file's
+judgement, and ENTRIES through pending and the plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pirsyncd import state
+from pirsyncd.events import Change, ChangeKind
+from pirsyncd.filters import Excluder
+from pirsyncd.pending import Pending
+from pirsyncd.plan import Renames, deletion_parents, plan_transfers
+from pirsyncd.rsync import RunMode
+from pirsyncd.state import Header, StateUnusable
+from pirsyncd.warm import WarmScan, order_moves
+from pirsyncd.watcher import Watcher
+from tests.support.trees import wait_for
+
+
+def index_and_watermark(root: Path) -> tuple[state.Index, float]:
+    """The index a running daemon would have written, and a watermark after every ctime in
+    the tree (waiting until the clock has moved past them, so later changes are newer)."""
+    watcher = Watcher(str(root), Excluder(()))
+    try:
+        watcher.watch_root()
+        index = {ino: (parent, name) for ino, parent, name in watcher.tree.directories()}
+    finally:
+        watcher.close()
+    newest = max(os.lstat(os.path.join(top, name)).st_ctime_ns
+                 for top, dirs, files in os.walk(root) for name in [*dirs, *files, "."])
+    probe = root.parent / "clock-probe"
+
+    def clock_moved_on() -> bool:
+        probe.write_text("x")
+        return probe.stat().st_ctime_ns > newest + 2000
+
+    wait_for(clock_moved_on, timeout=5, message="the file system clock to move past the tree's ctimes")
+    return index, (newest + 1000) / 1e9  # a float holds about 0.24 us at today's epoch
+
+
+def scan(root: Path, index: state.Index, watermark: float, replay: bool = True) -> list[tuple[str, str, str]]:
+    warm = WarmScan(str(root), Excluder(()), watermark, index)
+    watcher = Watcher(str(root), Excluder(()))
+    try:
+        watcher.watch_root(warm.visit)
+    finally:
+        watcher.close()
+    return [(change.kind.value, change.path, change.old_path) for change in warm.result(replay)]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for directory in ("a/b/c", "keep/inner", "gone/deep", "moving/sub", "out"):
+        (root / directory).mkdir(parents=True)
+    for path in ("a/b/c/f", "keep/inner/g", "keep/h", "gone/deep/x", "moving/sub/y", "top"):
+        (root / path).write_text(path)
+    return root
+
+
+def test_nothing_changed_means_no_changes(tree: Path) -> None:
+    index, watermark = index_and_watermark(tree)
+    assert scan(tree, index, watermark) == []
+
+
+def test_each_kind_of_change_is_found(tree: Path, tmp_path: Path) -> None:
+    index, watermark = index_and_watermark(tree)
+    (tree / "fresh/deeper").mkdir(parents=True)  # unknown: sent whole, not looked into
+    (tree / "fresh/deeper/z").write_text("z")  # (made before any deletion: no inode reused)
+    (tree / "moving").rename(tree / "moved")  # a rename within the tree: replayed
+    (tree / "moved/sub/new-file").write_text("n")  # a create inside the renamed directory
+    shutil.rmtree(tree / "gone")  # the root's entries changed
+    (tree / "out").rename(tmp_path / "out")  # moved out: the root's entries again
+    status = (tree / "keep/h").stat()
+    (tree / "keep/h").write_text("H")  # same size, old mtime restored: the ctime says it
+    os.utime(tree / "keep/h", ns=(status.st_atime_ns, status.st_mtime_ns))
+    (tree / "a/b/c/f").unlink()  # a deleted file: its directory's entries
+    found = scan(tree, index, watermark)
+    assert found[0] == ("moved", "moved", "moving")  # renames first
+    assert sorted(found[1:]) == sorted([
+        ("entries", ".", ""), ("new-dir", "fresh", ""), ("changed", "keep/h", ""),
+        ("entries", "a/b/c", ""), ("changed", "moved/sub/new-file", ""), ("entries", "moved/sub", "")])
+
+
+def test_without_trusted_renames_a_renamed_directory_goes_whole(tree: Path) -> None:
+    index, watermark = index_and_watermark(tree)
+    (tree / "moving").rename(tree / "moved")
+    (tree / "moved/sub/new-file").write_text("n")
+    assert sorted(scan(tree, index, watermark, replay=False)) == [("entries", ".", ""), ("new-dir", "moved", "")]
+
+
+def test_a_reused_inode_is_checked_not_trusted(tree: Path) -> None:
+    """A directory the index knows by inode at another place is renamed and then verified;
+    one that looks in place has its own entries checked (its ctime is new)."""
+    index, watermark = index_and_watermark(tree)
+    ino = (tree / "keep").stat().st_ino
+    # Pretend the index had this inode as "elsewhere/keep": a rename from there, verified after.
+    elsewhere = max(index) + 1
+    index[elsewhere] = (index[ino][0], "elsewhere")
+    index[ino] = (elsewhere, "keep")
+    (tree / "keep/new").write_text("n")
+    assert ("moved", "keep", "elsewhere/keep") in scan(tree, index, watermark)
+
+
+def test_move_order() -> None:
+    assert order_moves([("a", "b"), ("b", "a")]) == ([("b", "a")], ["b"])  # a swap: one goes whole
+    assert order_moves([("p", "q"), ("r", "q/s")]) == ([("p", "q")], ["q/s"])  # into a renamed one
+    assert order_moves([("1", "2"), ("2", "3"), ("3", "4")]) == ([("3", "4"), ("2", "3"), ("1", "2")], [])
+
+
+def header(**changes: object) -> Header:
+    values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "mounts": [],
+              "boot_id": "", "boot_offset": 0.0, "index_token": "t", "destinations": {}}
+    values.update(changes)
+    return Header(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("changes", "arguments", "reason"), [
+    ({"source": "/other"}, {}, "another source"),
+    ({"device": 9}, {}, "another file system"),
+    ({"inode": 9}, {}, "another directory"),
+    ({"watermark": time.time() + 3600}, {}, "in the future"),
+    ({}, {"full_resync_interval": 5.0}, "older than full_resync_interval"),
+])
+def test_judge_names_the_reason(changes: dict[str, object], arguments: dict[str, float], reason: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "mounts_below", lambda source: [])
+    with pytest.raises(StateUnusable, match=reason):
+        state.judge(header(**changes), "/srv", 1, 2, arguments.get("full_resync_interval", 0.0))
+    state.judge(header(), "/srv", 1, 2, 0.0)  # and the unchanged header passes
+
+
+def test_the_clock_set_back_within_a_boot_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    boot_id, offset = state.boot_clock()
+    monkeypatch.setattr(state, "mounts_below", lambda source: [])
+    with pytest.raises(StateUnusable, match="clock went back"):
+        state.judge(header(boot_id=boot_id, boot_offset=offset + 60), "/srv", 1, 2, 0.0)
+
+
+def test_state_files_round_trip_and_unreadable_ones_say_so(tmp_path: Path) -> None:
+    path = str(tmp_path / "www.state")
+    with pytest.raises(StateUnusable, match="no state file yet"):
+        state.read_header(path)
+    token = state.write_index(path, [(2, 0, ""), (5, 2, "a b")])
+    state.write_header(path, header(index_token=token))
+    assert state.read_header(path).index_token == token
+    assert state.read_index(path, token) == {2: (0, ""), 5: (2, "a b")}
+    with pytest.raises(StateUnusable, match="another state"):
+        state.read_index(path, "other")
+    Path(path).write_bytes(b"\x00garbage")
+    with pytest.raises(StateUnusable, match="unreadable"):
+        state.read_header(path)
+    Path(path).write_text(json.dumps({"format": 99}))
+    with pytest.raises(StateUnusable, match="unreadable"):
+        state.read_header(path)
+
+
+def test_mountinfo_escapes_are_read() -> None:
+    assert state._unescape(r"/srv/a\040b") == "/srv/a b"
+
+
+def test_entries_flow_through_pending_and_the_plan() -> None:
+    pending = Pending(delay=0, full_sync_threshold=100)
+    pending.add(Change(ChangeKind.ENTRIES, "d", True), now=0)
+    pending.add(Change(ChangeKind.NEW_DIR, "n", True), now=0)
+    pending.add(Change(ChangeKind.ENTRIES, "n/inner", True), now=0)  # subsumed by the new directory
+    batch = pending.take()
+    assert batch.entries == ["d"] and batch.new_dirs == ["n"]
+
+    class Facts:
+        def kind(self, path: str) -> bool | None:
+            return True
+
+    transfers = plan_transfers(batch, Facts(), Renames(), delete_missing_args=True)
+    assert [(t.mode, t.own_entries) for t in transfers] == [(RunMode.CHANGES, ()), (RunMode.DELETIONS, ("d",))]
+    assert deletion_parents(Facts(), [], ["n"], ["d", ".", "n/x"]) == [".", "d"]
+    pending.put_back(batch, now=1, is_dir=lambda path: None if path == "d" else True)
+    again = pending.take()
+    assert again.removed == ["d"] and again.new_dirs == ["n"]  # a checked directory gone since: deleted
