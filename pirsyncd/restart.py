@@ -42,8 +42,8 @@ def default_state_path(instance: str, state_directory: str | None = None) -> str
 
 def all_in_sync(source: SourceSide, replicas: Sequence[Replica], source_lost: bool) -> bool:
     """Every destination has everything (but those held or failed): the watermark may advance."""
-    if source_lost or source.watcher is None or source.unwatched:
-        return False
+    if source_lost or source.watcher is None or source.watcher.limit_reached:
+        return False  # (a directory that cannot be listed is not in the index: a warm start sends it whole)
     out = (ReplicaState.HELD, ReplicaState.FAILED)
     return all(in_sync(replica) or replica.policy.state in out for replica in replicas) and any(
         in_sync(replica) for replica in replicas)
@@ -109,6 +109,7 @@ class StateKeeper:
         if config.startup_sync == "none":
             return "startup_sync = none"
         if config.startup_sync == "full":
+            self._forget()
             return "startup_sync = full"
         if self.path is None:
             return "no state_file is set"
@@ -117,11 +118,22 @@ class StateKeeper:
     def _prepare(self, config: Config, source: SourceSide) -> WarmScan:
         assert self.path is not None
         header = state.read_header(self.path)
+        try:
+            status = os.stat(config.source)
+            state.judge(header, config.source, status.st_dev, status.st_ino, config.full_resync_interval)
+            index = state.read_index(self.path, header.index_token)
+        except (StateUnusable, OSError):
+            self._forget()  # a state we do not trust must not outlive this start
+            raise
         self.header = header
-        status = os.stat(config.source)
-        state.judge(header, config.source, status.st_dev, status.st_ino, config.full_resync_interval)
-        index = state.read_index(self.path, header.index_token)
         return WarmScan(config.source, source.excluder, header.watermark, index)
+
+    def _forget(self) -> None:
+        """Remove the state file (not its index: a new header names its own)."""
+        self.header = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def _judge_replica(self, replica: Replica, scan: WarmScan | None,
                        reason: str | None) -> tuple[dict[str, Any] | None, str]:
@@ -200,11 +212,8 @@ class StateKeeper:
             log.error("cannot write the state file %s: %s; syncing goes on, but the next start runs a full sync "
                       "(check that its directory exists and is writable)", self.path, error.strerror)
             self._complained = True
-        self.header = None
         self._index = None
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)  # never leave a state that says more than is true
+        self._forget()  # never leave a state that says more than is true
 
 
 INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
