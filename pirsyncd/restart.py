@@ -22,6 +22,7 @@ from pirsyncd.config import Config
 from pirsyncd.events import WatchTree
 from pirsyncd.policy import ReplicaState
 from pirsyncd.replica import Replica
+from pirsyncd.safety import source_identity
 from pirsyncd.source import SourceSide
 from pirsyncd.state import Header, StateUnusable
 from pirsyncd.warm import WarmScan
@@ -94,7 +95,7 @@ class StateKeeper:
                                    "reason": why, "seconds": round(seconds, 3)}
                 continue
             assert self.header is not None
-            changes = scan.result(replay_moves=bool(entry.get("layout")))
+            changes = scan.result(trusted=bool(entry.get("layout")))
             failing = [str(path) for path in entry.get("failing") or []]
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.header.watermark))
             replica.log_start(f"warm start: {len(changes) + len(failing)} changes since {since} "
@@ -119,8 +120,8 @@ class StateKeeper:
         assert self.path is not None
         header = state.read_header(self.path)
         try:
-            status = os.stat(config.source)
-            state.judge(header, config.source, status.st_dev, status.st_ino, config.full_resync_interval)
+            now = state.describe_source(config.source, source_identity(config.source), time.time())
+            state.judge(header, now, config.full_resync_interval)
             index = state.read_index(self.path, header.index_token)
         except (StateUnusable, OSError):
             self._forget()  # a state we do not trust must not outlive this start
@@ -194,10 +195,7 @@ class StateKeeper:
             if self._index is None or self._index[0] is not tree or self._index[1] != tree.version or not token:
                 token = state.write_index(self.path, tree.directories())
                 self._index = (tree, tree.version)
-            boot_id, offset = state.boot_clock()
-            header = Header(watermark=watermark, source=config.source, device=source.identity.device,
-                            inode=source.identity.inode, mounts=state.mounts_below(config.source),
-                            boot_id=boot_id, boot_offset=offset, index_token=token, destinations=destinations)
+            header = state.describe_source(config.source, source.identity, watermark, token, destinations)
             state.write_header(self.path, header)
         except OSError as error:
             self._cannot_write(error)

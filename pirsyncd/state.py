@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pirsyncd.config import Config
+from pirsyncd.safety import SourceIdentity
 
 FORMAT = 1
 MARGIN = 2.0  # seconds the watermark lies before the moment it was taken
@@ -49,15 +48,15 @@ def boot_clock() -> tuple[str, float]:
     return boot_id, time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def destination_settings(config: Config) -> str:
-    """A digest of the settings that change what the destination holds (not how it is sent)."""
-    settings = [list(config.exclude), list(config.rsync_flags), config.max_size, config.min_size]
-    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+def destination_settings(config: Config) -> list[Any]:
+    """The settings that change what the destination holds (not how it is sent)."""
+    return [list(config.exclude), list(config.rsync_flags), config.max_size, config.min_size]
 
 
 def mounts_below(source: str) -> list[list[str]]:
-    """The mounts at and below the source (path relative to it, device, root, type, what):
-    another file system mounted there while the daemon was down is not the same tree."""
+    """The mounts at and below the source (path relative to it, device, root, type, what,
+    and last the mount id, which only means something within one boot): another file system
+    mounted there while the daemon was down is not the same tree."""
     found = []
     prefix = source.rstrip("/") + "/"
     try:
@@ -73,7 +72,7 @@ def mounts_below(source: str) -> list[list[str]]:
         if point == source.rstrip("/") or point.startswith(prefix):
             tail = fields[fields.index("-", 6) + 1:]
             found.append([point[len(prefix):] if point.startswith(prefix) else ".", fields[2],
-                          _unescape(fields[3]), *tail[:2]])
+                          _unescape(fields[3]), *tail[:2], fields[0]])
     return found
 
 
@@ -92,6 +91,8 @@ class Header:
     source: str
     device: int
     inode: int
+    fsid: int  # statvfs f_fsid: a file system's UUID on ext4, btrfs, a fresh one per tmpfs mount
+    mount_id: int  # of the mount the source is reached through (within one boot)
     mounts: list[list[str]]
     boot_id: str
     boot_offset: float
@@ -131,9 +132,16 @@ def read_index(path: str, token: str) -> Index:
         with open(path + ".dirs", encoding="utf-8", errors="surrogateescape") as stream:
             if stream.readline().split() != ["pirsyncd-dirs", str(FORMAT), token]:
                 raise ValueError("it belongs to another state")
+            complete = False
             for line in stream:
-                ino, parent, name = json.loads(line)
+                entry = json.loads(line)
+                if entry[0] == "end":
+                    complete = entry[1] == len(index)
+                    break
+                ino, parent, name = entry
                 index[int(ino)] = (int(parent), str(name))
+            if not complete:
+                raise ValueError("it is incomplete")
     except (OSError, ValueError, TypeError) as error:
         text = error.strerror if isinstance(error, OSError) else str(error)
         raise StateUnusable(f"the directory index {path}.dirs is unreadable ({text})") from None
@@ -143,17 +151,19 @@ def read_index(path: str, token: str) -> Index:
 def write_index(path: str, directories: Iterable[tuple[int, int, str]]) -> str:
     """Write the directory index, one JSON line per directory (streamed: a large tree's
     index is never held in memory as a whole); return its token (for the header)."""
-    token = secrets.token_hex(8)
+    token = os.urandom(8).hex()
 
     def lines() -> Iterator[bytes]:
         yield f"pirsyncd-dirs {FORMAT} {token}\n".encode()
-        batch = []
+        batch, count = [], 0
         for entry in directories:
             batch.append(json.dumps(entry))
+            count += 1
             if len(batch) == 1024:
-                yield ("\n".join(batch) + "\n").encode(errors="surrogateescape")
+                yield ("\n".join(batch) + "\n").encode()
                 batch = []
-        yield ("\n".join(batch) + "\n").encode(errors="surrogateescape") if batch else b""
+        batch.append(json.dumps(["end", count]))  # a truncated index is not a shorter one
+        yield ("\n".join(batch) + "\n").encode()
 
     _write_atomically(path + ".dirs", lines())
     return token
@@ -185,25 +195,38 @@ def _write_atomically(path: str, chunks: Iterable[bytes]) -> None:
             os.close(directory)
 
 
-def judge(header: Header, source: str, device: int, inode: int, full_resync_interval: float,
-          now: float | None = None) -> None:
-    """Raise StateUnusable when the header cannot start this source warm."""
-    now = time.time() if now is None else now
-    if header.source != source:
+def judge(header: Header, now: Header, full_resync_interval: float) -> None:
+    """Raise StateUnusable when the header cannot start this source warm; ``now`` is a
+    header of what the source is now (:func:`describe_source`)."""
+    if header.source != now.source:
         raise StateUnusable(f"the state file is from another source ({header.source})")
-    if header.device != device:
-        raise StateUnusable("the source is on another file system now (its device changed)")
-    if header.inode != inode:
+    if (header.device, header.fsid) != (now.device, now.fsid):
+        raise StateUnusable("the source is on another file system now (its device or file system id changed)")
+    if header.inode != now.inode:
         raise StateUnusable("the source is another directory now (its inode changed)")
-    if header.watermark > now:
+    if header.watermark > now.watermark:
         raise StateUnusable("the state file's watermark is in the future (the clock went back)")
-    boot_id, offset = boot_clock()
-    if boot_id and boot_id == header.boot_id and offset < header.boot_offset - 1.0:
-        raise StateUnusable(f"the clock went back {header.boot_offset - offset:.0f} s since the state was written")
-    if full_resync_interval and now - header.watermark > full_resync_interval:
+    same_boot = bool(now.boot_id) and now.boot_id == header.boot_id
+    if same_boot and now.boot_offset < header.boot_offset - 1.0:
+        raise StateUnusable(f"the clock went back {header.boot_offset - now.boot_offset:.0f} s since the state "
+                            "was written")
+    if full_resync_interval and now.watermark - header.watermark > full_resync_interval:
         raise StateUnusable(f"the state is older than full_resync_interval ({full_resync_interval:g} s)")
-    if header.mounts != mounts_below(source):
+    if [mount[:-1] for mount in header.mounts] != [mount[:-1] for mount in now.mounts]:
         raise StateUnusable("the mounts at or below the source changed")
+    if same_boot and ([mount[-1] for mount in header.mounts], header.mount_id) != (
+            [mount[-1] for mount in now.mounts], now.mount_id):
+        raise StateUnusable("the source's file system was mounted again since the state was written "
+                            "(another file system at the same place?)")
+
+
+def describe_source(source: str, identity: SourceIdentity, watermark: float, index_token: str = "",
+                    destinations: dict[str, dict[str, Any]] | None = None) -> Header:
+    """A header for the source as it is now (for writing, or to judge a saved one against)."""
+    boot_id, offset = boot_clock()
+    return Header(watermark=watermark, source=source, device=identity.device, inode=identity.inode,
+                  fsid=os.statvfs(source).f_fsid, mount_id=identity.mount_id or 0, mounts=mounts_below(source),
+                  boot_id=boot_id, boot_offset=offset, index_token=index_token, destinations=destinations or {})
 
 
 def judge_destination(header: Header, config: Config) -> dict[str, Any]:

@@ -31,13 +31,11 @@ from pirsyncd.state import Index
 class WarmScan:
     """Fed each directory's listing by the watch walk (:meth:`visit`), parents first."""
 
-    def __init__(self, source: str, excluder: Excluder, watermark: float, index: Index,
-                 replay_moves: bool = True) -> None:
+    def __init__(self, source: str, excluder: Excluder, watermark: float, index: Index) -> None:
         self.source = source
         self.excluder = excluder
         self.watermark_ns = int(watermark * 1_000_000_000)
         self.index = index
-        self.replay_moves = replay_moves
         self.changes: list[Change] = []
         self.moves: list[tuple[str, str]] = []  # (old path, new path) of directories
         self._whole: set[str] = set()  # directories sent whole: what is below is not looked at
@@ -72,7 +70,7 @@ class WarmScan:
                     self.changes.append(Change(ChangeKind.ENTRIES, path, True))
             else:
                 old = self._old_path(entry.inode())
-                if old is None or not self.replay_moves:
+                if old is None:
                     self._send_whole(path)
                 else:
                     self.moves.append((old, path))
@@ -83,16 +81,24 @@ class WarmScan:
             if path and path not in self._whole and not self._inside_whole(path):
                 self._send_whole(path)
 
-    def result(self, replay_moves: bool = True) -> list[Change]:
-        """The changes, renames first (in an order the destination can follow); without
-        ``replay_moves`` (the destination's layout may have moved on) renamed directories
-        are sent whole."""
-        moves, whole = order_moves(self.moves) if replay_moves else ([], [new for _, new in self.moves])
+    def result(self, trusted: bool = True) -> list[Change]:
+        """The changes, renames first (in an order the destination can follow).
+
+        Not ``trusted``: a job may have run after the state was written (even been killed
+        mid-transfer), so the destination's layout may have moved on and rsync may have left
+        temporary files next to a file it was sending: renamed directories are sent whole,
+        and the directory of every changed file has its own entries checked."""
+        moves, whole = order_moves(self.moves) if trusted else ([], [new for _, new in self.moves])
         sent_whole = self._whole | set(whole)
         renames = [Change(ChangeKind.MOVED, new, True, old) for old, new in moves
                    if not _inside(new, sent_whole)]
-        return renames + [Change(ChangeKind.NEW_DIR, path, True) for path in whole] + [
-            change for change in self.changes if not _inside(change.path, sent_whole)]
+        changes = [change for change in self.changes if not _inside(change.path, sent_whole)]
+        if not trusted:
+            checked = {change.path for change in changes if change.kind == ChangeKind.ENTRIES}
+            parents = dict.fromkeys(change.path.rpartition("/")[0] or "." for change in changes
+                                    if change.kind == ChangeKind.CHANGED)
+            changes += [Change(ChangeKind.ENTRIES, parent, True) for parent in parents if parent not in checked]
+        return renames + [Change(ChangeKind.NEW_DIR, path, True) for path in whole] + changes
 
     def _send_whole(self, path: str) -> None:
         self._whole.add(path)

@@ -44,14 +44,14 @@ def index_and_watermark(root: Path) -> tuple[state.Index, float]:
     return index, (newest + 1000) / 1e9  # a float holds about 0.24 us at today's epoch
 
 
-def scan(root: Path, index: state.Index, watermark: float, replay: bool = True) -> list[tuple[str, str, str]]:
+def scan(root: Path, index: state.Index, watermark: float, trusted: bool = True) -> list[tuple[str, str, str]]:
     warm = WarmScan(str(root), Excluder(()), watermark, index)
     watcher = Watcher(str(root), Excluder(()))
     try:
         watcher.watch_root(warm.visit)
     finally:
         watcher.close()
-    return [(change.kind.value, change.path, change.old_path) for change in warm.result(replay)]
+    return [(change.kind.value, change.path, change.old_path) for change in warm.result(trusted)]
 
 
 @pytest.fixture
@@ -88,11 +88,15 @@ def test_each_kind_of_change_is_found(tree: Path, tmp_path: Path) -> None:
         ("entries", "a/b/c", ""), ("changed", "moved/sub/new-file", ""), ("entries", "moved/sub", "")])
 
 
-def test_without_trusted_renames_a_renamed_directory_goes_whole(tree: Path) -> None:
+def test_an_untrusted_state_sends_renamed_directories_whole_and_checks_changed_files_directories(tree: Path) -> None:
     index, watermark = index_and_watermark(tree)
     (tree / "moving").rename(tree / "moved")
     (tree / "moved/sub/new-file").write_text("n")
-    assert sorted(scan(tree, index, watermark, replay=False)) == [("entries", ".", ""), ("new-dir", "moved", "")]
+    (tree / "keep/h").write_text("changed")
+    # Untrusted (a job ran after the state): renamed directories go whole, and each changed
+    # file's directory is checked (rsync killed mid-file leaves its temporary file there).
+    assert sorted(scan(tree, index, watermark, trusted=False)) == [
+        ("changed", "keep/h", ""), ("entries", ".", ""), ("entries", "keep", ""), ("new-dir", "moved", "")]
 
 
 def test_a_reused_inode_is_checked_not_trusted(tree: Path) -> None:
@@ -115,32 +119,33 @@ def test_move_order() -> None:
 
 
 def header(**changes: object) -> Header:
-    values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "mounts": [],
-              "boot_id": "", "boot_offset": 0.0, "index_token": "t", "destinations": {}}
+    boot_id, offset = state.boot_clock()
+    values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "fsid": 3, "mount_id": 4,
+              "mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "4"]], "boot_id": boot_id, "boot_offset": offset,
+              "index_token": "t", "destinations": {}}
     values.update(changes)
     return Header(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("changes", "arguments", "reason"), [
-    ({"source": "/other"}, {}, "another source"),
-    ({"device": 9}, {}, "another file system"),
-    ({"inode": 9}, {}, "another directory"),
-    ({"watermark": time.time() + 3600}, {}, "in the future"),
-    ({}, {"full_resync_interval": 5.0}, "older than full_resync_interval"),
+@pytest.mark.parametrize(("changes", "interval", "reason"), [
+    ({"source": "/other"}, 0.0, "another source"),
+    ({"device": 9}, 0.0, "another file system"),
+    ({"fsid": 9}, 0.0, "another file system"),
+    ({"inode": 9}, 0.0, "another directory"),
+    ({"watermark": time.time() + 3600}, 0.0, "in the future"),
+    ({"boot_offset": state.boot_clock()[1] + 60}, 0.0, "clock went back"),
+    ({}, 5.0, "older than full_resync_interval"),
+    ({"mounts": []}, 0.0, "mounts at or below the source changed"),
+    ({"mount_id": 5}, 0.0, "mounted again"),
+    ({"mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "5"]]}, 0.0, "mounted again"),
 ])
-def test_judge_names_the_reason(changes: dict[str, object], arguments: dict[str, float], reason: str,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "mounts_below", lambda source: [])
+def test_judge_names_the_reason(changes: dict[str, object], interval: float, reason: str) -> None:
+    now = header(watermark=time.time())
     with pytest.raises(StateUnusable, match=reason):
-        state.judge(header(**changes), "/srv", 1, 2, arguments.get("full_resync_interval", 0.0))
-    state.judge(header(), "/srv", 1, 2, 0.0)  # and the unchanged header passes
-
-
-def test_the_clock_set_back_within_a_boot_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
-    boot_id, offset = state.boot_clock()
-    monkeypatch.setattr(state, "mounts_below", lambda source: [])
-    with pytest.raises(StateUnusable, match="clock went back"):
-        state.judge(header(boot_id=boot_id, boot_offset=offset + 60), "/srv", 1, 2, 0.0)
+        state.judge(header(**changes), now, interval)
+    state.judge(header(), now, 0.0)  # and the unchanged header passes
+    # Mount ids mean nothing across a reboot: another boot with other ids is the same mount.
+    state.judge(header(boot_id="another boot", mount_id=5, boot_offset=0.0), now, 0.0)
 
 
 def test_state_files_round_trip_and_unreadable_ones_say_so(tmp_path: Path) -> None:
@@ -159,6 +164,15 @@ def test_state_files_round_trip_and_unreadable_ones_say_so(tmp_path: Path) -> No
     Path(path).write_text(json.dumps({"format": 99}))
     with pytest.raises(StateUnusable, match="unreadable"):
         state.read_header(path)
+
+
+def test_a_truncated_index_is_unreadable(tmp_path: Path) -> None:
+    path = str(tmp_path / "www.state")
+    token = state.write_index(path, [(2, 0, ""), (5, 2, "a"), (6, 2, "b")])
+    text = Path(path + ".dirs").read_text()
+    Path(path + ".dirs").write_text("".join(text.splitlines(keepends=True)[:3]))  # cut at a line's end
+    with pytest.raises(StateUnusable, match="incomplete"):
+        state.read_index(path, token)
 
 
 def test_mountinfo_escapes_are_read() -> None:
