@@ -31,14 +31,14 @@ from collections.abc import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import measure, workloads
+from bench import measure, restart, workloads
 from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
 from bench.sshd import loopback_sshd
 from tests.support.daemon import read_status_file
 
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large")
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
-FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms",
+FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms", "in_sync_s",
                       *(f"{place}_busy_s" for place in workloads.W6_PLACES))
 DELETION_MODES = ("parents", "missing-args")
 # Where the test setup puts an rsync whose --delete-missing-args works with --files-from (Debian's
@@ -58,6 +58,11 @@ DESCRIPTIONS = {
           "--deletion-mode missing-args, the fixed rsync; lsyncd (default.rsync, system rsync) in both",
     "W1ssh": "W1 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
     "W4ssh": "W4 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
+    "W8": "restart (bench/restart.py): the W3 tree mirrored, SIGTERM, a few hundred changes while down, start "
+          "again; in_sync_s from the exec. Rows 'W8 warm': pirsyncd --state-file; 'W8 full': --startup-sync full; "
+          "lsyncd in both; floor: a no-op rsync -a --delete of the in-sync tree",
+    "W8ssh": "W8 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
+    "W8large": "W8 on the W3large tree (100,000 dirs and 1,000,000 files)",
 }
 
 
@@ -67,7 +72,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny workloads, seconds in total (CI smoke)")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                         help=f"comma-separated, from {', '.join(WORKLOAD_NAMES)} (default: %(default)s)")
-    parser.add_argument("--ssh", action="store_true", help="also run W1ssh and W4ssh (a loopback sshd)")
+    parser.add_argument("--ssh", action="store_true", help="also run W1ssh, W4ssh (W8ssh with W8): a loopback sshd")
     parser.add_argument("--daemons", default=",".join(DAEMON_NAMES), help="default: %(default)s")
     parser.add_argument("--root", default="/dev/shm", help="where trees are made (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each workload (default: 3)")
@@ -93,7 +98,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         arguments.fixed_rsync = os.path.abspath(arguments.fixed_rsync)
     arguments.workloads = [name.strip() for name in arguments.workloads.split(",") if name.strip()]
     if arguments.ssh:
-        arguments.workloads += [name + "ssh" for name in ("W1", "W4") if name in arguments.workloads]
+        arguments.workloads += [name + "ssh" for name in ("W1", "W4", "W8") if name in arguments.workloads]
     arguments.daemons = [name.strip() for name in arguments.daemons.split(",") if name.strip()]
     unknown = [name for name in arguments.workloads if name not in WORKLOAD_NAMES]
     unknown += [name for name in arguments.daemons if name not in DAEMON_NAMES]
@@ -110,6 +115,7 @@ class Contender:
     daemon: str
     real_rsync: str = SYSTEM_RSYNC
     deletion_mode: str | None = None
+    startup: str | None = None       # W8's pirsyncd variant: warm or full
 
     @property
     def floor_key(self) -> str:
@@ -118,7 +124,12 @@ class Contender:
 
 def contenders(workload: str, arguments: argparse.Namespace) -> list[Contender]:
     """The daemons in order; for W6 pirsyncd once per deletion mode (missing-args only with a
-    fixed rsync)."""
+    fixed rsync); for W8 pirsyncd warm (when it has --state-file) and full."""
+    if workload.startswith("W8"):
+        variants = [variant for variant in ("warm", "full") if variant != "warm" or restart.warm_supported()]
+        return [*(Contender(f"pirsyncd/{variant}", "pirsyncd", startup=variant) for variant in variants
+                  if "pirsyncd" in arguments.daemons),
+                *(Contender(daemon, daemon) for daemon in arguments.daemons if daemon != "pirsyncd")]
     if workload != "W6":
         return [Contender(daemon, daemon) for daemon in arguments.daemons]
     chosen = []
@@ -137,6 +148,13 @@ def contenders(workload: str, arguments: argparse.Namespace) -> list[Contender]:
 def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, ssh: SshTarget | None
             ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Run one workload on one daemon; return (figures, floor figures, notes)."""
+    if workload.startswith("W8"):
+        figures, _notes = restart.restart_run(
+            contender.startup or "lsyncd", workloads.LARGE if workload == "W8large" else
+            workloads.QUICK if arguments.quick else workloads.FULL, arguments.root,
+            ssh if workload.endswith("ssh") else None, delay=arguments.delay, keep=arguments.keep,
+            counts=restart.QUICK_CHANGES if arguments.quick else restart.FULL_CHANGES, label=workload)
+        return figures, {"noop_full_s": figures["noop_full_s"]}, {}
     scale = workloads.QUICK if arguments.quick else workloads.FULL
     if workload == "W3large":
         scale = workloads.LARGE
@@ -404,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
             and arguments.fixed_rsync is None):
         arguments.skipped.append(f"W6 pirsyncd/missing-args: no fixed rsync (give --fixed-rsync PATH or put one at "
                                  f"{DEFAULT_FIXED_RSYNC})")
+        print(f"run.py: {arguments.skipped[-1]}", file=sys.stderr)
+    if (any(name.startswith("W8") for name in arguments.workloads) and "pirsyncd" in arguments.daemons
+            and not restart.warm_supported()):
+        arguments.skipped.append(restart.warm_skip_reason())
         print(f"run.py: {arguments.skipped[-1]}", file=sys.stderr)
     if ssh_workloads:
         with loopback_sshd() as ssh:
