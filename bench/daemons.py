@@ -8,6 +8,7 @@ the pirsyncd argv, reading the status file, waiting with a deadline, stopping by
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import dataclasses
 import os
@@ -206,8 +207,18 @@ def start_daemon(name: str, setup: Setup) -> RunningDaemon:
     return RunningDaemon(name, setup, [LSYNCD, "-nodaemon", config_path])
 
 
+def byte_compile_pirsyncd() -> bool:
+    """Write pirsyncd/__pycache__ as the Debian package's py3compile does at install, so the
+    daemon does not compile its modules at every start (PYTHONDONTWRITEBYTECODE=1 in a
+    checkout): about 45 ms of its start, 1.1 MiB of RSS after the imports, 0.4 MiB of W3's peak
+    (issue 16). True when done.
+    The files are checked against the sources' mtimes, so an edit during a run is still seen."""
+    return bool(compileall.compile_dir(os.path.join(REPO_ROOT, "pirsyncd"), quiet=1))
+
+
 def pirsyncd_available() -> str | None:
-    """None when ``python -m pirsyncd --help`` works, else why not."""
+    """None when ``python -m pirsyncd --help`` works (its modules byte-compiled first), else why not."""
+    byte_compile_pirsyncd()
     result = subprocess.run(harness.pirsyncd_command("--help", python=VENV_PYTHON), cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60, check=False)
     if result.returncode == 0:

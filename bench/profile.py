@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import workloads
-from bench.daemons import REPO_ROOT, VENV_PYTHON, Setup, pirsyncd_command
+from bench.daemons import REPO_ROOT, VENV_PYTHON, Setup, byte_compile_pirsyncd, pirsyncd_command
 from tests.support.daemon import read_status_file
 from tests.support.trees import wait_for
 
@@ -61,6 +61,7 @@ def main() -> int:
         print("profile.py: py-spy not found; .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     os.makedirs(arguments.out, exist_ok=True)
+    byte_compile_pirsyncd()  # as installed: the profile shows no compiling of our modules
     scale = workloads.QUICK if arguments.quick else workloads.FULL
     run_dir = tempfile.mkdtemp(prefix="pirsyncd-bench-profile-", dir=arguments.root)
     try:

@@ -378,7 +378,9 @@ def machine_description(arguments: argparse.Namespace | None = None) -> dict[str
                "lsyncd": first_line(["/usr/bin/lsyncd", "-version"]),
                "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
                "pirsyncd commit": first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]
-                                             ).replace("fatal: ", "none: ")}
+                                             ).replace("fatal: ", "none: "),
+               "pirsyncd bytecode": "compiled before the runs (pirsyncd/__pycache__), as the Debian package's "
+                                    "py3compile does at install"}
     if arguments is not None and any(info["rsync_binary"] != SYSTEM_RSYNC for info in arguments.run_notes):
         machine["rsync (fixed, W6 missing-args)"] = f"{rsync_version(arguments.fixed_rsync)} ({arguments.fixed_rsync})"
     return machine
