@@ -22,6 +22,7 @@ from pirsyncd.config import Config
 from pirsyncd.events import WatchTree
 from pirsyncd.policy import ReplicaState
 from pirsyncd.replica import Replica
+from pirsyncd.runner import Child
 from pirsyncd.safety import source_identity
 from pirsyncd.source import SourceSide
 from pirsyncd.state import Header, StateUnusable
@@ -78,11 +79,12 @@ class StateKeeper:
                 scan = self._prepare(config, source)
             except StateUnusable as problem:
                 reason = str(problem)
-        source.watch(visit=scan.visit if scan else None)
+        source.watch()
         if scan is not None and source.watcher is not None and source.watcher.limit_reached:
             scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
-        if scan is not None:
-            scan.unreadable(source.unwatched)
+        if scan is not None and source.watcher is not None:
+            reason = self._scan(scan, source.watcher.tree, source.unwatched, config)
+            scan = None if reason else scan
         seconds = time.monotonic() - began
         warm = 0
         for index, replica in enumerate(replicas):
@@ -105,6 +107,20 @@ class StateKeeper:
             if warm == len(replicas):
                 self.start_info = {"kind": "warm", "changes": len(changes) + len(failing), "reason": None,
                                    "seconds": round(seconds, 3)}
+
+    def _scan(self, scan: WarmScan, tree: WatchTree, unwatched: set[str], config: Config) -> str | None:
+        """What changed: the directories from the tree just built (before any event is read),
+        the entries from find, run here before the loop starts (like the watch walk, it is
+        part of starting). A reason for a full sync when that does not work out."""
+        scan.directories(tree)
+        scan.unreadable(unwatched)
+        result = Child(scan.find_command(), b"", "warm scan", output_limit=SCAN_OUTPUT_LIMIT).wait(SCAN_TIMEOUT)
+        if result.status not in (0, 1) or result.stopped_for:  # 1: some directory could not be read
+            return f"the scan for changes failed (find exited {result.status}: {result.stderr_tail[-200:]})"
+        if len(result.stdout) >= SCAN_OUTPUT_LIMIT:
+            return "more changed while the daemon was down than a warm start looks at"
+        scan.entries_found(result.stdout, tree)
+        return None
 
     def _why_not_warm(self, config: Config) -> str | None:
         if config.startup_sync == "none":
@@ -215,3 +231,5 @@ class StateKeeper:
 
 
 INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
+SCAN_OUTPUT_LIMIT = 64 << 20  # bytes of find's list of changed entries; more: a full sync
+SCAN_TIMEOUT = 3600.0

@@ -56,8 +56,10 @@ class Child:
     while ``stdin_pending``, ``stdin`` with its selector and calls the ``on_*`` methods;
     once ``exit_fd`` is readable, ``finish()`` reaps it."""
 
-    def __init__(self, argv: list[str], stdin_data: bytes, label: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], stdin_data: bytes, label: str, env: dict[str, str] | None = None,
+                 output_limit: int = _OUTPUT_LIMIT) -> None:
         self.argv = argv
+        self.output_limit = output_limit  # bytes of stdout kept (its tail; stdout_truncated: more came)
         self.label = label
         self.started_at = time.monotonic()
         # A child must die with pirsyncd, even by SIGKILL, so no orphan rsync keeps writing to
@@ -79,6 +81,7 @@ class Child:
         self._stdout_text = bytearray()
         self._stderr_text = bytearray()
         self._stderr_truncated = False
+        self.stdout_truncated = False
         self.stopped_for: str | None = None
         self.stopped_at = 0.0
         if not stdin_data:
@@ -110,7 +113,11 @@ class Child:
 
     def read_stdout(self) -> bytes | None:
         """Read what is there: b"" at the end, None when nothing is there yet."""
-        return _read(self.stdout.fileno(), self._stdout_text, _OUTPUT_LIMIT)
+        before = len(self._stdout_text)
+        data = _read(self.stdout.fileno(), self._stdout_text, self.output_limit)
+        if data and len(self._stdout_text) < before + len(data):
+            self.stdout_truncated = True
+        return data
 
     def read_stderr(self) -> bytes | None:
         before = len(self._stderr_text)

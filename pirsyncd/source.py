@@ -27,7 +27,7 @@ from pirsyncd.safety import (
     source_identity,
     wipe_refusal,
 )
-from pirsyncd.watcher import Visit, Watcher
+from pirsyncd.watcher import Watcher
 
 log = logging.getLogger("pirsyncd")
 
@@ -59,16 +59,15 @@ class SourceSide:
         self._limit_warning = ""
 
     # -- watching --------------------------------------------------------------------
-    def watch(self, expected: SourceIdentity | None = None, visit: Visit | None = None) -> None:
+    def watch(self, expected: SourceIdentity | None = None) -> None:
         """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
-        SourceProblem when the source is not ``expected``, the directory watched before).
-        ``visit`` sees every directory's listing on the way (a warm start's scan)."""
+        SourceProblem when the source is not ``expected``, the directory watched before)."""
         watcher = Watcher(self.source, self.excluder, self.debug_events)
         try:
             identity = source_identity(self.source)
             if expected is not None and not identity.same_directory(expected):
                 raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
-            watcher.watch_root(visit)
+            watcher.watch_root()
             if not source_identity(self.source).same_directory(identity):
                 raise SourceProblem(f"the source {self.source} changed while it was being watched",
                                     exitcodes.NO_SOURCE)

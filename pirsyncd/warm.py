@@ -1,16 +1,16 @@
-"""A warm start: what changed at the source while the daemon was down, found in the watch
-walk from the restart state's watermark and directory index (:mod:`pirsyncd.state`).
+"""A warm start: what changed at the source while the daemon was down, from the restart
+state's watermark and directory index (:mod:`pirsyncd.state`), the watch tree just built
+and one ``find -newerct`` over the source (ctimes as the kernel keeps them):
 
-For every entry the walk lists (one lstat each; ctimes as integers, nanoseconds):
-
-    a file, symlink, ... with ctime >= watermark ──> CHANGED (sent byte for byte)
-    a directory the index does not know ─────────> NEW_DIR (sent whole; nothing below looked at)
-    a directory where the index had it (same parent, same name)
-                          with ctime >= watermark ──> ENTRIES (its own entries checked: deletions)
-    a directory the index had elsewhere ─────────> MOVED from there (renamed at the destination,
+    a watched directory the index does not know ─> NEW_DIR (sent whole; nothing below looked at)
+    one the index had elsewhere (another parent
+      or name) ──────────────────────────────────> MOVED from there (renamed at the destination,
                                                     then verified), or NEW_DIR when the renames
                                                     cannot be trusted (nested, a cycle, or the
                                                     destination's layout moved on since)
+    an entry with ctime newer than the watermark:
+      a file, symlink, ... ──────────────────────> CHANGED (sent byte for byte)
+      a directory where the index had it ────────> ENTRIES (its own entries checked: deletions)
 
 A directory's ctime changes when an entry is created, deleted or renamed in it, and when it
 is renamed itself; so a directory older than the watermark is where the index says, and
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from pirsyncd.events import Change, ChangeKind, join
+from pirsyncd.events import Change, ChangeKind, WatchedDir, WatchTree, join
 from pirsyncd.filters import Excluder
 from pirsyncd.state import Index
 
@@ -40,40 +40,60 @@ class WarmScan:
         self.moves: list[tuple[str, str]] = []  # (old path, new path) of directories
         self._whole: set[str] = set()  # directories sent whole: what is below is not looked at
         self._old_paths: dict[int, str | None] = {}
+        self._in_place: set[str] = set()  # directories where the index had them
         root = os.stat(source)
         if root.st_ctime_ns >= self.watermark_ns:
             self.changes.append(Change(ChangeKind.ENTRIES, ".", True))
 
-    def visit(self, parent: str, ino: int, entries: list[os.DirEntry[str]]) -> None:
-        """One directory's listing: ``parent`` its path, ``ino`` its inode."""
-        if parent in self._whole:
-            self._whole.update(join(parent, entry.name) for entry in entries if entry.is_dir(follow_symlinks=False))
+    def directories(self, tree: WatchTree) -> None:
+        """Judge every watched directory against the index: where it was at the watermark
+        (in place, renamed, unknown). Done at once after the watch walk, before any event is
+        read, so the tree is the source as the walk saw it."""
+        if tree.root is None:
             return
-        for entry in entries:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            path = join(parent, entry.name)
-            if self.excluder and self.excluder.excludes(path, is_dir):
-                continue
-            try:
-                recent = entry.stat(follow_symlinks=False).st_ctime_ns >= self.watermark_ns
-            except OSError:
-                continue  # gone already: its directory's ctime or its event says so
-            if not is_dir:
-                if recent:
-                    self.changes.append(Change(ChangeKind.CHANGED, path))
-                continue
-            saved = self.index.get(entry.inode())
-            if saved is None:
-                self._send_whole(path)
-            elif saved == (ino, entry.name):
-                if recent:
-                    self.changes.append(Change(ChangeKind.ENTRIES, path, True))
-            else:
-                old = self._old_path(entry.inode())
-                if old is None:
+        stack: list[tuple[str, WatchedDir]] = [("", tree.root)]
+        while stack:
+            parent, node = stack.pop()
+            for name, child in (node.children or {}).items():
+                path = join(parent, name)
+                saved = self.index.get(child.ino)
+                if saved is None or not child.ino:
                     self._send_whole(path)
-                else:
+                    continue  # below it nothing needs judging
+                if saved != (node.ino, name):
+                    old = self._old_path(child.ino)
+                    if old is None:
+                        self._send_whole(path)
+                        continue
                     self.moves.append((old, path))
+                else:
+                    self._in_place.add(path)
+                stack.append((path, child))
+
+    def find_command(self) -> list[str]:
+        """argv listing every entry whose ctime is newer than the watermark (GNU find: a
+        C walk with one lstat per entry, several times faster than the same in Python)."""
+        return ["find", self.source, "-mindepth", "1", "-newerct", f"@{self.watermark_ns / 1e9:.6f}",
+                "-printf", "%y %P\\0"]
+
+    def entries_found(self, output: bytes, tree: WatchTree) -> None:
+        """Read find's list: files are sent, directories in place have their entries checked.
+        Entries in unwatched (excluded) or whole-sent directories are left out."""
+        watched: dict[str, bool] = {}
+        for record in output.split(b"\0"):
+            if len(record) < 3:
+                continue
+            kind, path = record[:1], os.fsdecode(record[2:])
+            parent = path.rpartition("/")[0]
+            if parent not in watched:
+                watched[parent] = tree.find(parent) is not None and not _inside(path, self._whole)
+            if not watched[parent] or path in self._whole:
+                continue
+            if kind == b"d":
+                if path in self._in_place and not (self.excluder and self.excluder.excludes(path, True)):
+                    self.changes.append(Change(ChangeKind.ENTRIES, path, True))
+            elif not (self.excluder and self.excluder.excludes(path, False)):
+                self.changes.append(Change(ChangeKind.CHANGED, path))
 
     def unreadable(self, paths: Iterable[str]) -> None:
         """Directories the walk could not list: sent whole (rsync says what fails)."""

@@ -8,7 +8,6 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
 
 try:
     import inotify_simple
@@ -17,8 +16,6 @@ except ModuleNotFoundError:  # the Debian package carries its own copy
 
 from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
 from pirsyncd.filters import Excluder
-
-Visit = Callable[[str, int, list[os.DirEntry[str]]], None]  # a directory: its path, inode, listing
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -70,10 +67,8 @@ class Watcher:
     def root_alive(self) -> bool:
         return self.tree.root is not None and self.tree.root.wd in self.tree.by_wd
 
-    def watch_root(self, visit: Visit | None = None) -> None:
-        """Watch the source root and everything below it. Raises OSError for the root.
-        ``visit(path, inode, entries)`` is shown every watched directory's listing (os.DirEntry
-        objects, after its watch exists), parents first: a warm start's scan."""
+    def watch_root(self) -> None:
+        """Watch the source root and everything below it. Raises OSError for the root."""
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched.clear()
@@ -82,12 +77,12 @@ class Watcher:
         self.leaf_device = None
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
         self.tree.add(wd, "", os.stat(self.source).st_ino)
-        self._watch_below("", visit)
+        self._watch_below("")
 
     def _absolute(self, relative: str) -> str:
         return join(self.source, relative) if relative else self.source
 
-    def _watch_below(self, relative: str, visit: Visit | None = None) -> None:
+    def _watch_below(self, relative: str) -> None:
         """Watch every directory below an already watched one (iterative, depth first)."""
         start = self.tree.find(relative)
         if start is None:
@@ -97,21 +92,15 @@ class Watcher:
         while stack:
             parent, node = stack.pop()
             absolute = self._absolute(parent)
-            if (visit is None and parent and self.leaf_device is not None
-                    and _is_leaf(absolute, self.leaf_device)):
+            if parent and self.leaf_device is not None and _is_leaf(absolute, self.leaf_device):
                 continue  # watched already, so a subdirectory made after this look has its event
             try:
                 with os.scandir(absolute) as listing:
-                    if visit is None:
-                        entries = [entry for entry in listing if entry.is_dir(follow_symlinks=False)]
-                    else:
-                        entries = list(listing)
-                        visit(parent, node.ino, entries)
+                    subdirectories = [entry for entry in listing if entry.is_dir(follow_symlinks=False)]
             except OSError as error:
                 if error.errno not in (errno.ENOENT, errno.ENOTDIR):
                     self._note_unwatched(parent, error)
                 continue
-            subdirectories = [entry for entry in entries if visit is None or entry.is_dir(follow_symlinks=False)]
             if not parent:
                 self.leaf_device = _leaf_device(absolute, len(subdirectories))
             for entry in subdirectories:

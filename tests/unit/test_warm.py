@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,10 +46,14 @@ def index_and_watermark(root: Path) -> tuple[state.Index, float]:
 
 
 def scan(root: Path, index: state.Index, watermark: float, trusted: bool = True) -> list[tuple[str, str, str]]:
+    """What a warm start finds: the watch tree judged against the index, then find's list."""
     warm = WarmScan(str(root), Excluder(()), watermark, index)
     watcher = Watcher(str(root), Excluder(()))
     try:
-        watcher.watch_root(warm.visit)
+        watcher.watch_root()
+        warm.directories(watcher.tree)
+        found = subprocess.run(warm.find_command(), capture_output=True, check=True).stdout
+        warm.entries_found(found, watcher.tree)
     finally:
         watcher.close()
     return [(change.kind.value, change.path, change.old_path) for change in warm.result(trusted)]
