@@ -85,6 +85,12 @@ class Config:
     destination_name: str = ""
     destinations: tuple[DestinationSpec, ...] = ()
 
+    def mirror_key(self, destination: Config) -> tuple[object, ...]:
+        """What decides what a destination (one of :meth:`per_destination`) holds: when it
+        changes, only a full sync makes the mirror true again."""
+        return (self.source, destination.destination, self.exclude, destination.rsync_flags,
+                destination.max_size, destination.min_size)
+
     def per_destination(self) -> tuple[Config, ...]:
         """One Config for each destination, with that destination's own settings.
 
@@ -163,7 +169,7 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
             problems.append(f"{place}: {error}")
             values[option.key] = option.default
 
-    if values["initial_sync"] is False:
+    if values["initial_sync"] is False and "startup_sync" not in raw_values:
         values["startup_sync"] = "none"  # the old spelling
     if "destination" not in raw_values and named:
         problems[:] = [problem for problem in problems if "[sync] destination: missing" not in problem]

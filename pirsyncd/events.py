@@ -87,8 +87,9 @@ class WatchTree:
 
     def directories(self) -> Iterator[tuple[int, int, str]]:
         """(inode, parent's inode, name) of every watched directory, parents first; the
-        root's parent is 0 and its name ''."""
-        if self.root is None:
+        root's parent is 0 and its name ''. A directory whose inode is not known (0) is left
+        out with what lies below it."""
+        if self.root is None or not self.root.ino:
             return
         yield self.root.ino, 0, ""
         stack = [self.root]
@@ -96,8 +97,9 @@ class WatchTree:
             node = stack.pop()
             if node.children:
                 for name, child in node.children.items():
-                    yield child.ino, node.ino, name
-                    stack.append(child)
+                    if child.ino:
+                        yield child.ino, node.ino, name
+                        stack.append(child)
 
     def add(self, wd: int, path: str, ino: int = 0) -> WatchedDir:
         """Register a watch for the directory at path (its parent must be registered)."""

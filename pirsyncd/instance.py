@@ -161,6 +161,8 @@ class Instance:
         # An inode is noted unless every replica has the path pending as changed already.
         intake = self.source.read(lambda path: all(each.pending.is_changed(path) for each in self.replicas))
         self.ops.took_changes(bool(intake.changes), intake.overflow)
+        if intake.oldest_ctime_ns is not None or intake.overflow:
+            self.keeper.changes_arrived(intake.oldest_ctime_ns, intake.overflow)
         for replica in self.replicas:
             replica.add(intake.changes, intake.changed_inodes, now)
             if intake.overflow:
@@ -355,7 +357,7 @@ class Instance:
             self.source.identity = None  # a reload names the source anew: take what is there now
             self.policy.source_check_at = now
         self.config = new
-        self.keeper.path = new.state_file or default_state_path(new.instance)
+        self.keeper.use_path(new.state_file or default_state_path(new.instance))
         self.policy.stop_timeout, self.policy.full_resync_interval = new.stop_timeout, new.full_resync_interval
         self.rsync_output.reopen(new.rsync_log)
         self.ops.reconfigure(new, self.reporter.path, sum(replica.pending_count for replica in self.replicas))

@@ -156,8 +156,8 @@ class Pending:
                 elif kind == ChangeKind.REMOVED:
                     self._drop_children(node)
                     self._set_flags(node, FLAG_REMOVED)
-                elif kind == ChangeKind.ENTRIES:
-                    self._set_flags(node, (node.flags & ~FLAG_REMOVED) | FLAG_ENTRIES)
+                elif kind == ChangeKind.ENTRIES and not node.flags & FLAG_REMOVED:
+                    self._set_flags(node, node.flags | FLAG_ENTRIES)  # a removal stays one
         if self.count > self.full_sync_threshold:
             self.request_full_sync()
 

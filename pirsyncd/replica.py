@@ -64,6 +64,7 @@ class Replica:
         self.just_cleared: list[str] = []  # paths the last job sent that were failing before
         # What it reports.
         self.synced_seq = -1
+        self.last_full_sync: float | None = None  # wall clock; carried over a warm start
         self.last_success: float | None = None
         self.last_sync: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
@@ -245,7 +246,7 @@ class Replica:
             self.synced_seq = max(self.synced_seq, job.batch.change_seq)
         self.policy.job_succeeded()
         if job.batch.full:
-            self.full_sync_reason = ""
+            self.full_sync_reason, self.last_full_sync = "", time.time()
         self.just_synced = SyncedJob(job.batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
@@ -386,8 +387,7 @@ def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[R
         else:
             was = replica.config
             replica.reconfigure(each)
-        if old is not None and (replica not in keep or (old.source, was.destination, old.exclude) != (
-                each.source, each.destination, each.exclude)):
+        if old is not None and (replica not in keep or old.mirror_key(was) != config.mirror_key(each)):
             replica.request_full_sync(now, at_once=True, reason="reload")
         replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
         replicas.append(replica)

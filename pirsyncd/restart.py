@@ -102,6 +102,7 @@ class StateKeeper:
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.header.watermark))
             replica.log_start(f"warm start: {len(changes) + len(failing)} changes since {since} "
                               f"found in {seconds:.2f} s")
+            replica.last_full_sync = entry.get("last_full")
             replica.start_warm(changes, failing, now)
             warm += 1
             if warm == len(replicas):
@@ -114,10 +115,16 @@ class StateKeeper:
         part of starting). A reason for a full sync when that does not work out."""
         scan.directories(tree)
         scan.unreadable(unwatched)
-        result = Child(scan.find_command(), b"", "warm scan", output_limit=SCAN_OUTPUT_LIMIT).wait(SCAN_TIMEOUT)
-        if result.status not in (0, 1) or result.stopped_for:  # 1: some directory could not be read
+        child = Child(scan.find_command(), b"", "warm scan", env={**os.environ, "LC_ALL": "C"},
+                      output_limit=SCAN_OUTPUT_LIMIT)
+        result = child.wait(SCAN_TIMEOUT)
+        # 1: some entry could not be read. Directories we cannot read are sent whole, entries
+        # gone meanwhile have their events; anything else (I/O errors, loops) is a doubt.
+        doubts = [line for line in result.stderr.splitlines()
+                  if not line.endswith((": Permission denied", ": No such file or directory"))]
+        if result.status not in (0, 1) or result.stopped_for or (result.status == 1 and doubts):
             return f"the scan for changes failed (find exited {result.status}: {result.stderr_tail[-200:]})"
-        if len(result.stdout) >= SCAN_OUTPUT_LIMIT:
+        if child.stdout_truncated:
             return "more changed while the daemon was down than a warm start looks at"
         scan.entries_found(result.stdout, tree)
         return None
@@ -166,6 +173,24 @@ class StateKeeper:
     def watermark(self) -> float | None:
         return self.header.watermark if self.header is not None and self.header.destinations else None
 
+    def changes_arrived(self, oldest_ctime_ns: int | None, overflow: bool) -> None:
+        """Changes were read: if one is older than the watermark on disk (its event came late:
+        mmap, a long write), or events were lost, the watermark on disk must come down now."""
+        header = self.header
+        if self.path is None or header is None:
+            return
+        if overflow:
+            self._forget()
+            return
+        assert oldest_ctime_ns is not None
+        if oldest_ctime_ns / 1e9 > header.watermark:
+            return
+        header.watermark = oldest_ctime_ns / 1e9 - state.MARGIN
+        try:
+            state.write_header(self.path, header)
+        except OSError as error:
+            self._cannot_write(error)
+
     def before_job(self, replica: Replica) -> None:
         """A job may change the destination's layout: the index no longer describes it, so a
         warm start must not replay renames there (it sends renamed directories whole)."""
@@ -201,7 +226,7 @@ class StateKeeper:
                 destinations[replica.config.destination_name] = {
                     "destination": replica.config.destination.text,
                     "settings": state.destination_settings(replica.config), "layout": True,
-                    "failing": sorted(replica.failing.paths)}
+                    "failing": sorted(replica.failing.paths), "last_full": replica.last_full_sync}
         if not destinations:
             return
         began = time.monotonic()
@@ -221,6 +246,11 @@ class StateKeeper:
         self._interval = max(state.MIN_WRITE_INTERVAL, 20 * (time.monotonic() - began))
         self.next_write = now + self._interval
 
+    def use_path(self, path: str | None) -> None:
+        """A reload may name another state file: the next write writes its index too."""
+        if path != self.path:
+            self.path, self._index = path, None
+
     def _cannot_write(self, error: OSError) -> None:
         if not self._complained:
             log.error("cannot write the state file %s: %s; syncing goes on, but the next start runs a full sync "
@@ -232,4 +262,4 @@ class StateKeeper:
 
 INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
 SCAN_OUTPUT_LIMIT = 64 << 20  # bytes of find's list of changed entries; more: a full sync
-SCAN_TIMEOUT = 3600.0
+SCAN_TIMEOUT = 120.0  # seconds; longer: a full sync (the start must stay within TimeoutStartSec)

@@ -41,6 +41,7 @@ class Intake:
     overflow: bool = False  # events were lost: a full sync, and the watches rebuilt
     root_lost: bool = False
     newly_unwatched: bool = False  # directories that could not be watched appeared
+    oldest_ctime_ns: int | None = None  # of the changed files looked at (a late event: mmap, a long write)
 
 
 class SourceSide:
@@ -137,7 +138,7 @@ class SourceSide:
             if kept is None:
                 continue
             if kept.kind == ChangeKind.CHANGED and not kept.is_dir and not is_pending_file(kept.path):
-                self._note_inode(kept.path, intake.changed_inodes)
+                self._note_inode(kept.path, intake)
             intake.changes.append(kept)
         if len(self.watcher.unwatched) > self._unwatched_seen:
             intake.newly_unwatched = True
@@ -157,16 +158,20 @@ class SourceSide:
             change = Change(ChangeKind.REMOVED, change.old_path, change.is_dir)
         return change
 
-    def _note_inode(self, path: str, inodes: set[Key]) -> None:
+    def _note_inode(self, path: str, intake: Intake) -> None:
         # Remember which inode a multi-link file had when it changed: its other names must
         # be sent too, even if this name points elsewhere by the time we send. Once per
-        # pending path: its inode only changes through events that reset it.
+        # pending path: its inode only changes through events that reset it. And its ctime:
+        # an event that comes long after the change (mmap, a long write) must not find a
+        # watermark on disk that already lies past it.
         try:
             status = os.lstat(os.path.join(self.source, path))
         except OSError:
             return
         if status.st_nlink > 1 and stat.S_ISREG(status.st_mode):
-            inodes.add((status.st_dev, status.st_ino))
+            intake.changed_inodes.add((status.st_dev, status.st_ino))
+        if intake.oldest_ctime_ns is None or status.st_ctime_ns < intake.oldest_ctime_ns:
+            intake.oldest_ctime_ns = status.st_ctime_ns
 
     def barrier(self) -> int:
         """A sync barrier (SIGUSR1): the change sequence every replica must reach."""

@@ -240,4 +240,9 @@ def judge_destination(header: Header, config: Config) -> dict[str, Any]:
         raise StateUnusable(f"the state file is from another destination ({entry.get('destination')})")
     if entry.get("settings") != destination_settings(config):
         raise StateUnusable("the state file is from other settings (exclude, rsync_flags, max_size or min_size)")
+    last_full = entry.get("last_full")
+    interval = config.full_resync_interval
+    if interval and (not isinstance(last_full, (int, float)) or time.time() - last_full > interval):
+        raise StateUnusable(f"a full sync is due: the last one ran more than full_resync_interval ({interval:g} s) "
+                            "ago")
     return entry

@@ -79,21 +79,30 @@ class WarmScan:
     def entries_found(self, output: bytes, tree: WatchTree) -> None:
         """Read find's list: files are sent, directories in place have their entries checked.
         Entries in unwatched (excluded) or whole-sent directories are left out."""
-        watched: dict[str, bool] = {}
+        wanted: dict[str, bool] = {}  # directory -> whether its entries are looked at
         for record in output.split(b"\0"):
             if len(record) < 3:
                 continue
             kind, path = record[:1], os.fsdecode(record[2:])
             parent = path.rpartition("/")[0]
-            if parent not in watched:
-                watched[parent] = tree.find(parent) is not None and not _inside(path, self._whole)
-            if not watched[parent] or path in self._whole:
+            if parent not in wanted:
+                wanted[parent] = not _inside(path, self._whole) and not self._excluded(parent, tree)
+            if not wanted[parent] or path in self._whole or (
+                    self.excluder and self.excluder.excludes(path, kind == b"d")):
                 continue
-            if kind == b"d":
-                if path in self._in_place and not (self.excluder and self.excluder.excludes(path, True)):
-                    self.changes.append(Change(ChangeKind.ENTRIES, path, True))
-            elif not (self.excluder and self.excluder.excludes(path, False)):
+            if kind != b"d":
                 self.changes.append(Change(ChangeKind.CHANGED, path))
+            elif path in self._in_place or tree.find(path) is None:
+                # (not in the tree: renamed while find ran; its event follows, check it anyway)
+                self.changes.append(Change(ChangeKind.ENTRIES, path, True))
+
+    def _excluded(self, directory: str, tree: WatchTree) -> bool:
+        """True when ``directory`` or one above it is excluded (not watched for that reason)."""
+        if not self.excluder or tree.find(directory) is not None:
+            return False
+        components = directory.split("/")
+        return any(self.excluder.excludes("/".join(components[:depth]), True)
+                   for depth in range(1, len(components) + 1))
 
     def unreadable(self, paths: Iterable[str]) -> None:
         """Directories the walk could not list: sent whole (rsync says what fails)."""

@@ -475,12 +475,19 @@ def settled_then_stopped(runs: Runs, *extra: str) -> Daemon:
     return daemon
 
 
+def tick(root: Path) -> None:
+    """One new file, in the corner "marker" while it is a directory (a churn may have replaced it)."""
+    marker = root / "marker"
+    name = f"tick-{time.time_ns()}"
+    write_file(marker / name if marker.is_dir() and not marker.is_symlink() else root / name, "tick\n")
+
+
 def advance_the_watermark_past_the_tree(runs: Runs, daemon: Daemon) -> None:
     """While the daemon runs: wait until the tree is older than a watermark taken now, make one
     change (in a corner of its own) and wait until the daemon wrote a watermark after the tree
     (it writes when in sync after something was sent, at most every few seconds)."""
     tree = wait_until_older_than_a_watermark(runs.source, runs.outside)
-    write_file(runs.source / "marker" / "tick", f"{time.time()}\n")
+    tick(runs.source)
     daemon.wait_synced()
     wait_for(lambda: runs.state_file.exists() and runs.header()["watermark"] > tree, 30,
              lambda: f"no watermark after the tree ({tree}) was written: {runs.state_file.exists() and runs.header()}")
@@ -491,7 +498,7 @@ def advance_the_watermark_past_the_tree_and_stop(runs: Runs, daemon: Daemon) -> 
     its own) so that the clean stop writes a new watermark (a stop with nothing sent since the last
     write keeps the old one, which lies before the tree); stop cleanly and check."""
     tree = wait_until_older_than_a_watermark(runs.source, runs.outside)
-    write_file(runs.source / "marker" / "tick", f"{time.time()}\n")
+    tick(runs.source)
     daemon.wait_synced()
     stop_cleanly(daemon, runs.state_file)
     watermark = runs.header()["watermark"]
@@ -963,3 +970,79 @@ def test_several_destinations_start_warm_and_a_new_one_gets_a_full_sync(runs: Ru
         assert not any(f"{name}: full sync sent" in line for line in lines), lines
     assert any("web3: full sync sent" in line for line in lines), lines
     assert "retry in" not in daemon.log()
+
+
+# -- what a review found ----------------------------------------------------------------------------
+
+
+def test_a_late_event_lowers_the_watermark_on_disk(runs: Runs) -> None:
+    """An mmap write stamps the ctime at the first write but its only event comes at close: once that
+    event is read, the watermark on disk must not lie past the change, or a kill -9 before it is sent
+    would leave it out of the next warm start for good."""
+    import mmap
+
+    write_file(runs.source / "db", "0" * 4096)
+    daemon = runs.start("--delay", "2")  # the late change is read, then waits: a kill finds it unsent
+    daemon.wait_synced()
+    with open(runs.source / "db", "r+b") as stream, mmap.mmap(stream.fileno(), 4096) as mapped:
+        mapped[:5] = b"MMAP!"
+        changed = os.stat(runs.source / "db").st_ctime
+        # Let a watermark pass the change while the map is open (another change gets it written).
+        tick(runs.source)
+        daemon.wait_synced()
+        wait_for(lambda: runs.state_file.exists() and runs.header()["watermark"] > changed, 30,
+                 lambda: f"no watermark past the mmap write: {runs.state_file.exists() and runs.header()}")
+    # The close's event: the daemon reads it and must bring the watermark down before sending.
+    wait_for(lambda: runs.header()["watermark"] < changed, 30,
+             lambda: f"the watermark on disk stayed past the late change: {runs.header()} > {changed}")
+    kill_hard(runs, daemon, children="killed")
+    restarted = runs.start()
+    assert_warm(restarted, runs.source, runs.destination)
+
+
+def test_a_reload_that_changes_what_the_mirror_holds_runs_a_full_sync(runs: Runs) -> None:
+    config = runs.tmp_path / "mirror.conf"
+
+    def write_config(extra: str) -> None:
+        config.write_text(f"[sync]\nsource = {runs.source}\ndestination = {runs.destination}\ndelay = {DELAY}\n"
+                          f"state_file = {runs.state_file}\n[rsync]\n{extra}")
+
+    write_config("max_size = 1K\n")
+    write_file(runs.source / "big", "x" * 5000)
+    write_file(runs.source / "small", "small\n")
+    daemon = Daemon(runs.tmp_path / "reloaded", "--config", str(config))
+    runs.daemons.append(daemon)
+    daemon.start()
+    daemon.wait_synced()
+    assert not (runs.destination / "big").exists()
+    write_config("")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: (runs.destination / "big").exists(), 30,
+             lambda: f"the reload without max_size sent no full sync\n{daemon.log()}")
+    stop_cleanly(daemon, runs.state_file)
+    restarted = Daemon(runs.tmp_path / "after", "--config", str(config))
+    runs.daemons.append(restarted)
+    restarted.start()
+    assert_warm(restarted, runs.source, runs.destination)
+
+
+def test_restarts_do_not_put_off_the_periodic_full_sync(runs: Runs) -> None:
+    """full_resync_interval stays the safety net for changes at the destination: restarts more often
+    than the interval (each one starting its timer anew) must not put the full sync off for ever."""
+    interval = ("--full-resync-interval", "8")
+    write_file(runs.source / "file", "source\n")
+    first = runs.start(*interval)
+    first.wait_synced()
+    full_at = time.time()
+    stop_cleanly(first, runs.state_file)
+    wait_for(lambda: time.time() - full_at > 4, 10, "half the interval to pass")
+    second = runs.start(*interval)  # warm: the last full sync is recent
+    assert any("warm start:" in line for line in start_lines(second)), second.log()
+    tick(runs.source)
+    second.wait_synced()
+    stop_cleanly(second, runs.state_file)
+    wait_for(lambda: time.time() - full_at > 8.5, 10, "the interval to pass since the full sync")
+    assert time.time() - runs.header()["watermark"] < 8, "the watermark itself is fresh: not that fallback"
+    (runs.destination / "file").write_text("changed at the destination\n")  # only a full sync repairs it
+    third = runs.start(*interval)
+    assert_full_start(third, runs.source, runs.destination, "a full sync is due")

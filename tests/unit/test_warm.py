@@ -202,3 +202,22 @@ def test_entries_flow_through_pending_and_the_plan() -> None:
     pending.put_back(batch, now=1, is_dir=lambda path: None if path == "d" else True)
     again = pending.take()
     assert again.removed == ["d"] and again.new_dirs == ["n"]  # a checked directory gone since: deleted
+
+
+def test_an_entries_check_does_not_undo_a_removal() -> None:
+    pending = Pending(delay=0, full_sync_threshold=100)
+    pending.add(Change(ChangeKind.REMOVED, "d", True), now=0)
+    pending.add(Change(ChangeKind.ENTRIES, "d", True), now=0)  # e.g. a skipped entries check sent again
+    batch = pending.take()
+    assert batch.removed == ["d"] and batch.entries == []
+
+
+def test_directories_of_unknown_inode_stay_out_of_the_index() -> None:
+    from pirsyncd.events import WatchTree
+
+    tree = WatchTree()
+    tree.add(1, "", ino=10)
+    tree.add(2, "a", ino=0)  # its inode could not be read
+    tree.add(3, "a/b", ino=12)
+    tree.add(4, "c", ino=13)
+    assert sorted(tree.directories()) == [(10, 0, ""), (13, 10, "c")]
