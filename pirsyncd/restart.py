@@ -10,11 +10,12 @@ everything is in sync, and mark a destination's layout as moved on before its ne
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pirsyncd import state
@@ -234,7 +235,7 @@ class StateKeeper:
             tree = source.watcher.tree
             token = self.header.index_token if self.header is not None else ""
             if self._index is None or self._index[0] is not tree or self._index[1] != tree.version or not token:
-                token = state.write_index(self.path, tree.directories())
+                token = state.write_index(self.path, _unambiguous(tree))
                 self._index = (tree, tree.version)
             header = state.describe_source(config.source, source.identity, watermark, token, destinations)
             state.write_header(self.path, header)
@@ -258,6 +259,13 @@ class StateKeeper:
             self._complained = True
         self._index = None
         self._forget()  # never leave a state that says more than is true
+
+
+def _unambiguous(tree: WatchTree) -> Iterator[tuple[int, int, str]]:
+    """The tree's directories but those whose inode number another one has too (btrfs
+    subvolumes, overlayfs): the index cannot tell them apart, so a warm start sends them whole."""
+    seen = collections.Counter(ino for ino, _, _ in tree.directories())
+    return (entry for entry in tree.directories() if seen[entry[0]] == 1)
 
 
 INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations

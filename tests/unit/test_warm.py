@@ -221,3 +221,15 @@ def test_directories_of_unknown_inode_stay_out_of_the_index() -> None:
     tree.add(3, "a/b", ino=12)
     tree.add(4, "c", ino=13)
     assert sorted(tree.directories()) == [(10, 0, ""), (13, 10, "c")]
+
+
+def test_directories_sharing_an_inode_number_stay_out_of_the_index() -> None:
+    from pirsyncd.events import WatchTree
+    from pirsyncd.restart import _unambiguous
+
+    tree = WatchTree()
+    tree.add(1, "", ino=10)
+    tree.add(2, "subvolume-1", ino=256)
+    tree.add(3, "subvolume-2", ino=256)  # btrfs: every subvolume's root is 256
+    tree.add(4, "plain", ino=20)
+    assert sorted(_unambiguous(tree)) == [(10, 0, ""), (20, 10, "plain")]
