@@ -118,8 +118,11 @@ def _restart_lines(status: dict[str, Any]) -> list[str]:
         else:
             lines.append("last start:   nothing sent (startup_sync = none)")
     if "watermark" in status:
-        lines.append(f"watermark:    {_when(status.get('watermark'))}"
-                     + ("" if status.get("watermark") else "; the next start runs a full sync"))
+        if not status.get("watermark") and isinstance(start, dict) and start.get("reason") == "no state_file is set":
+            lines.append("watermark:    none (no state_file is set: every start runs a full sync)")
+        else:
+            lines.append(f"watermark:    {_when(status.get('watermark'))}"
+                         + ("" if status.get("watermark") else "; the next start runs a full sync"))
     return lines
 
 
