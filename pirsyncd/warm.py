@@ -86,7 +86,7 @@ class WarmScan:
             kind, path = record[:1], os.fsdecode(record[2:])
             parent = path.rpartition("/")[0]
             if parent not in wanted:
-                wanted[parent] = not _inside(path, self._whole) and not self._excluded(parent, tree)
+                wanted[parent] = not _has_ancestor(path, self._whole) and not self._excluded(parent, tree)
             if not wanted[parent] or path in self._whole or (
                     self.excluder and self.excluder.excludes(path, kind == b"d")):
                 continue
@@ -107,7 +107,7 @@ class WarmScan:
     def unreadable(self, paths: Iterable[str]) -> None:
         """Directories the walk could not list: sent whole (rsync says what fails)."""
         for path in sorted(paths):
-            if path and path not in self._whole and not self._inside_whole(path):
+            if path and path not in self._whole and not _has_ancestor(path, self._whole):
                 self._send_whole(path)
 
     def result(self, trusted: bool = True) -> list[Change]:
@@ -120,8 +120,8 @@ class WarmScan:
         moves, whole = order_moves(self.moves) if trusted else ([], [new for _, new in self.moves])
         sent_whole = self._whole | set(whole)
         renames = [Change(ChangeKind.MOVED, new, True, old) for old, new in moves
-                   if not _inside(new, sent_whole)]
-        changes = [change for change in self.changes if not _inside(change.path, sent_whole)]
+                   if not _has_ancestor(new, sent_whole)]
+        changes = [change for change in self.changes if not _has_ancestor(change.path, sent_whole)]
         if not trusted:
             checked = {change.path for change in changes if change.kind == ChangeKind.ENTRIES}
             parents = dict.fromkeys(change.path.rpartition("/")[0] or "." for change in changes
@@ -132,9 +132,6 @@ class WarmScan:
     def _send_whole(self, path: str) -> None:
         self._whole.add(path)
         self.changes.append(Change(ChangeKind.NEW_DIR, path, True))
-
-    def _inside_whole(self, path: str) -> bool:
-        return _inside(path, self._whole)
 
     def _old_path(self, ino: int) -> str | None:
         """Where the index had a directory, from its chain of parents; None if it is broken."""
@@ -181,14 +178,10 @@ def order_moves(moves: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], li
 
 
 def _has_ancestor(path: str, paths: set[str]) -> bool:
+    """True when a directory above ``path`` is one of ``paths``."""
     parent = path.rpartition("/")[0]
     while parent:
         if parent in paths:
             return True
         parent = parent.rpartition("/")[0]
     return False
-
-
-def _inside(path: str, directories: set[str]) -> bool:
-    """True when a directory above ``path`` is one of ``directories``."""
-    return _has_ancestor(path, directories)
