@@ -67,6 +67,8 @@ class Instance:
         """Watch the source and announce readiness; an exit status when that fails."""
         config = self.config
         self.ssh.open([replica.config for replica in self.replicas])
+        for replica in self.replicas:  # the probe of the rsync runs while the source is walked
+            replica.deletion.start_probe(replica.config.rsync_binary)
         now = self.clock()
         try:
             self.keeper.start(config, self.source, self.replicas, now)  # watches, starts each replica
@@ -174,9 +176,7 @@ class Instance:
             self._rewatch(now, "after the overflow")
         if intake.newly_unwatched:
             self.policy.schedule_full_resync(now, unwatched=True)  # covered by full syncs
-        warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
-        if warning:
-            self.warning = warning
+        self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL) or self.warning
 
     def _rewatch(self, now: float, why: str) -> bool:
         old = self.source.watcher

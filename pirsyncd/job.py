@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Generator
 
 from pirsyncd import rsync
 from pirsyncd.config import Config
+from pirsyncd.deletions import DeletionProbe, rsync_version
 from pirsyncd.destination import DestinationKind
 from pirsyncd.hardlinks import HardLinkIndex, Key, build_scan_command
 from pirsyncd.pending import Batch, Move
@@ -51,7 +50,7 @@ class SyncJob:
 
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
                  on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
-                 control_path: str | None = None,
+                 control_path: str | None = None, probe: DeletionProbe | None = None,
                  hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None) -> None:
         self.config = config
         self.batch = batch
@@ -64,6 +63,7 @@ class SyncJob:
         self.child: Child | None = None
         self.verdict = Verdict(Outcome.OK, "nothing to send")
         self.source_problem: SourceProblem | None = None
+        self.probe = probe  # started early (at start-up) by the replica, or None: started when needed
         self.probed: bool | None = None  # the probe's answer, when this job ran it
         self.rsync_version = ""
         self.switch_to_fallback = False
@@ -144,25 +144,17 @@ class SyncJob:
 
     def _probe(self) -> Steps:
         """Does this rsync handle --delete-missing-args with --files-from? (A tiny local transfer.)"""
-        binary = self.config.rsync_binary
-        version = yield Child([binary, "--version"], b"", "rsync version")
-        words = version.stdout.decode(errors="replace").split()
-        self.rsync_version = words[2] if len(words) > 2 and words[:2] == ["rsync", "version"] else "unknown"
-        scratch = tempfile.mkdtemp(prefix="pirsyncd-probe-")
-        try:
-            source, target = os.path.join(scratch, "src"), os.path.join(scratch, "dst")
-            os.mkdir(source)
-            os.makedirs(os.path.join(target, "ghost-dir"))
-            for path in (os.path.join(source, "present"), os.path.join(target, "ghost")):
-                with open(path, "w"):
-                    pass
-            result = yield Child(rsync.build_probe_command(binary, source, target), rsync.PROBE_INPUT, "probe")
-            self.probed = (result.status == 0 and not os.path.lexists(os.path.join(target, "ghost"))
-                           and not os.path.lexists(os.path.join(target, "ghost-dir")))
-        except OSError:
+        probe, self.probe = self.probe or DeletionProbe.start(self.config.rsync_binary), None
+        if probe is None:
             self.probed = False
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            try:
+                version = yield probe.version
+                transfer = yield probe.transfer
+                self.rsync_version = rsync_version(version.stdout)
+                self.probed = probe.works(transfer)
+            finally:
+                probe.close()
         self.delete_missing_args = self.probed
         if self.on_probed is not None:
             self.on_probed(self.probed, self.rsync_version)

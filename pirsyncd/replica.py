@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from pirsyncd.config import Config
 from pirsyncd.counters import RunTally
+from pirsyncd.deletions import DeletionPath
 from pirsyncd.events import Change, ChangeKind
 from pirsyncd.failing import FailingPaths
 from pirsyncd.hardlinks import HardLinkIndex, Key
@@ -31,8 +32,6 @@ from pirsyncd.safety import SourceProblem
 
 log = logging.getLogger("pirsyncd")
 
-# deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
-USES_MISSING_ARGS: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
 
@@ -54,8 +53,7 @@ class Replica:
         self.failing = FailingPaths(config.retry_max_interval)
         self.policy = ReplicaPolicy(config.retry_max_interval, config.time_limit)
         self.job: SyncJob | None = None
-        self.delete_missing_args = USES_MISSING_ARGS[config.deletion_mode]
-        self.rsync_version = ""
+        self.deletion = DeletionPath(config.deletion_mode)  # how deletions go; the probe, started at start-up
         self.changed_inodes: set[Key] = set()
         self.full_sync_when_failing_clears = False
         self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
@@ -164,7 +162,8 @@ class Replica:
                       control_path: str | None) -> Child | None:
         """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
         batch = self.pending.take(change_seq)
-        self.job = SyncJob(self.config, batch, delete_missing_args=self.delete_missing_args,
+        probe = None if batch.full else self.deletion.take_probe()
+        self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
                            hard_links=hard_links, changed_inodes=self.changed_inodes)
         self.changed_inodes = set()
@@ -185,6 +184,7 @@ class Replica:
 
     def stop_job_and_wait(self, reason: str) -> None:
         """At exit: stop the running child, if any, and wait for it a little."""
+        self.deletion.close_probe()
         child = self.job.child if self.job else None
         if child is not None:
             child.stop(reason)
@@ -214,7 +214,7 @@ class Replica:
         self.rsync_output.write(record.result.stdout.decode(errors="replace"), record.result.stderr_tail)
 
     def _on_probed(self, works: bool, version: str) -> None:
-        self.delete_missing_args, self.rsync_version = works, version
+        self.deletion.uses_missing_args, self.deletion.rsync_version = works, version
         self._report_deletion_path("probed")
 
     def _job_ended(self, now: float) -> None:
@@ -226,7 +226,7 @@ class Replica:
             self.source_problem = job.source_problem
             return
         if job.switch_to_fallback:
-            self.delete_missing_args = False
+            self.deletion.uses_missing_args = False
             self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
@@ -302,14 +302,7 @@ class Replica:
             self.request_full_sync(now, at_once=True, reason="failing-cleared")
 
     def _report_deletion_path(self, why: str) -> None:
-        if self.delete_missing_args:
-            self._log(logging.INFO, "deletions: rsync --delete-missing-args (%s)", why)
-        elif why == "probed":
-            self._log(logging.WARNING, "this rsync (%s %s) mishandles --delete-missing-args with --files-from; "
-                      "deletions are sent by re-checking each deleted path's parent directory (its own entries)",
-                        self.config.rsync_binary, self.rsync_version)
-        else:
-            self._log(logging.INFO, "deletions: re-checking each deleted path's parent directory (%s)", why)
+        self._log(*self.deletion.describe(why, self.config.rsync_binary))
 
     # -- start ----------------------------------------------------------------------------
     def start_full(self, at: float, run: bool) -> None:
@@ -335,7 +328,7 @@ class Replica:
 
     def announce(self) -> None:
         """At start: say how deletions go, when the config decides it."""
-        if self.delete_missing_args is not None:
+        if self.deletion.uses_missing_args is not None:
             self._report_deletion_path(f"deletion_mode = {self.config.deletion_mode}")
 
     # -- reload ---------------------------------------------------------------------------
@@ -349,21 +342,18 @@ class Replica:
         self.failing.retry_max_interval = config.retry_max_interval
         self.policy.retry_max_interval, self.policy.time_limit = config.retry_max_interval, config.time_limit
         self.policy.release()
+        self.deletion.reconfigure(config.deletion_mode)
         self.exit_status = None
         self.next_retry = None
-        if config.deletion_mode != "auto":
-            self.delete_missing_args = USES_MISSING_ARGS[config.deletion_mode]
 
     # -- reporting --------------------------------------------------------------------------
     def snapshot(self, wall_offset: float) -> dict[str, Any]:
         """What readers see of this replica (plain values)."""
-        deletion = None if self.delete_missing_args is None else (
-            "missing-args" if self.delete_missing_args else "parents")
         return {
             "state": self.policy.state.value, "pending": self.pending_count, "synced_seq": self.synced_seq,
             "last_success": self.last_success, "last_sync": self.last_sync, "last_error": self.last_error,
             "next_retry": self.next_retry, "retry_since": self.retry_since, "reason": self.policy.reason,
-            "deletion_path": deletion, "rsync_version": self.rsync_version or None,
+            "deletion_path": self.deletion.name, "rsync_version": self.deletion.rsync_version or None,
             "failing": self.failing.summary() or None, "failing_paths": self.failing.snapshot(wall_offset),
             "files_sent_in_job": self.files_sent_in_job,
             "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
@@ -393,4 +383,5 @@ def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[R
         replicas.append(replica)
     for gone in known.values():
         gone.stop_job("destination removed", now)
+        gone.deletion.close_probe()
     return replicas

@@ -84,7 +84,9 @@ class Child:
         self.stdout_truncated = False
         self.stopped_for: str | None = None
         self.stopped_at = 0.0
-        if not stdin_data:
+        if stdin_data:
+            self.on_stdin_writable()  # most lists fit the pipe: written now, not a loop turn later
+        else:
             self._close_stdin()
 
     @property

@@ -233,6 +233,56 @@ done""")
         assert "mishandles --delete-missing-args" in daemon.log()
 
 
+def probing_daemon(tmp_path: Path, source: Path, destination: Path) -> tuple[Daemon, Path, Path]:
+    """A daemon on deletion_mode auto whose rsync notes each argv; its TMPDIR (where the
+    probe's scratch directory goes) is the test's own."""
+    calls, scratch = tmp_path / "rsync-calls", tmp_path / "tmp"
+    scratch.mkdir()
+    noting = fake_rsync(tmp_path, "noting-rsync", f'printf "%s\\n" "$*" >> {calls}')
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0", "--rsync-binary", str(noting), env={"TMPDIR": str(scratch)})
+    return daemon, calls, scratch
+
+
+def probe_runs(calls: Path) -> tuple[int, int]:
+    """(rsync --version runs, probe transfers) noted so far."""
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return (sum(line == "--version" for line in lines),
+            sum("--delete-missing-args" in line and "pirsyncd-probe-" in line for line in lines))
+
+
+@pytest.mark.auto_deletion_mode
+def test_the_rsync_is_probed_once_at_start_not_on_the_first_change(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """The probe of the rsync (its version, a tiny transfer) starts with the daemon, beside the
+    watch walk, so that the first change does not wait for it; it runs once, and its scratch
+    directory is gone once a batch has taken its answer."""
+    source, destination = trees
+    daemon, calls, scratch = probing_daemon(tmp_path, source, destination)
+    with daemon.start():
+        daemon.wait_state("in-sync", 30)
+        wait_for(lambda: probe_runs(calls) == (1, 1), 30, lambda: f"no probe before any change: {probe_runs(calls)}")
+        write_file(source / "first-change", "x\n")
+        wait_until_equal(source, destination, 30)
+        write_file(source / "second-change", "y\n")
+        wait_until_equal(source, destination, 30)
+        assert probe_runs(calls) == (1, 1)
+        wait_for(lambda: not list(scratch.iterdir()), 30, lambda: f"left behind: {list(scratch.iterdir())}")
+        assert "--delete-missing-args" in daemon.log()  # the probe's answer is in the journal line
+
+
+@pytest.mark.auto_deletion_mode
+def test_a_probe_no_batch_took_is_reaped_at_stop(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    write_file(source / "present", "x\n")
+    daemon, calls, scratch = probing_daemon(tmp_path, source, destination)
+    with daemon.start():
+        daemon.wait_state("in-sync", 30)
+        wait_for(lambda: probe_runs(calls) == (1, 1), 30, lambda: f"no probe at start: {probe_runs(calls)}")
+        assert daemon.stop() == 0, daemon.describe()
+    assert not list(scratch.iterdir())
+    assert differences(source, destination) == []
+
+
 def test_a_hung_rsync_is_killed_at_the_time_limit_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     marker = tmp_path / "hung-once"
