@@ -1,8 +1,9 @@
 """How a replica sends deletions: with ``--delete-missing-args`` or by re-checking each
 deleted path's parent directory (the fallback; Debian 12's rsync 3.2.7 needs it). Set by
 ``deletion_mode``, or, for ``auto``, learnt from a probe of the rsync binary: its version and a
-tiny local transfer, two children started together before the watch walk, so that the
-first batch finds them ended (their 25-50 ms of rsync start and exit are off its path).
+tiny local transfer, two children started together before the watch walk. Their answer is
+collected once both have ended (after the walk, or when the initial sync ends), so the first
+batch does not wait for them (25-50 ms of rsync start and exit) and the path is logged at start.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ class DeletionPath:
     def start_probe(self, binary: str) -> None:
         if self.uses_missing_args is None and self.probe is None:
             self.probe = DeletionProbe.start(binary)
+
+    def collect(self) -> bool:
+        """Take the probe's answer if both its children have ended (never waits); True if so."""
+        probe = self.probe
+        if probe is None or any(child.process.poll() is None for child in (probe.version, probe.transfer)):
+            return False
+        self.probe = None
+        version, transfer = probe.version.finish(), probe.transfer.finish()
+        self.rsync_version = rsync_version(version.stdout)
+        self.uses_missing_args = probe.works(transfer)
+        probe.close()
+        return True
 
     def take_probe(self) -> DeletionProbe | None:
         probe, self.probe = self.probe, None

@@ -220,6 +220,7 @@ class Replica:
     def _job_ended(self, now: float) -> None:
         job, self.job = self.job, None
         assert job is not None
+        self.collect_probe()
         if job.source_problem is not None:
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
@@ -327,9 +328,15 @@ class Replica:
         self._log(logging.INFO, "%s", message)
 
     def announce(self) -> None:
-        """At start: say how deletions go, when the config decides it."""
+        """At start: say how deletions go, when the config decides it (or the probe has)."""
         if self.deletion.uses_missing_args is not None:
             self._report_deletion_path(f"deletion_mode = {self.config.deletion_mode}")
+        else:
+            self.collect_probe()
+
+    def collect_probe(self) -> None:
+        if self.deletion.collect():
+            self._report_deletion_path("probed")
 
     # -- reload ---------------------------------------------------------------------------
     def reconfigure(self, config: Config) -> None:

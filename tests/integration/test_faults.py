@@ -254,20 +254,21 @@ def probe_runs(calls: Path) -> tuple[int, int]:
 @pytest.mark.auto_deletion_mode
 def test_the_rsync_is_probed_once_at_start_not_on_the_first_change(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     """The probe of the rsync (its version, a tiny transfer) starts with the daemon, beside the
-    watch walk, so that the first change does not wait for it; it runs once, and its scratch
-    directory is gone once a batch has taken its answer."""
+    watch walk, so that the first change does not wait for it: its answer is logged before any
+    change, it runs once, and its scratch directory is removed."""
     source, destination = trees
     daemon, calls, scratch = probing_daemon(tmp_path, source, destination)
     with daemon.start():
         daemon.wait_state("in-sync", 30)
         wait_for(lambda: probe_runs(calls) == (1, 1), 30, lambda: f"no probe before any change: {probe_runs(calls)}")
+        # Its answer is in the journal before any change (the path in use is logged at start).
+        wait_for(lambda: "--delete-missing-args" in daemon.log(), 30, lambda: f"not logged:\n{daemon.log()}")
         write_file(source / "first-change", "x\n")
         wait_until_equal(source, destination, 30)
         write_file(source / "second-change", "y\n")
         wait_until_equal(source, destination, 30)
         assert probe_runs(calls) == (1, 1)
         wait_for(lambda: not list(scratch.iterdir()), 30, lambda: f"left behind: {list(scratch.iterdir())}")
-        assert "--delete-missing-args" in daemon.log()  # the probe's answer is in the journal line
 
 
 @pytest.mark.auto_deletion_mode
