@@ -31,12 +31,12 @@ from collections.abc import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import measure, restart, workloads
+from bench import fanout, measure, restart, workloads
 from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
 from bench.sshd import loopback_sshd
 from tests.support.daemon import read_status_file
 
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large")
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms", "in_sync_s",
                       *(f"{place}_busy_s" for place in workloads.W6_PLACES))
@@ -58,6 +58,9 @@ DESCRIPTIONS = {
           "--deletion-mode missing-args, the fixed rsync; lsyncd (default.rsync, system rsync) in both",
     "W1ssh": "W1 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
     "W4ssh": "W4 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
+    "W7": "fan-out (bench/fanout.py): the W2 burst into one source mirrored to 4 local destinations (pirsyncd: one "
+          "instance; lsyncd: 4 sync blocks), converge_s until all 4 are identical; pirsyncd also: W1 latency at a "
+          "good destination alone and beside a dead one (ssh to a closed port), dead_x_alone",
     "W8": "restart (bench/restart.py): the W3 tree mirrored, SIGTERM, a few hundred changes while down, start "
           "again; in_sync_s from the exec. Rows 'W8 warm': pirsyncd --state-file; 'W8 full': --startup-sync full; "
           "lsyncd in both; floor: a no-op rsync -a --delete of the in-sync tree",
@@ -148,6 +151,14 @@ def contenders(workload: str, arguments: argparse.Namespace) -> list[Contender]:
 def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, ssh: SshTarget | None
             ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Run one workload on one daemon; return (figures, floor figures, notes)."""
+    if workload == "W7":
+        dirs, probes, timeout = (100, 10, 60.0) if arguments.quick else (1000, 50, 300.0)
+        figures = fanout.burst(contender.daemon, arguments.root, dirs, timeout)
+        if contender.daemon == "pirsyncd":
+            figures["alone_p50_ms"] = fanout.latency(arguments.root, False, probes, timeout)
+            figures["dead_p50_ms"] = fanout.latency(arguments.root, True, probes, timeout)
+            figures["dead_x_alone"] = figures["dead_p50_ms"] / figures["alone_p50_ms"]
+        return figures, {}, {}
     if workload.startswith("W8"):
         figures, _notes = restart.restart_run(
             contender.startup or "lsyncd", workloads.LARGE if workload == "W8large" else
