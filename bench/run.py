@@ -242,7 +242,8 @@ def run_notes(workload: str, contender: Contender, label: str, notes: dict[str, 
         info["deletion_path"] = notes.get("deletion_path", contender.deletion_mode)
         info["deletion_path_from"] = "status file" if "deletion_path" in notes else "--deletion-mode flag"
     elif contender.daemon == "pirsyncd":
-        info["deletion_path"] = notes.get("deletion_path", "not probed (no batch ran)")
+        info["deletion_path"] = notes.get("deletion_path", "not recorded (W7 and W8 do not read the status file "
+                                                           "for it; pirsyncd's default, auto: the probe decides)")
         info["deletion_path_from"] = "status file" if "deletion_path" in notes else "-"
     elif contender.daemon == "lsyncd":
         info["deletion_path"] = "lsyncd default.rsync: --delete with an include filter list"
