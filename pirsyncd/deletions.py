@@ -58,11 +58,12 @@ class DeletionProbe:
             return None
         return cls(scratch, version, transfer)
 
-    def works(self, transfer: ChildResult) -> bool:
-        """The transfer succeeded and deleted both missing entries."""
+    def answer(self, version: ChildResult, transfer: ChildResult) -> tuple[bool, str]:
+        """(the transfer succeeded and deleted both missing entries, the rsync version)."""
         target = os.path.join(self.scratch, "dst")
-        return (transfer.status == 0 and not os.path.lexists(os.path.join(target, "ghost"))
-                and not os.path.lexists(os.path.join(target, "ghost-dir")))
+        works = (transfer.status == 0 and not os.path.lexists(os.path.join(target, "ghost"))
+                 and not os.path.lexists(os.path.join(target, "ghost-dir")))
+        return works, rsync_version(version.stdout)
 
     def close(self) -> None:
         for child in (self.version, self.transfer):
@@ -96,9 +97,7 @@ class DeletionPath:
         if probe is None or any(child.process.poll() is None for child in (probe.version, probe.transfer)):
             return False
         self.probe = None
-        version, transfer = probe.version.finish(), probe.transfer.finish()
-        self.rsync_version = rsync_version(version.stdout)
-        self.uses_missing_args = probe.works(transfer)
+        self.uses_missing_args, self.rsync_version = probe.answer(probe.version.finish(), probe.transfer.finish())
         probe.close()
         return True
 

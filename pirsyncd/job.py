@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 
 from pirsyncd import rsync
 from pirsyncd.config import Config
-from pirsyncd.deletions import DeletionProbe, rsync_version
+from pirsyncd.deletions import DeletionProbe
 from pirsyncd.destination import DestinationKind
 from pirsyncd.hardlinks import HardLinkIndex, Key, build_scan_command
 from pirsyncd.pending import Batch, Move
@@ -151,8 +151,7 @@ class SyncJob:
             try:
                 version = yield probe.version
                 transfer = yield probe.transfer
-                self.rsync_version = rsync_version(version.stdout)
-                self.probed = probe.works(transfer)
+                self.probed, self.rsync_version = probe.answer(version, transfer)
             finally:
                 probe.close()
         self.delete_missing_args = self.probed
