@@ -196,6 +196,8 @@ class ChangeKind(enum.Enum):
     """What happened to a path of the source, in the words of the pending set."""
 
     CHANGED = "changed"  # a file's content or metadata, or a directory's metadata
+    WRITING = "writing"  # a file created or written, not closed yet: its content may be partial
+    CLOSED = "closed"  # a file closed after writing: its content is complete (a CHANGED)
     NEW_DIR = "new-dir"  # a new directory (or one moved in): watch it and send all of it
     REMOVED = "removed"  # gone from the source (deleted or moved out of the tree)
     MOVED = "moved"  # renamed within the tree: old_path -> path
@@ -295,6 +297,12 @@ class EventTranslator:
             return (Change(ChangeKind.REMOVED, path, is_dir),)
         if mask & IN_CREATE and is_dir:
             return (Change(ChangeKind.NEW_DIR, path, True),)
+        if mask & IN_CLOSE_WRITE and not is_dir:
+            return (Change(ChangeKind.CLOSED, path),)
+        if mask & (IN_CREATE | IN_MODIFY) and not mask & IN_ATTRIB and not is_dir:
+            # A symlink, a hard link or a device node is created without a close to follow:
+            # the reader of these changes tells them apart (SourceSide.read).
+            return (Change(ChangeKind.WRITING, path),)
         if mask & (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB):
             return (Change(ChangeKind.CHANGED, path, is_dir),)
         return ()

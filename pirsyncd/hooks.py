@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from pirsyncd.pending import Batch
+from pirsyncd.batch import Batch
 from pirsyncd.runner import Child, ChildResult
 
 log = logging.getLogger("pirsyncd")

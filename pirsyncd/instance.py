@@ -166,7 +166,7 @@ class Instance:
         if intake.oldest_ctime_ns is not None or intake.overflow:
             self.keeper.changes_arrived(intake.oldest_ctime_ns, intake.overflow)
         for replica in self.replicas:
-            replica.add(intake.changes, intake.changed_inodes, now)
+            replica.add(intake.changes, intake.changed_inodes, now, self.source.change_seq)
             if intake.overflow:
                 replica.request_full_sync(now, reason="overflow")
         if intake.root_lost:
@@ -292,7 +292,7 @@ class Instance:
                 self.take_changes()
             seq = self.source.barrier()
             for replica in self.replicas:
-                replica.reach_barrier(seq)
+                replica.reach_barrier(seq, self.clock())
             self.publish(force=True)
         elif number == signal.SIGUSR2 and self.ops.refresh_pause(
                 sum(replica.pending_count for replica in self.replicas)):

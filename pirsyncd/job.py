@@ -18,11 +18,11 @@ import stat
 from collections.abc import Callable, Generator
 
 from pirsyncd import rsync
+from pirsyncd.batch import Batch, Move
 from pirsyncd.config import Config
 from pirsyncd.deletions import DeletionProbe
 from pirsyncd.destination import DestinationKind
 from pirsyncd.hardlinks import HardLinkIndex, Key, build_scan_command
-from pirsyncd.pending import Batch, Move
 from pirsyncd.plan import Renames, SourceFacts, combine_renames, deletion_parents, plan_transfers, renames_assumed
 from pirsyncd.rsync import Outcome, RunMode, Verdict
 from pirsyncd.runner import Child, ChildResult

@@ -49,7 +49,8 @@ OPTIONS: tuple[Option, ...] = (
     # -- when to send --------------------------------------------------------
     Option("sync", "delay", "duration", 1.0,
            "Seconds of quiet after the last change before a batch is sent (0 sends at once); "
-           "a batch never waits longer than 10 times this.",
+           "a batch never waits longer than 10 times this; a file still open for writing waits for its close, "
+           "as long (at least 1 s).",
            "0.5"),
     Option("sync", "trigger_paths", "int", 10000,
            "Send a batch as soon as this many distinct paths are pending, even before the delay has passed.",

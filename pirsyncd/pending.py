@@ -6,13 +6,17 @@ pending paths. A directory that is new (or deleted) subsumes everything below it
 its children are dropped, as the batch sends (or deletes) it whole. A rename moves
 the pending subtree with it in O(depth), so changes made before a rename are sent
 under the new name.
+
+A file being written (created or modified, not closed yet) is kept aside until it is
+closed, for at most ``max(1 s, 10 * delay)``: sending it earlier sends a partial file
+that its close sends again. What is kept aside does not hold back the other changes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 
+from pirsyncd.batch import Batch, Move
 from pirsyncd.events import Change, ChangeKind
 
 # Node flags.
@@ -34,43 +38,6 @@ class _Node:
         self.children: dict[str, _Node] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Move:
-    """A rename seen at the source, to replay at the destination when it can."""
-
-    old_path: str
-    new_path: str
-    is_dir: bool
-
-
-@dataclasses.dataclass
-class Batch:
-    """What one sync sends. ``full`` means: ignore the lists, sync everything."""
-
-    full: bool = False
-    changed: list[str] = dataclasses.field(default_factory=list)  # content or metadata changed
-    removed: list[str] = dataclasses.field(default_factory=list)  # gone from the source
-    new_dirs: list[str] = dataclasses.field(default_factory=list)  # sent whole, recursively
-    moves: list[Move] = dataclasses.field(default_factory=list)
-    moved_paths: list[str] = dataclasses.field(default_factory=list)  # to verify after renaming
-    directories: list[str] = dataclasses.field(default_factory=list)  # metadata changed: quick check
-    entries: list[str] = dataclasses.field(default_factory=list)  # directories whose own entries to check
-    change_seq: int = 0
-
-    @property
-    def path_count(self) -> int:
-        return (len(self.changed) + len(self.removed) + len(self.new_dirs) + len(self.moved_paths)
-                + len(self.directories) + len(self.entries))
-
-    def covered_paths(self) -> list[str]:
-        """The paths the batch sends whole (with what lies below them) or deletes; '.' for a
-        full sync. Not ``directories``: only their own metadata is sent."""
-        if self.full:
-            return ["."]
-        return [*self.changed, *self.removed, *self.new_dirs, *self.moved_paths,
-                *(move.new_path for move in self.moves)]
-
-
 class Pending:
     """Pending changes plus the deadline at which they should be sent.
 
@@ -81,6 +48,9 @@ class Pending:
     def __init__(self, delay: float, full_sync_threshold: int) -> None:
         self.delay = delay
         self.full_sync_threshold = full_sync_threshold
+        # Files being written: path -> (when its writing was first seen, the change sequence
+        # that brought it), oldest first (both only grow). Not emptied by take().
+        self.writing: dict[str, tuple[float, int]] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -95,7 +65,12 @@ class Pending:
         self.last_change_at: float | None = None
 
     def __bool__(self) -> bool:
-        return self.full_sync_needed or self.count > 0 or bool(self.moves)
+        return self.full_sync_needed or self.count > 0 or bool(self.moves) or bool(self.writing)
+
+    @property
+    def hold_limit(self) -> float:
+        """How long a file being written is kept aside at most."""
+        return max(1.0, 10 * self.delay)
 
     # -- adding ------------------------------------------------------------
     def _node(self, path: str, create: bool = True) -> _Node | None:
@@ -134,14 +109,20 @@ class Pending:
             self.first_change_at = now
         self.last_change_at = now
 
-    def add(self, change: Change, now: float) -> None:
-        """Record one change. O(depth), apart from freeing what a subsumed subtree held."""
+    def add(self, change: Change, now: float, seq: int = 0) -> None:
+        """Record one change (``seq``: the change sequence that brought it). O(depth), apart
+        from freeing what a subsumed subtree held."""
+        if self.writing or change.kind in (ChangeKind.WRITING, ChangeKind.CLOSED):
+            recorded = self._unclosed(change, now, seq)
+            if recorded is None:
+                return
+            change = recorded
+        kind = change.kind
         self._touch(now)
         if self.full_sync_needed:
             if change.kind == ChangeKind.CHANGED and not change.is_dir:
                 self._compare(change.path)
             return
-        kind = change.kind
         if kind == ChangeKind.MOVED:
             self._add_move(change, now)
         else:
@@ -161,8 +142,58 @@ class Pending:
         if self.count > self.full_sync_threshold:
             self.request_full_sync()
 
+    def _unclosed(self, change: Change, now: float, seq: int) -> Change | None:
+        """Keep aside a file being written, and let a change that ends its writing (a close,
+        a removal, a rename) release it; return what the pending tree must record, if anything."""
+        kind, path = change.kind, change.path
+        if kind == ChangeKind.WRITING:
+            if path in self.writing:
+                return None
+            node = None if self.full_sync_needed else self._node(path, create=False)
+            if (node is not None and node.flags) or self._subsumed(path):
+                return Change(ChangeKind.CHANGED, path)  # it is sent anyway
+            self.writing[path] = (now, seq)
+            return None
+        if kind == ChangeKind.CLOSED:
+            self.writing.pop(path, None)
+            return Change(ChangeKind.CHANGED, path)
+        if kind == ChangeKind.CHANGED and not change.is_dir:
+            return None if path in self.writing else change  # its metadata goes with its content
+        if kind == ChangeKind.MOVED:
+            # What was being written under the old name is released under it, so the pending
+            # tree carries it to the new name; what the rename replaced is gone.
+            for held in self._writing_at(change.old_path, change.is_dir):
+                del self.writing[held]
+                self.add(Change(ChangeKind.CHANGED, held), now)
+            for held in self._writing_at(change.path, change.is_dir):
+                del self.writing[held]
+        elif kind in (ChangeKind.REMOVED, ChangeKind.NEW_DIR):
+            for held in self._writing_at(path, change.is_dir):
+                del self.writing[held]  # gone, or sent whole with its directory
+        return change
+
+    def _writing_at(self, path: str, is_dir: bool) -> list[str]:
+        if not is_dir:
+            return [path] if path in self.writing else []
+        prefix = path + "/"
+        return [held for held in self.writing if held == path or held.startswith(prefix)]
+
+    def release_writing(self, now: float, expired_only: bool = False) -> None:
+        """Stop keeping aside the files being written (only those kept for hold_limit), to
+        send them as they are: on a sync barrier, at stop, when their time is up."""
+        limit = now - self.hold_limit
+        while self.writing:
+            path, (since, _seq) = next(iter(self.writing.items()))
+            if expired_only and since > limit:
+                return
+            del self.writing[path]
+            self.add(Change(ChangeKind.CHANGED, path), now)
+
     def is_changed(self, path: str) -> bool:
-        """True when ``path`` is pending as a changed file already (another event adds nothing)."""
+        """True when ``path`` is pending as a changed file already, or kept aside while it is
+        being written (another event adds nothing)."""
+        if path in self.writing:
+            return True
         node = self._node(path, create=False)
         return node is not None and node.flags & (FLAG_CHANGED | FLAG_REMOVED) == FLAG_CHANGED
 
@@ -240,12 +271,26 @@ class Pending:
     # -- sending -----------------------------------------------------------
     def deadline(self) -> float | None:
         """When the pending changes should be sent, or None when nothing is pending."""
-        if not self or self.last_change_at is None or self.first_change_at is None:
-            return None if not self else 0.0
-        return min(self.last_change_at + self.delay, self.first_change_at + 10 * self.delay)
+        due: float | None = None
+        if self.full_sync_needed or self.count > 0 or self.moves:
+            if self.last_change_at is None or self.first_change_at is None:
+                due = 0.0
+            else:
+                due = min(self.last_change_at + self.delay, self.first_change_at + 10 * self.delay)
+        if self.writing:
+            since, _seq = next(iter(self.writing.values()))
+            due = since + self.hold_limit if due is None else min(due, since + self.hold_limit)
+        return due
 
-    def take(self, change_seq: int = 0) -> Batch:
-        """Empty the pending set into a Batch."""
+    def take(self, change_seq: int = 0, now: float | None = None) -> Batch:
+        """Empty the pending set into a Batch (with ``now``: and the files kept aside for
+        hold_limit). A file still kept aside stays; the batch then covers only the change
+        sequences before the one that brought it."""
+        if now is not None:
+            self.release_writing(now, expired_only=True)
+        if self.writing:
+            _since, seq = next(iter(self.writing.values()))
+            change_seq = min(change_seq, seq - 1)
         batch = Batch(full=self.full_sync_needed, change_seq=change_seq)
         if batch.full:
             batch.changed = sorted(self.compare_after_full)

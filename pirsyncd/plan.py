@@ -17,8 +17,8 @@ import stat
 from collections.abc import Iterable
 from typing import Protocol
 
+from pirsyncd.batch import Batch, Move
 from pirsyncd.destination import DestinationKind
-from pirsyncd.pending import Batch, Move
 from pirsyncd.rsync import RunMode
 
 

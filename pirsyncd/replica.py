@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from pirsyncd.batch import Batch
 from pirsyncd.config import Config
 from pirsyncd.counters import RunTally
 from pirsyncd.deletions import DeletionPath
@@ -22,7 +23,7 @@ from pirsyncd.events import Change, ChangeKind
 from pirsyncd.failing import FailingPaths
 from pirsyncd.hardlinks import HardLinkIndex, Key
 from pirsyncd.job import RunRecord, SyncJob
-from pirsyncd.pending import Batch, Pending
+from pirsyncd.pending import Pending
 from pirsyncd.plan import SourceFacts
 from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
 from pirsyncd.report import RsyncOutputLog, log_run
@@ -83,9 +84,9 @@ class Replica:
         log.log(level, self.prefix + message, *arguments, extra=fields)
 
     # -- intake ---------------------------------------------------------------------
-    def add(self, changes: list[Change], changed_inodes: set[Key], now: float) -> None:
+    def add(self, changes: list[Change], changed_inodes: set[Key], now: float, seq: int = 0) -> None:
         for change in changes:
-            self.pending.add(change, now)
+            self.pending.add(change, now, seq)
         self.changed_inodes |= changed_inodes
         if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
             self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
@@ -106,7 +107,8 @@ class Replica:
     def pending_count(self) -> int:
         """Paths waiting to be sent (a full sync still owed counts as one at least)."""
         owed = max(1, len(self.pending.compare_after_full)) if self.pending.full_sync_needed else 0
-        return self.pending.count + owed + (max(1, self.job.batch.path_count) if self.job else 0)
+        running = max(1, self.job.batch.path_count) if self.job else 0
+        return self.pending.count + len(self.pending.writing) + owed + running
 
     @property
     def has_pending(self) -> bool:
@@ -152,7 +154,10 @@ class Replica:
 
     # -- jobs -------------------------------------------------------------------------
     def job_due(self, now: float, stopping: bool) -> bool:
-        """True when pending changes are due and the policy lets a job start."""
+        """True when pending changes are due and the policy lets a job start (stopping: at
+        once, and files being written go as they are)."""
+        if stopping:
+            self.pending.release_writing(now)
         if self.job is not None or not self.pending or not self.policy.may_start(now):
             return False
         due = self.pending.deadline()
@@ -161,7 +166,7 @@ class Replica:
     def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
                       control_path: str | None) -> Child | None:
         """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
-        batch = self.pending.take(change_seq)
+        batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
@@ -190,8 +195,9 @@ class Replica:
             child.stop(reason)
             child.wait(5.0)
 
-    def reach_barrier(self, seq: int) -> None:
-        """A sync barrier: with nothing pending, everything seen is there."""
+    def reach_barrier(self, seq: int, now: float) -> None:
+        """A sync barrier: with nothing pending, everything seen is there (files being written go as they are)."""
+        self.pending.release_writing(now)
         if not self.has_pending and self.job is None and self.synced_seq >= 0:
             self.synced_seq = seq
 

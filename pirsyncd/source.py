@@ -31,6 +31,9 @@ from pirsyncd.watcher import Watcher
 
 log = logging.getLogger("pirsyncd")
 
+# Changes of a file's content or metadata (a file being written, closed, or changed otherwise).
+FILE_CHANGES = (ChangeKind.CHANGED, ChangeKind.WRITING, ChangeKind.CLOSED)
+
 
 @dataclasses.dataclass
 class Intake:
@@ -137,8 +140,12 @@ class SourceSide:
             kept = self._filter(change)
             if kept is None:
                 continue
-            if kept.kind == ChangeKind.CHANGED and not kept.is_dir and not is_pending_file(kept.path):
-                self._note_inode(kept.path, intake)
+            if kept.kind in FILE_CHANGES and not kept.is_dir and not is_pending_file(kept.path):
+                status = self._note_inode(kept.path, intake)
+                if kept.kind == ChangeKind.WRITING and not (
+                        status is not None and stat.S_ISREG(status.st_mode) and status.st_nlink == 1):
+                    # Not a file with one name being written (or gone already): nothing to wait for.
+                    kept = Change(ChangeKind.CHANGED, kept.path)
             intake.changes.append(kept)
         if len(self.watcher.unwatched) > self._unwatched_seen:
             intake.newly_unwatched = True
@@ -158,7 +165,7 @@ class SourceSide:
             change = Change(ChangeKind.REMOVED, change.old_path, change.is_dir)
         return change
 
-    def _note_inode(self, path: str, intake: Intake) -> None:
+    def _note_inode(self, path: str, intake: Intake) -> os.stat_result | None:
         # Remember which inode a multi-link file had when it changed: its other names must
         # be sent too, even if this name points elsewhere by the time we send. Once per
         # pending path: its inode only changes through events that reset it. And its ctime:
@@ -167,11 +174,12 @@ class SourceSide:
         try:
             status = os.lstat(os.path.join(self.source, path))
         except OSError:
-            return
+            return None
         if status.st_nlink > 1 and stat.S_ISREG(status.st_mode):
             intake.changed_inodes.add((status.st_dev, status.st_ino))
         if intake.oldest_ctime_ns is None or status.st_ctime_ns < intake.oldest_ctime_ns:
             intake.oldest_ctime_ns = status.st_ctime_ns
+        return status
 
     def barrier(self) -> int:
         """A sync barrier (SIGUSR1): the change sequence every replica must reach."""

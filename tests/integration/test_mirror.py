@@ -105,6 +105,33 @@ def test_write_through_a_second_hard_link_name(mirror: tuple[Path, Path, Daemon]
     wait_until_equal(source, destination, 20)
 
 
+def test_a_file_being_written_waits_for_its_close_and_holds_nothing_else_back(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """A file open for writing is kept aside (here 10 x 0.5 s at most); what else changed goes
+    after the delay; the close sends the file whole; ``pirsyncd wait`` sends it as it is."""
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
+                    "--delay", "0.5")
+    with daemon.start():
+        with open(source / "big", "wb") as stream:
+            stream.write(b"first half\n")
+            stream.flush()
+            write_file(source / "small", "small\n")
+            os.link(source / "small", source / "second-name")  # created without a close: not kept aside
+            os.symlink("big", source / "link")  # nor this
+            wait_for(lambda: all(os.path.lexists(destination / name) for name in ("small", "second-name", "link")),
+                     20, lambda: "the other changes were held back\n" + daemon.describe())
+            assert not (destination / "big").exists(), "a file still being written was sent"
+            stream.write(b"second half\n")
+            stream.flush()
+            waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "3")
+            assert waited.returncode == 0, waited.stderr + daemon.describe()
+            assert (destination / "big").read_bytes() == b"first half\nsecond half\n"
+            stream.write(b"the end\n")
+        wait_until_equal(source, destination, 20)
+        daemon.wait_synced()
+
+
 def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     daemon = start_with_a_small_inotify_queue(lambda: Daemon(

@@ -15,7 +15,7 @@ from pirsyncd import exitcodes
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pirsyncd"
 MAN8 = PACKAGE.parent / "docs" / "pirsyncd.8.rst"
-PURE = ("options", "config", "filters", "events", "pending", "rsync", "plan", "policy", "failing",
+PURE = ("options", "config", "filters", "events", "batch", "pending", "rsync", "plan", "policy", "failing",
         "destination", "exitcodes", "hardlinks")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple"}
 

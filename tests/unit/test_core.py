@@ -80,8 +80,8 @@ def test_file_events_become_changes_and_deletes_forget_watches() -> None:
         Event(1, IN_CREATE | IN_ISDIR, 0, "d"), Event(1, IN_DELETE | IN_ISDIR, 0, "c"),
         Event(2, IN_ATTRIB | IN_ISDIR, 0, "b"), Event(99, IN_MODIFY, 0, "unknown-wd"),
     ])
-    assert changes == [Change(ChangeKind.CHANGED, "new"), Change(ChangeKind.CHANGED, "new"),
-                       Change(ChangeKind.CHANGED, "a/b/f"), Change(ChangeKind.NEW_DIR, "d", True),
+    assert changes == [Change(ChangeKind.WRITING, "new"), Change(ChangeKind.WRITING, "new"),
+                       Change(ChangeKind.CLOSED, "a/b/f"), Change(ChangeKind.NEW_DIR, "d", True),
                        Change(ChangeKind.REMOVED, "c", True), Change(ChangeKind.CHANGED, "a/b", True)]
     assert tree.find("c") is None and 4 not in tree.by_wd
 
@@ -93,7 +93,7 @@ def test_moves_pair_by_cookie_and_the_tree_follows_directory_renames() -> None:
         Event(3, IN_CREATE, 0, "after"),  # wd 3 now lives at c/renamed/b
     ])
     assert changes == [Change(ChangeKind.MOVED, "c/renamed", True, "a"),
-                       Change(ChangeKind.CHANGED, "c/renamed/b/after")]
+                       Change(ChangeKind.WRITING, "c/renamed/b/after")]
     node = tree.by_wd[3]
     assert tree.path_of(node) == "c/renamed/b"
 
@@ -170,6 +170,54 @@ def test_deadline_is_quiet_time_capped_at_ten_delays() -> None:
     for moment in range(101, 120):
         pending.add(Change(ChangeKind.CHANGED, "f"), float(moment))
     assert pending.deadline() == 110.0
+
+
+def test_a_file_being_written_waits_for_its_close_without_holding_back_the_rest() -> None:
+    pending = Pending(delay=0.0, full_sync_threshold=1000)
+    pending.add(Change(ChangeKind.WRITING, "log"), 100.0, seq=3)
+    pending.add(Change(ChangeKind.WRITING, "new"), 100.0, seq=3)
+    pending.add(Change(ChangeKind.CHANGED, "new"), 100.1, seq=4)  # its metadata goes with its content
+    assert pending and pending.count == 0 and pending.deadline() == 101.0  # kept aside 1 s at most
+    assert pending.is_changed("log")  # later events about it need no second look
+    pending.add(Change(ChangeKind.CLOSED, "new"), 100.2, seq=5)
+    pending.add(Change(ChangeKind.CHANGED, "other"), 100.2, seq=5)
+    assert pending.deadline() == 100.2
+    batch = pending.take(change_seq=5, now=100.2)
+    assert sorted(batch.changed) == ["new", "other"]
+    assert batch.change_seq == 2  # "log" from sequence 3 is not sent: the batch covers less
+    assert pending and pending.deadline() == 101.0
+    pending.add(Change(ChangeKind.WRITING, "log"), 100.5, seq=6)  # still written: not pushed back
+    batch = pending.take(change_seq=6, now=101.0)
+    assert batch.changed == ["log"] and batch.change_seq == 6 and not pending
+
+
+def test_a_file_being_written_that_is_renamed_removed_or_released_is_not_lost() -> None:
+    pending = Pending(delay=1.0, full_sync_threshold=1000)
+    assert pending.hold_limit == 10.0
+    for path in ("dir/.a.tmp", "dir/b", "gone", "dir2/c"):
+        pending.add(Change(ChangeKind.WRITING, path), 0.0, seq=1)
+    pending.add(Change(ChangeKind.MOVED, "dir/a", False, "dir/.a.tmp"), 0.0, seq=2)
+    pending.add(Change(ChangeKind.MOVED, "moved", True, "dir"), 0.0, seq=2)
+    pending.add(Change(ChangeKind.REMOVED, "gone"), 0.0, seq=2)
+    assert list(pending.writing) == ["dir2/c"]
+    batch = pending.take(change_seq=2, now=0.0)
+    assert sorted(batch.changed) == ["moved/a", "moved/b"] and batch.change_seq == 0
+    assert sorted(batch.removed) == ["dir", "gone", "moved/.a.tmp"]
+    pending.release_writing(1.0)  # a sync barrier, or the stop
+    assert pending.take(change_seq=3, now=1.0).changed == ["dir2/c"] and not pending
+
+
+def test_a_file_already_pending_or_inside_a_new_directory_is_not_kept_aside() -> None:
+    pending = Pending(delay=0.0, full_sync_threshold=1000)
+    pending.add(Change(ChangeKind.CLOSED, "mmapped"), 0.0, seq=1)  # written through mmap: a close alone
+    assert pending.take(change_seq=1, now=0.0).changed == ["mmapped"]
+    pending.add(Change(ChangeKind.NEW_DIR, "new", True), 0.0)
+    pending.add(Change(ChangeKind.CHANGED, "f"), 0.0)
+    pending.add(Change(ChangeKind.WRITING, "new/inside"), 0.0, seq=1)
+    pending.add(Change(ChangeKind.WRITING, "f"), 0.0, seq=1)
+    assert not pending.writing
+    batch = pending.take(change_seq=1, now=0.0)
+    assert batch.new_dirs == ["new"] and batch.changed == ["f"] and batch.change_seq == 1
 
 
 def test_too_many_paths_become_one_full_sync() -> None:

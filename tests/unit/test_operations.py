@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pirsyncd.batch import Batch, Move
 from pirsyncd.config import ConfigError, parse
 from pirsyncd.counters import RunTally
 from pirsyncd.hooks import HookCall
 from pirsyncd.pause import PauseSwitch, default_pause_path, write_pause_file
-from pirsyncd.pending import Batch, Move
 from pirsyncd.report import status_line
 
 BASE = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
