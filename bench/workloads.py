@@ -226,8 +226,11 @@ def w1_latency(session: Session, scale: Scale) -> dict[str, float]:
     with INotify() as inotify:
         inotify.add_watch(destination, inotify_flags.CLOSE_WRITE | inotify_flags.MOVED_TO)
         for phase in ("plain", "renamed"):
+            phase_started = time.time()
             latencies, written_at = measure_arrivals(session, inotify, phase, scale)
             runs = measure.read_rsync_log(session.setup.rsync_log).finished
+            # rsync runs the phase took per file (a file sent before its close is sent twice).
+            figures[f"{phase}_runs_per_file"] = sum(run.start >= phase_started for run in runs) / scale.w1_files
             # Reaction time: from the close/rename to the start of the next rsync run (the wrapper's
             # first line), which separates the daemon's own delay from rsync's time.
             dispatch = [min((run.start for run in runs if run.start >= moment), default=float("nan")) - moment

@@ -150,7 +150,8 @@ class Pending:
             if path in self.writing:
                 return None
             node = None if self.full_sync_needed else self._node(path, create=False)
-            if (node is not None and node.flags) or self._subsumed(path):
+            crowded = len(self.writing) >= self.full_sync_threshold  # then the threshold counts it
+            if (node is not None and node.flags) or self._subsumed(path) or crowded:
                 return Change(ChangeKind.CHANGED, path)  # it is sent anyway
             self.writing[path] = (now, seq)
             return None

@@ -220,10 +220,12 @@ def test_a_file_already_pending_or_inside_a_new_directory_is_not_kept_aside() ->
     assert batch.new_dirs == ["new"] and batch.changed == ["f"] and batch.change_seq == 1
 
 
-def test_too_many_paths_become_one_full_sync() -> None:
+@pytest.mark.parametrize("kind", [ChangeKind.CHANGED, ChangeKind.WRITING])
+def test_too_many_paths_become_one_full_sync(kind: ChangeKind) -> None:
     pending = Pending(delay=1.0, full_sync_threshold=10)
-    for index in range(11):
-        pending.add(Change(ChangeKind.CHANGED, f"f{index}"), 0.0)
+    for index in range(21):
+        pending.add(Change(kind, f"f{index}"), 0.0, seq=1)
+    assert len(pending.writing) <= 10  # files being written are kept aside up to the threshold too
     batch = pending.take()
     # Changed files stay listed (bounded by the threshold): compared byte for byte after the full sync.
     assert batch.full and len(batch.changed) == 10
