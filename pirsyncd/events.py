@@ -285,7 +285,8 @@ class EventTranslator:
         if mask & IN_MOVED_TO:
             held = self.unpaired_moves.pop(event.cookie, None)
             if held is None:
-                return (Change(ChangeKind.NEW_DIR, path, True),) if is_dir else (Change(ChangeKind.CHANGED, path),)
+                # Moved in from outside: a file complete as it is (whatever it replaced is gone).
+                return (Change(ChangeKind.NEW_DIR, path, True),) if is_dir else (Change(ChangeKind.CLOSED, path),)
             old_path = held[0]
             if is_dir and not self.tree.move(old_path, path):
                 # Never watched (created and moved before we saw it): send it whole.

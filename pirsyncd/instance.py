@@ -341,7 +341,7 @@ class Instance:
             raise ConfigError(problems)
         old, now = self.config, self.clock()
         if (old.source, old.exclude) != (new.source, new.exclude):
-            source = SourceSide(new.source, new.exclude, new.debug_events)
+            source = SourceSide(new.source, new.exclude, new.debug_events, previous=self.source)
             try:
                 source.watch()
             except (OSError, SourceProblem) as error:

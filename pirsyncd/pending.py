@@ -182,10 +182,9 @@ class Pending:
     def release_writing(self, now: float, expired_only: bool = False) -> None:
         """Stop keeping aside the files being written (only those kept for hold_limit), to
         send them as they are: on a sync barrier, at stop, when their time is up."""
-        limit = now - self.hold_limit
         while self.writing:
             path, (since, _seq) = next(iter(self.writing.items()))
-            if expired_only and since > limit:
+            if expired_only and since + self.hold_limit > now:  # as deadline() has it
                 return
             del self.writing[path]
             self.add(Change(ChangeKind.CHANGED, path), now)
@@ -323,6 +322,10 @@ class Pending:
                 self._compare(path)
             self._touch(now)
             return
+
+        for path in batch.covered_paths():  # not sent: it goes as it is now (and again at its close)
+            for held in self._writing_at(path, True):
+                del self.writing[held]
 
         def again(path: str, as_directory_metadata: bool = False) -> None:
             kind = is_dir(path) if is_dir is not None else (path in new_dirs or as_directory_metadata)

@@ -48,7 +48,10 @@ class Intake:
 
 
 class SourceSide:
-    def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False) -> None:
+    def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False,
+                 previous: SourceSide | None = None) -> None:
+        """``previous``: the side this one replaces (a reload); its counts go on, since a change
+        sequence that went back would satisfy every sync barrier at once."""
         self.source = source
         self.excluder = Excluder(exclude)
         self.debug_events = debug_events
@@ -58,6 +61,9 @@ class SourceSide:
         self.change_seq = 0  # counts reads that brought changes: what `pirsyncd wait` waits for
         self.barrier_requests = 0
         self.barrier_seq = 0
+        if previous is not None:
+            self.change_seq, self.barrier_requests = previous.change_seq, previous.barrier_requests
+            self.barrier_seq = previous.barrier_seq
         self._unwatched_seen = 0
         self.limit_reported = False
         self._limit_warning = ""
@@ -158,7 +164,7 @@ class SourceSide:
         if not excluder:
             return change
         if change.old_path and excluder.excludes(change.old_path, change.is_dir):
-            change = Change(ChangeKind.NEW_DIR if change.is_dir else ChangeKind.CHANGED, change.path, change.is_dir)
+            change = Change(ChangeKind.NEW_DIR if change.is_dir else ChangeKind.CLOSED, change.path, change.is_dir)
         if excluder.excludes(change.path, change.is_dir):
             if not change.old_path:
                 return None

@@ -222,6 +222,32 @@ def test_excluded_paths_are_neither_sent_nor_watched(tmp_path: Path, trees: tupl
         assert (destination / "cache2" / "cache" / "kept").exists()
 
 
+def test_a_reload_with_new_excludes_keeps_the_change_sequence_for_pirsyncd_wait(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """A reload that watches the source anew must not count changes from 0 again: ``pirsyncd
+    wait`` would take the reload's full sync as done before it ran."""
+    source, destination = trees
+    config = tmp_path / "www.conf"
+    config.write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 1\nexclude = *.tmp\n")
+    daemon = Daemon(tmp_path / "daemon", "--config", str(config))
+    with daemon.start():
+        for index in range(3):
+            write_file(source / f"f{index}", f"{index}\n")
+            assert run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "30").returncode == 0
+        write_file(source / "now-sent.tmp", "excluded until the reload\n")
+        seen = daemon.status()["change_seq"]
+        assert seen >= 3
+        config.write_text(config.read_text().replace("exclude = *.tmp\n", ""))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reloaded the configuration")
+        assert daemon.status()["change_seq"] >= seen
+        waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "30")
+        assert waited.returncode == 0, waited.stderr
+        assert (destination / "now-sent.tmp").exists(), "pirsyncd wait returned before the reload's full sync"
+        daemon.wait_synced()
+        assert differences(source, destination) == []
+
+
 def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees

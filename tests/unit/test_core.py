@@ -102,7 +102,7 @@ def test_unpaired_moves_are_moves_in_and_out() -> None:
     tree, translator = make_tree()
     changes = translator.feed([Event(1, IN_MOVED_TO | IN_ISDIR, 5, "incoming"),
                                Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"), Event(1, IN_MOVED_TO, 8, "file-in")])
-    assert changes == [Change(ChangeKind.NEW_DIR, "incoming", True), Change(ChangeKind.CHANGED, "file-in")]
+    assert changes == [Change(ChangeKind.NEW_DIR, "incoming", True), Change(ChangeKind.CLOSED, "file-in")]
     assert translator.finish_unpaired() == [Change(ChangeKind.REMOVED, "a", True)]
     assert sorted(translator.watches_to_remove) == [2, 3]
     assert tree.find("a") is None
@@ -205,6 +205,17 @@ def test_a_file_being_written_that_is_renamed_removed_or_released_is_not_lost() 
     assert sorted(batch.removed) == ["dir", "gone", "moved/.a.tmp"]
     pending.release_writing(1.0)  # a sync barrier, or the stop
     assert pending.take(change_seq=3, now=1.0).changed == ["dir2/c"] and not pending
+
+
+def test_a_batch_put_back_sends_its_files_though_they_are_being_written_again() -> None:
+    pending = Pending(delay=0.0, full_sync_threshold=1000)
+    pending.add(Change(ChangeKind.CLOSED, "f"), 0.0, seq=1)
+    pending.add(Change(ChangeKind.CHANGED, "h"), 0.0, seq=2)
+    batch = pending.take(change_seq=3, now=0.0)
+    pending.add(Change(ChangeKind.WRITING, "f"), 0.1, seq=4)  # opened again while the batch ran
+    pending.put_back(batch, 0.2)  # and the batch failed: f as it was at 3 is not there
+    again = pending.take(change_seq=4, now=0.2)
+    assert sorted(again.changed) == ["f", "h"] and again.change_seq == 4 and not pending
 
 
 def test_a_file_already_pending_or_inside_a_new_directory_is_not_kept_aside() -> None:
