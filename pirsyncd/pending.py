@@ -163,21 +163,22 @@ class Pending:
         if kind == ChangeKind.MOVED:
             # What was being written under the old name is released under it, so the pending
             # tree carries it to the new name; what the rename replaced is gone.
-            for held in self._writing_at(change.old_path, change.is_dir):
-                del self.writing[held]
+            for held in self._stop_keeping(change.old_path, change.is_dir):
                 self.add(Change(ChangeKind.CHANGED, held), now)
-            for held in self._writing_at(change.path, change.is_dir):
-                del self.writing[held]
+            self._stop_keeping(change.path, change.is_dir)
         elif kind in (ChangeKind.REMOVED, ChangeKind.NEW_DIR):
-            for held in self._writing_at(path, change.is_dir):
-                del self.writing[held]  # gone, or sent whole with its directory
+            self._stop_keeping(path, change.is_dir)  # gone, or sent whole with its directory
         return change
 
-    def _writing_at(self, path: str, is_dir: bool) -> list[str]:
+    def _stop_keeping(self, path: str, is_dir: bool) -> list[str]:
+        """Forget what is kept aside at ``path`` (and below it, for a directory); return it."""
         if not is_dir:
-            return [path] if path in self.writing else []
+            return [path] if self.writing.pop(path, None) is not None else []
         prefix = path + "/"
-        return [held for held in self.writing if held == path or held.startswith(prefix)]
+        held = [each for each in self.writing if each == path or each.startswith(prefix)]
+        for each in held:
+            del self.writing[each]
+        return held
 
     def release_writing(self, now: float, expired_only: bool = False) -> None:
         """Stop keeping aside the files being written (only those kept for hold_limit), to
@@ -324,8 +325,7 @@ class Pending:
             return
 
         for path in batch.covered_paths():  # not sent: it goes as it is now (and again at its close)
-            for held in self._writing_at(path, True):
-                del self.writing[held]
+            self._stop_keeping(path, True)
 
         def again(path: str, as_directory_metadata: bool = False) -> None:
             kind = is_dir(path) if is_dir is not None else (path in new_dirs or as_directory_metadata)
