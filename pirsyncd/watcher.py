@@ -14,7 +14,18 @@ try:
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from pirsyncd.events import WATCH_MASK, Change, ChangeKind, Event, EventTranslator, WatchTree, join
+from pirsyncd import dirfd
+from pirsyncd.events import (
+    IN_DONT_FOLLOW,
+    WATCH_MASK,
+    Change,
+    ChangeKind,
+    Event,
+    EventTranslator,
+    WatchedDir,
+    WatchTree,
+    join,
+)
 from pirsyncd.filters import Excluder
 
 INotify = inotify_simple.INotify
@@ -25,6 +36,20 @@ if getattr(inotify_simple, "_libc", "absent") is None:
     inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
 
 log = logging.getLogger("pirsyncd")
+# A directory is watched through /proc/self/fd/N of a descriptor opened without following
+# symlinks: that magic link must be followed to reach it.
+WATCH_BY_DESCRIPTOR_MASK = WATCH_MASK & ~IN_DONT_FOLLOW
+
+
+class _Level:
+    """One open directory of the branch the watch walk is on, with the subdirectories left."""
+
+    __slots__ = ("fd", "node", "owned", "path", "subdirectories")
+
+    def __init__(self, path: str, node: WatchedDir, fd: int, subdirectories: list[str], owned: bool) -> None:
+        self.path, self.node, self.fd = path, node, fd
+        self.subdirectories = subdirectories
+        self.owned = owned  # opened by the walk, so closed by it
 
 
 class WatchLimitReached(Exception):
@@ -76,81 +101,152 @@ class Watcher:
         self.limit_reached = False
         self.leaf_device = None
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
-        self.tree.add(wd, "", os.stat(self.source).st_ino)
-        self._watch_below("")
+        root_fd = dirfd.open_root(self.source)
+        try:
+            self.tree.add(wd, "", os.fstat(root_fd).st_ino)
+            self._watch_below("", root_fd)
+        finally:
+            os.close(root_fd)
 
     def _absolute(self, relative: str) -> str:
         return join(self.source, relative) if relative else self.source
 
-    def _watch_below(self, relative: str) -> None:
-        """Watch every directory below an already watched one (iterative, depth first)."""
+    def _watch_below(self, relative: str, directory_fd: int) -> None:
+        """Watch every directory below the watched one at ``relative``, open as ``directory_fd``
+        (not closed here). Depth first; each level is opened from its parent's descriptor
+        without following symlinks, so only real paths are walked; one descriptor is open
+        per level of the current branch."""
         start = self.tree.find(relative)
         if start is None:
             return
-        stack = [(relative, start)]
-        excluder, by_wd = self.excluder, self.tree.by_wd
-        while stack:
-            parent, node = stack.pop()
-            absolute = self._absolute(parent)
-            if parent and self.leaf_device is not None and _is_leaf(absolute, self.leaf_device):
-                continue  # watched already, so a subdirectory made after this look has its event
-            try:
-                with os.scandir(absolute) as listing:
-                    subdirectories = [entry for entry in listing if entry.is_dir(follow_symlinks=False)]
-            except OSError as error:
-                if error.errno not in (errno.ENOENT, errno.ENOTDIR):
-                    self._note_unwatched(parent, error)
-                continue
-            if not parent:
-                self.leaf_device = _leaf_device(absolute, len(subdirectories))
-            for entry in subdirectories:
-                name = entry.name
-                path = f"{parent}/{name}" if parent else name
-                if excluder and excluder.excludes(path, True):
-                    continue
-                wd = self._kernel_watch(f"{absolute}/{name}", path)
-                if wd is None:
-                    continue
-                if wd in by_wd:
-                    # Seen before (a stale entry, or a directory met twice): take the careful path.
-                    if self._register(wd, path, entry.inode()):
-                        child = self.tree.find(path)
-                        if child is not None:
-                            stack.append((path, child))
-                    continue
-                stack.append((path, self.tree.add_child(node, name, wd, entry.inode())))
-
-    def _kernel_watch(self, absolute: str, relative: str) -> int | None:
-        """inotify_add_watch; None when the directory is gone or cannot be watched."""
+        subdirectories = self._subdirectories(directory_fd, relative)
+        if subdirectories is None:
+            return
+        if not relative:
+            self.leaf_device = _leaf_device(os.fstat(directory_fd), len(subdirectories))
+        branch = [_Level(relative, start, directory_fd, subdirectories, owned=False)]
         try:
-            return int(self.inotify.add_watch(absolute, WATCH_MASK))
+            while branch:
+                level = branch[-1]
+                if not level.subdirectories:
+                    branch.pop()
+                    if level.owned:
+                        os.close(level.fd)
+                    continue
+                name = level.subdirectories.pop()
+                path = f"{level.path}/{name}" if level.path else name
+                if self.excluder and self.excluder.excludes(path, True):
+                    continue
+                child_fd = self._open(level.fd, name, path)
+                if child_fd is None:
+                    continue
+                try:
+                    node = self._watch_open_directory(child_fd, level.node, name, path)
+                    below = None if node is None else self._subdirectories(child_fd, path)
+                except BaseException:
+                    os.close(child_fd)
+                    raise
+                if node is not None and below:
+                    branch.append(_Level(path, node, child_fd, below, owned=True))
+                else:
+                    os.close(child_fd)
+        finally:
+            for level in branch:
+                if level.owned:
+                    os.close(level.fd)
+
+    def _subdirectories(self, directory_fd: int, relative: str) -> list[str] | None:
+        """The names of the subdirectories (never symlinks) of an open directory; [] for a leaf
+        told by its link count (a stat costs a fraction of a listing); None when unreadable."""
+        if relative and self.leaf_device is not None:
+            status = os.fstat(directory_fd)
+            if status.st_nlink == 2 and status.st_dev == self.leaf_device:
+                return []  # watched already, so a subdirectory made after this look has its event
+        try:
+            with os.scandir(directory_fd) as listing:
+                return [entry.name for entry in listing if entry.is_dir(follow_symlinks=False)]
         except OSError as error:
-            if error.errno not in (errno.ENOENT, errno.ENOTDIR):  # gone: its removal is pending
+            if error.errno not in dirfd.GONE_ERRNOS:
                 self._note_unwatched(relative, error)
             return None
 
-    def _add_watch(self, relative: str) -> bool:
-        absolute = self._absolute(relative)
-        wd = self._kernel_watch(absolute, relative)
-        if wd is None:
+    def _open(self, parent_fd: int, name: str, relative: str) -> int | None:
+        """Open a subdirectory without following a symlink; None when it is gone, no longer a
+        directory (its event follows) or cannot be opened (noted as unwatched)."""
+        try:
+            return dirfd.open_child(parent_fd, name)
+        except OSError as error:
+            if error.errno not in dirfd.GONE_ERRNOS:
+                self._note_unwatched(relative, error)
+            return None
+
+    def _watch_open_directory(self, directory_fd: int, parent: WatchedDir | None, name: str,
+                              relative: str) -> WatchedDir | None:
+        """Put a kernel watch on the open directory and enter it into the tree at ``relative``
+        (under ``parent`` when known); None when it cannot be watched or placed."""
+        try:
+            wd = int(self.inotify.add_watch(dirfd.proc_path(directory_fd), WATCH_BY_DESCRIPTOR_MASK))
+        except OSError as error:
+            if error.errno not in dirfd.GONE_ERRNOS:
+                self._note_unwatched(relative, error)
+            return None
+        status = os.fstat(directory_fd)
+        known = self.tree.by_wd.get(wd)
+        if known is None and parent is not None:
+            self.unwatched.discard(relative)
+            return self.tree.add_child(parent, name, wd, status.st_ino)
+        if known is not None:
+            # The kernel hands back the watch it has for this directory: moved here from the
+            # path the tree still has (its rename's events are queued), or one directory at
+            # two real paths (a bind mount inside the source; events name only the first, so
+            # the second is covered by full syncs). The file system tells which.
+            known_path = self.tree.path_of(known)
+            if known_path != relative and (known.parent is None or self._still_at(known_path, status)):
+                twin = OSError(errno.EEXIST, f"it is the directory at {known_path or '.'!r} too")
+                self._note_unwatched(relative, twin)
+                return None
+        return self._register(wd, relative, status.st_ino)
+
+    def _still_at(self, relative: str, status: os.stat_result) -> bool:
+        """Whether ``relative`` (by its real path) is still the directory ``status`` describes."""
+        try:
+            fd = dirfd.open_relative(self.source, relative)
+        except OSError:
             return False
         try:
-            ino = os.lstat(absolute).st_ino
-        except OSError:
-            ino = 0  # gone again: its event follows
-        return self._register(wd, relative, ino)
+            other = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (other.st_dev, other.st_ino) == (status.st_dev, status.st_ino)
 
-    def _register(self, wd: int, relative: str, ino: int) -> bool:
-        """Enter a kernel watch into the tree at ``relative``."""
+    def _watch_directory(self, relative: str) -> bool:
+        """Watch the directory at ``relative`` (its parent is watched) and everything below it;
+        False when it is gone, no longer a directory or cannot be watched."""
+        try:
+            directory_fd = dirfd.open_relative(self.source, relative)
+        except OSError as error:
+            if error.errno not in dirfd.GONE_ERRNOS:
+                self._note_unwatched(relative, error)
+            return False
+        try:
+            if self._watch_open_directory(directory_fd, None, relative.rpartition("/")[2], relative) is None:
+                return False
+            self._watch_below(relative, directory_fd)
+            return True
+        finally:
+            os.close(directory_fd)
+
+    def _register(self, wd: int, relative: str, ino: int) -> WatchedDir | None:
+        """Enter a kernel watch into the tree at ``relative``, moving a stale entry of it."""
         stale = self.tree.by_wd.get(wd)
         if stale is not None and self.tree.path_of(stale) != relative:
-            self.tree.detach(stale)  # the same directory seen again under a new name
+            self.tree.detach(stale)  # the same directory, no longer at its old path
         try:
-            self.tree.add(wd, relative, ino)
+            node = self.tree.add(wd, relative, ino)
         except KeyError:
-            return False  # its parent was dropped meanwhile
+            return None  # its parent was dropped meanwhile
         self.unwatched.discard(relative)
-        return True
+        return node
 
     def retry_unwatched(self, only: set[str] | None = None) -> list[str]:
         """Try again to watch what could not be watched (the limit may have been raised, a
@@ -160,8 +256,7 @@ class Watcher:
             if relative == "" or self.tree.find(relative) is not None:
                 continue
             parent = self.tree.find(relative.rpartition("/")[0])
-            if parent is not None and self._add_watch(relative):
-                self._watch_below(relative)
+            if parent is not None and self._watch_directory(relative):
                 watched.append(relative)
         if not self.unwatched:
             self.limit_reached = False
@@ -206,8 +301,7 @@ class Watcher:
             if change.kind == ChangeKind.LOST_WATCH:
                 # The watch vanished while the directory may still exist (e.g. an unmount below
                 # the root): watch it again if it is there and send it whole.
-                if os.path.isdir(self._absolute(change.path)) and self._add_watch(change.path):
-                    self._watch_below(change.path)
+                if self._watch_directory(change.path):
                     change = Change(ChangeKind.NEW_DIR, change.path, True)
                 else:
                     change = Change(ChangeKind.REMOVED, change.path, True)
@@ -222,9 +316,9 @@ class Watcher:
     def _watch_new_directory(self, path: str) -> None:
         if self.excluder and self.excluder.excludes(path, True):
             return
-        if self._add_watch(path):
-            self._watch_below(path)
-        elif not os.path.lexists(self._absolute(path)) and len(self.unresolved) < 10000:
+        if self._watch_directory(path):
+            return
+        if not os.path.lexists(self._absolute(path)) and len(self.unresolved) < 10000:
             # Gone already: renamed (with an ancestor, or itself) by an event still queued,
             # or deleted. Keep its name to follow that event.
             self.unresolved.add(path)
@@ -257,25 +351,11 @@ class Watcher:
         return message, f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
 
 
-def _leaf_device(root: str, subdirectories: int) -> int | None:
+def _leaf_device(root: os.stat_result, subdirectories: int) -> int | None:
     """The root's device when its link count is 2 + its subdirectories (ext4, xfs, tmpfs do
     that; btrfs and others say 1), so that a directory with 2 links has none; else None.
     A root without subdirectories proves nothing."""
-    try:
-        status = os.lstat(root)
-    except OSError:
-        return None
-    return status.st_dev if subdirectories and status.st_nlink == subdirectories + 2 else None
-
-
-def _is_leaf(absolute: str, device: int) -> bool:
-    """True when a watched directory has no subdirectories, told by its link count: a stat
-    costs a fraction of listing it. Another device (a mount below the source) is listed."""
-    try:
-        status = os.lstat(absolute)
-    except OSError:
-        return False  # let the listing say what happened
-    return status.st_nlink == 2 and status.st_dev == device
+    return root.st_dev if subdirectories and root.st_nlink == subdirectories + 2 else None
 
 
 def count_directories(source: str, roots: set[str], budget: float = 0.2) -> tuple[int, bool]:
