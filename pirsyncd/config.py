@@ -52,6 +52,7 @@ class Config:
     initial_sync: bool
     full_resync_interval: float
     max_delete: int
+    one_file_system: bool
     allow_empty_source: bool
     parallel_syncs: int
     stop_timeout: float
@@ -88,7 +89,7 @@ class Config:
     def mirror_key(self, destination: Config) -> tuple[object, ...]:
         """What decides what a destination (one of :meth:`per_destination`) holds: when it
         changes, only a full sync makes the mirror true again."""
-        return (self.source, destination.destination, self.exclude, destination.rsync_flags,
+        return (self.source, destination.destination, self.exclude, self.one_file_system, destination.rsync_flags,
                 destination.max_size, destination.min_size)
 
     def per_destination(self) -> tuple[Config, ...]:

@@ -44,7 +44,8 @@ class Instance:
         self.reload_config = reload_config
         self.loop = loop
         self.clock = clock
-        self.source = SourceSide(config.source, config.exclude, config.debug_events)
+        self.source = SourceSide(config.source, config.exclude, config.debug_events,
+                                 one_file_system=config.one_file_system)
         self.rsync_output = RsyncOutputLog(config.rsync_log)
         self.replicas = make_replicas(config, self.rsync_output)
         self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
@@ -80,7 +81,7 @@ class Instance:
         except SourceProblem as problem:
             log.error("%s; start pirsyncd again once it stays put", problem)
             return problem.exit_status
-        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        self.source.listen(self.loop, self.take_changes)
         self.ops.refresh_pause(0)
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
@@ -188,8 +189,7 @@ class Instance:
         except SourceProblem as problem:
             self.lose_source(str(problem), now)
             return False
-        self.loop.forget(old)
-        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        self.source.listen(self.loop, self.take_changes, old)
         return True
 
     # -- jobs -------------------------------------------------------------------------------------
@@ -217,7 +217,8 @@ class Instance:
                 self.lose_source(moved, now)
                 return
             self.keeper.before_job(replica)
-            child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.ssh.control_path)
+            child = replica.start_due_job(now, self.source.change_seq, self.source.hard_links, self.ssh.control_path,
+                                          self.source.kept_out())
             self._after_step(replica, child, now)
 
     def _on_child_exit(self, replica: Replica, result: ChildResult) -> None:
@@ -272,8 +273,7 @@ class Instance:
             self.warning = warning
             self.policy.source_still_lost(now)
             return
-        self.loop.forget(old)
-        self.loop.watch_readable(self.source.watcher, self.take_changes)
+        self.source.listen(self.loop, self.take_changes, old)
         log.info("the source %s is back: watching it again and running a full sync", config.source)
         self.policy.source_back()
         self.warning = None
@@ -340,17 +340,17 @@ class Instance:
         if problems:
             raise ConfigError(problems)
         old, now = self.config, self.clock()
-        if (old.source, old.exclude) != (new.source, new.exclude):
-            source = SourceSide(new.source, new.exclude, new.debug_events, previous=self.source)
+        if (old.source, old.exclude, old.one_file_system) != (new.source, new.exclude, new.one_file_system):
+            source = SourceSide(new.source, new.exclude, new.debug_events, previous=self.source,
+                                one_file_system=new.one_file_system)
             try:
                 source.watch()
             except (OSError, SourceProblem) as error:
                 raise ConfigError([f"cannot watch {new.source}: "
                                    f"{error.strerror if isinstance(error, OSError) else error}"]) from None
-            self.loop.forget(self.source.watcher)
             self.source.close()
+            source.listen(self.loop, self.take_changes, old=self.source.watcher)
             self.source = source
-            self.loop.watch_readable(source.watcher, self.take_changes)
             self.policy.source_back()
             self.warning = None
         elif self.policy.source_lost:

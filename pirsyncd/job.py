@@ -51,8 +51,11 @@ class SyncJob:
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
                  on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
                  control_path: str | None = None, probe: DeletionProbe | None = None,
-                 hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None) -> None:
+                 hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None,
+                 kept_out: list[str] | None = None) -> None:
+        """``kept_out``: mount points below the source whose contents no run sends."""
         self.config = config
+        self.kept_out = kept_out or []
         self.batch = batch
         self.delete_missing_args = delete_missing_args
         self.on_run = on_run
@@ -198,7 +201,7 @@ class SyncJob:
         """One rsync run; False when the job must end here (``verdict`` says why)."""
         config = self.config
         argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
-                                         delete_missing_args=bool(self.delete_missing_args))
+                                         delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out)
         if config.debug_commands:
             log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
         result = yield Child(argv, rsync.encode_path_list(entries), mode.value)

@@ -78,6 +78,11 @@ OPTIONS: tuple[Option, ...] = (
            "Refuse to delete more than this many entries in one rsync run; the run is reported "
            "and retried, and nothing beyond the limit is deleted (-1: no limit).",
            "1000", per_destination=True),
+    Option("sync", "one_file_system", "bool", False,
+           "Keep every file system mounted inside the source out of the mirror, as rsync -x does: "
+           "neither watched nor sent (its mount point is mirrored as an empty directory). Pseudo file "
+           "systems (proc, sysfs, devtmpfs, devpts, cgroup, ...) are kept out always.",
+           "yes"),
     Option("sync", "allow_empty_source", "bool", False,
            "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "
            "source looks empty).",

@@ -164,13 +164,13 @@ class Replica:
         return due is not None and (now >= due or stopping)
 
     def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
-                      control_path: str | None) -> Child | None:
+                      control_path: str | None, kept_out: list[str] | None = None) -> Child | None:
         """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
         batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
-                           hard_links=hard_links, changed_inodes=self.changed_inodes)
+                           hard_links=hard_links, changed_inodes=self.changed_inodes, kept_out=kept_out)
         self.changed_inodes = set()
         self.files_sent_in_job = self.bytes_sent_in_job = 0
         if batch.full:

@@ -166,8 +166,9 @@ def remote_shell_words(config: Config, control_path: str | None) -> list[str]:
 
 
 def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | None = None,
-                        delete_missing_args: bool = True) -> list[str]:
-    """argv for one rsync run; paths for every mode but FULL are read from stdin.
+                        delete_missing_args: bool = True, kept_out: list[str] | None = None) -> list[str]:
+    """argv for one rsync run; paths for every mode but FULL are read from stdin. ``kept_out``:
+    directories (relative to the source) whose contents stay out (:func:`kept_out_rules`).
 
     >>> build_rsync_command(config, RunMode.CHANGES)  # doctest: +SKIP
     ['rsync', '-a', '--stats', '--timeout=60', '-r', '--files-from=-', '--from0',
@@ -184,7 +185,10 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
         argv.append(f"--max-size={config.max_size}")
     if config.min_size:
         argv.append(f"--min-size={config.min_size}")
+    if config.one_file_system:
+        argv.append("-x")
     argv += [f"--exclude={pattern}" for pattern in config.exclude]
+    argv += kept_out_rules(kept_out or [])
     argv += list(config.rsync_flags)
     destination = config.destination
     if destination.kind == DestinationKind.SSH:
@@ -210,6 +214,16 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
             argv.append("--ignore-missing-args")  # a path gone since the plan is not an error
     argv += [config.source.rstrip("/") + "/", destination.rsync_target()]
     return argv
+
+
+def kept_out_rules(directories: list[str]) -> list[str]:
+    """rsync options that keep the contents of these directories (relative to the source) out
+    of a run, the directories themselves in; wildcard characters in a path are escaped.
+
+    >>> kept_out_rules(["root/sys", "odd[1]*"])
+    ['--exclude=/odd\\\\[1\\\\]\\\\*/*', '--exclude=/root/sys/*']
+    """
+    return ["--exclude=/" + re.sub(r"([*?\[\]\\])", r"\\\1", path) + "/*" for path in sorted(directories)]
 
 
 def build_listing_command(config: Config) -> list[str]:

@@ -9,6 +9,7 @@ destinations.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import stat
@@ -18,6 +19,7 @@ from pirsyncd import exitcodes
 from pirsyncd.events import Change, ChangeKind
 from pirsyncd.filters import Excluder
 from pirsyncd.hardlinks import HardLinkIndex, Key
+from pirsyncd.loop import Loop
 from pirsyncd.safety import (
     SourceIdentity,
     SourceProblem,
@@ -28,6 +30,7 @@ from pirsyncd.safety import (
     wipe_refusal,
 )
 from pirsyncd.watcher import Watcher
+from pirsyncd.watchlimit import limit_message
 
 log = logging.getLogger("pirsyncd")
 
@@ -49,12 +52,14 @@ class Intake:
 
 class SourceSide:
     def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False,
-                 previous: SourceSide | None = None) -> None:
+                 previous: SourceSide | None = None, one_file_system: bool = False) -> None:
         """``previous``: the side this one replaces (a reload); its counts go on, since a change
         sequence that went back would satisfy every sync barrier at once."""
         self.source = source
         self.excluder = Excluder(exclude)
         self.debug_events = debug_events
+        self.one_file_system = one_file_system
+        self._mount_table_changed = False
         self.watcher: Watcher | None = None
         self.identity: SourceIdentity | None = None
         self.hard_links = HardLinkIndex(source)
@@ -72,7 +77,7 @@ class SourceSide:
     def watch(self, expected: SourceIdentity | None = None) -> None:
         """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
         SourceProblem when the source is not ``expected``, the directory watched before)."""
-        watcher = Watcher(self.source, self.excluder, self.debug_events)
+        watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         try:
             identity = source_identity(self.source)
             if expected is not None and not identity.same_directory(expected):
@@ -104,6 +109,25 @@ class SourceSide:
         if self.watcher is not None:
             self.watcher.close()
 
+    def listen(self, loop: Loop, on_change: Callable[[], None], old: Watcher | None = None) -> None:
+        """Have the loop call ``on_change`` when the watcher has events or the mount table changed
+        (after forgetting ``old``, the watcher this one replaced)."""
+        assert self.watcher is not None
+        if old is not None:
+            loop.forget(old)
+            loop.forget(old.mount_table)
+        loop.watch_readable(self.watcher, on_change)
+        loop.watch_readable(self.watcher.mount_table, functools.partial(self._on_mount_table, on_change))
+
+    def _on_mount_table(self, on_change: Callable[[], None]) -> None:
+        # Taking the kernel's notice is what made this descriptor ready: remember it for read().
+        self._mount_table_changed = True
+        on_change()
+
+    def kept_out(self) -> list[str]:
+        """Mount points below the source whose contents stay out of every rsync run."""
+        return self.watcher.kept_out() if self.watcher else []
+
     def fileno(self) -> int:
         assert self.watcher is not None
         return self.watcher.fileno()
@@ -131,6 +155,9 @@ class SourceSide:
         assert self.watcher is not None
         intake = Intake()
         changes = self.watcher.read_changes()
+        if self._mount_table_changed:
+            self._mount_table_changed = False
+            changes += self.watcher.read_mount_changes()
         if not changes:
             return intake
         self.change_seq += 1
@@ -217,7 +244,7 @@ class SourceSide:
         if self.watcher is None or not (self.watcher.limit_reached and self.watcher.unwatched):
             return None
         if not self.limit_reported:
-            message, self._limit_warning = self.watcher.limit_message(resync_interval)
+            message, self._limit_warning = limit_message(self.source, self.watcher.unwatched, resync_interval)
             self.limit_reported = True
             log.error("%s", message)
         return self._limit_warning

@@ -7,14 +7,13 @@ import ctypes
 import errno
 import logging
 import os
-import time
 
 try:
     import inotify_simple
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from pirsyncd import dirfd
+from pirsyncd import dirfd, mounts
 from pirsyncd.events import (
     IN_DONT_FOLLOW,
     WATCH_MASK,
@@ -27,6 +26,7 @@ from pirsyncd.events import (
     join,
 )
 from pirsyncd.filters import Excluder
+from pirsyncd.mounts import Mount, MountTable
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -64,11 +64,17 @@ class Watcher:
     their watch existed is missed (the batch sends new directories whole).
     """
 
-    def __init__(self, source: str, excluder: Excluder, debug_events: bool = False) -> None:
+    def __init__(self, source: str, excluder: Excluder, debug_events: bool = False,
+                 one_file_system: bool = False) -> None:
         self.source = source
         self.excluder = excluder
         self.debug_events = debug_events
+        self.one_file_system = one_file_system
         self.inotify = INotify(nonblocking=True)
+        self.mount_table = MountTable()
+        self.root_device = 0
+        self._mounts_below: dict[str, Mount] = {}  # by path relative to the source
+        self._file_system_types: dict[int, str] = {}  # by device, of every mount
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched: set[str] = set()  # directories we could not watch
@@ -83,6 +89,7 @@ class Watcher:
 
     def close(self) -> None:
         self.inotify.close()
+        self.mount_table.close()
 
     @property
     def watched_count(self) -> int:
@@ -103,7 +110,10 @@ class Watcher:
         wd = self.inotify.add_watch(self.source, WATCH_MASK)
         root_fd = dirfd.open_root(self.source)
         try:
-            self.tree.add(wd, "", os.fstat(root_fd).st_ino)
+            status = os.fstat(root_fd)
+            self.root_device = status.st_dev
+            self._note_mounts(self.mount_table.read())
+            self.tree.add(wd, "", status.st_ino)
             self._watch_below("", root_fd)
         finally:
             os.close(root_fd)
@@ -183,14 +193,17 @@ class Watcher:
     def _watch_open_directory(self, directory_fd: int, parent: WatchedDir | None, name: str,
                               relative: str) -> WatchedDir | None:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
-        (under ``parent`` when known); None when it cannot be watched or placed."""
+        (under ``parent`` when known); None when it cannot be watched or placed, or stays out
+        of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`)."""
+        status = os.fstat(directory_fd)
+        if status.st_dev != self.root_device and self._kept_out(status.st_dev) is not None:
+            return None
         try:
             wd = int(self.inotify.add_watch(dirfd.proc_path(directory_fd), WATCH_BY_DESCRIPTOR_MASK))
         except OSError as error:
             if error.errno not in dirfd.GONE_ERRNOS:
                 self._note_unwatched(relative, error)
             return None
-        status = os.fstat(directory_fd)
         known = self.tree.by_wd.get(wd)
         if known is None and parent is not None:
             self.unwatched.discard(relative)
@@ -206,6 +219,51 @@ class Watcher:
                 self._note_unwatched(relative, twin)
                 return None
         return self._register(wd, relative, status.st_ino)
+
+    # -- file systems mounted inside the source ----------------------------------------------
+    def _kept_out(self, device: int) -> str | None:
+        """Why a directory on ``device`` (not the source's) is not mirrored, or None."""
+        return mounts.kept_out_reason(self._file_system_types.get(device), self.one_file_system)
+
+    def _note_mounts(self, table: list[Mount]) -> list[str]:
+        """Take the mount table as it is now; return the places below the source where a mount
+        came, went or changed since the last look."""
+        self._file_system_types = {mount.device: mount.fstype for mount in table}
+        below = mounts.mounts_below(os.path.realpath(self.source), table)
+        changed = sorted(path for path in below.keys() | self._mounts_below.keys()
+                         if below.get(path) != self._mounts_below.get(path))
+        self._mounts_below = below
+        return changed
+
+    def kept_out(self) -> list[str]:
+        """The mount points below the source whose contents stay out of the mirror."""
+        return [path for path, mount in self._mounts_below.items()
+                if mount.device != self.root_device and self._kept_out(mount.device) is not None]
+
+    def read_mount_changes(self) -> list[Change]:
+        """After the mount table changed: watch each place below the source where a file system
+        was mounted or unmounted afresh and send it whole (kept out: as an empty directory)."""
+        changes = []
+        for path in self._note_mounts(self.mount_table.read()):
+            parent = self.tree.find(path.rpartition("/")[0])
+            if parent is None or (self.excluder and self.excluder.excludes(path, True)):
+                continue  # below a directory not watched: out of the mirror, or covered by full syncs
+            mount = self._mounts_below.get(path)
+            log.info("%s %s: it is sent again%s", f"a {mount.fstype} file system was mounted at" if mount
+                     else "a file system was unmounted at", path,
+                     f" as an empty directory ({self._kept_out(mount.device)})"
+                     if mount and self._kept_out(mount.device) else "")
+            node = self.tree.find(path)
+            if node is not None:
+                for wd in self.tree.detach(node):
+                    with contextlib.suppress(OSError):  # gone with an unmounted file system
+                        self.inotify.rm_watch(wd)
+            absolute = self._absolute(path)
+            if self._watch_directory(path) or (os.path.isdir(absolute) and not os.path.islink(absolute)):
+                changes.append(Change(ChangeKind.NEW_DIR, path, True))
+            else:
+                changes.append(Change(ChangeKind.REMOVED, path, True))
+        return changes
 
     def _still_at(self, relative: str, status: os.stat_result) -> bool:
         """Whether ``relative`` (by its real path) is still the directory ``status`` describes."""
@@ -333,46 +391,9 @@ class Watcher:
             if new_path is not None:
                 self._watch_new_directory(new_path + path[len(old_path):])
 
-    def limit_message(self, resync_interval: float) -> tuple[str, str]:
-        """What to tell a person when fs.inotify.max_user_watches is exhausted: the log
-        line (the sysctl and the value to set) and a short status warning."""
-        try:
-            with open("/proc/sys/fs/inotify/max_user_watches") as stream:
-                current = int(stream.read())
-        except (OSError, ValueError):
-            current = 0
-        unwatched, complete = count_directories(self.source, self.unwatched)
-        needed = current + unwatched + 1024
-        counted = f"{unwatched}" if complete else f"at least {unwatched}"
-        message = (f"inotify watch limit reached: fs.inotify.max_user_watches = {current}, {counted} "
-                   f"directories are not watched; raise it with: sysctl -w fs.inotify.max_user_watches={needed} "
-                   f"(and in /etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full "
-                   f"sync every {resync_interval:g} s")
-        return message, f"{unwatched} directories unwatched (raise fs.inotify.max_user_watches)"
-
 
 def _leaf_device(root: os.stat_result, subdirectories: int) -> int | None:
     """The root's device when its link count is 2 + its subdirectories (ext4, xfs, tmpfs do
     that; btrfs and others say 1), so that a directory with 2 links has none; else None.
     A root without subdirectories proves nothing."""
     return root.st_dev if subdirectories and root.st_nlink == subdirectories + 2 else None
-
-
-def count_directories(source: str, roots: set[str], budget: float = 0.2) -> tuple[int, bool]:
-    """How many directories lie at and below the given relative roots, and whether that
-    is all of them: the count stops after ``budget`` seconds, so the loop never waits long."""
-    total = 0
-    deadline = time.monotonic() + budget
-    for root in roots:
-        stack = [os.path.join(source, root) if root else source]
-        while stack:
-            if total % 256 == 0 and time.monotonic() > deadline:
-                return total, False
-            path = stack.pop()
-            total += 1
-            try:
-                with os.scandir(path) as entries:
-                    stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
-            except OSError:
-                continue
-    return total, True

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import rsyncs
+from tests.support.mounts import Mounts
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -33,3 +34,13 @@ def deletion_path(request: pytest.FixtureRequest) -> Iterator[rsyncs.DeletionPat
         pytest.skip(rsyncs.missing_args_rsync_problem())
     with rsyncs.using(path):
         yield path
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    """Mounts for the test to make; whatever is still mounted at its end is unmounted (lazily)."""
+    registry = Mounts()
+    try:
+        yield registry
+    finally:
+        registry.unmount_everything()

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.mounts import Mounts
 from tests.support.trees import Entry, snapshot, wait_for, wait_until_equal
 from tests.support.workload import HOSTILE_NAMES
 
@@ -41,41 +40,6 @@ def populate(root: Path) -> None:
         write(root / "hostile" / name, f"named {name!r}\n")
     write(root / "top-file", "top\n")
     os.symlink("top-file", root / "link")
-
-
-class Mounts:
-    """Mounts a test makes; whatever is still mounted at the end is unmounted (lazily)."""
-
-    def __init__(self) -> None:
-        self.targets: list[Path] = []
-
-    def mount(self, *arguments: str, target: Path) -> None:
-        subprocess.run(["mount", *arguments, str(target)], check=True)
-        self.targets.append(target)
-
-    def unmount(self, target: Path, lazy: bool = False) -> None:
-        subprocess.run(["umount", *(["-l"] if lazy else []), str(target)], check=True)
-
-    def unmount_everything(self) -> None:
-        for target in reversed(self.targets):
-            while is_mount_point(target):
-                if subprocess.run(["umount", "-l", str(target)], check=False).returncode != 0:
-                    break
-
-
-def is_mount_point(path: Path) -> bool:
-    # os.path.ismount misses a bind mount within one file system; mountinfo does not.
-    with open("/proc/self/mountinfo") as mountinfo:
-        return any(line.split()[4] == str(path) for line in mountinfo)
-
-
-@pytest.fixture
-def mounts() -> Iterator[Mounts]:
-    registry = Mounts()
-    try:
-        yield registry
-    finally:
-        registry.unmount_everything()
 
 
 def start(tmp_path: Path, source: Path, destination: Path) -> Daemon:

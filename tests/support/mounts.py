@@ -1,0 +1,33 @@
+"""Mounts a test makes (needs root), and whether a path is a mount point; the ``mounts``
+fixture (tests/integration/conftest.py) unmounts whatever a test left mounted."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+class Mounts:
+    """Mounts a test makes; whatever is still mounted at the end is unmounted (lazily)."""
+
+    def __init__(self) -> None:
+        self.targets: list[Path] = []
+
+    def mount(self, *arguments: str, target: Path) -> None:
+        subprocess.run(["mount", *arguments, str(target)], check=True)
+        self.targets.append(target)
+
+    def unmount(self, target: Path, lazy: bool = False) -> None:
+        subprocess.run(["umount", *(["-l"] if lazy else []), str(target)], check=True)
+
+    def unmount_everything(self) -> None:
+        for target in reversed(self.targets):
+            while is_mount_point(target):
+                if subprocess.run(["umount", "-l", str(target)], check=False).returncode != 0:
+                    break
+
+
+def is_mount_point(path: Path) -> bool:
+    # os.path.ismount misses a bind mount within one file system; mountinfo does not.
+    with open("/proc/self/mountinfo") as mountinfo:
+        return any(line.split()[4] == str(path) for line in mountinfo)
