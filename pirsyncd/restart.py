@@ -84,7 +84,7 @@ class StateKeeper:
         if scan is not None and source.watcher is not None and source.watcher.limit_reached:
             scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
         if scan is not None and source.watcher is not None:
-            reason = self._scan(scan, source.watcher.tree, source.unwatched, config)
+            reason = self._scan(scan, source, config)
             scan = None if reason else scan
         seconds = time.monotonic() - began
         warm = 0
@@ -110,13 +110,15 @@ class StateKeeper:
                 self.start_info = {"kind": "warm", "changes": len(changes) + len(failing), "reason": None,
                                    "seconds": round(seconds, 3)}
 
-    def _scan(self, scan: WarmScan, tree: WatchTree, unwatched: set[str], config: Config) -> str | None:
+    def _scan(self, scan: WarmScan, source: SourceSide, config: Config) -> str | None:
         """What changed: the directories from the tree just built (before any event is read),
         the entries from find, run here before the loop starts (like the watch walk, it is
         part of starting). A reason for a full sync when that does not work out."""
+        assert source.watcher is not None
+        tree = source.watcher.tree
         scan.directories(tree)
-        scan.unreadable(unwatched)
-        child = Child(scan.find_command(), b"", "warm scan", env={**os.environ, "LC_ALL": "C"},
+        scan.unreadable(source.unwatched)
+        child = Child(scan.find_command(source.kept_out()), b"", "warm scan", env={**os.environ, "LC_ALL": "C"},
                       output_limit=SCAN_OUTPUT_LIMIT)
         result = child.wait(SCAN_TIMEOUT)
         # 1: some entry could not be read. Directories we cannot read are sent whole, entries

@@ -218,12 +218,13 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
 
 def kept_out_rules(directories: list[str]) -> list[str]:
     """rsync options that keep the contents of these directories (relative to the source) out
-    of a run, the directories themselves in; wildcard characters in a path are escaped.
+    of a run, the directories themselves in; wildcard characters in a path are escaped. ``**``,
+    not ``*``: a path listed in ``--files-from`` is matched whole, its directories are not.
 
     >>> kept_out_rules(["root/sys", "odd[1]*"])
-    ['--exclude=/odd\\\\[1\\\\]\\\\*/*', '--exclude=/root/sys/*']
+    ['--exclude=/odd\\\\[1\\\\]\\\\*/**', '--exclude=/root/sys/**']
     """
-    return ["--exclude=/" + re.sub(r"([*?\[\]\\])", r"\\\1", path) + "/*" for path in sorted(directories)]
+    return ["--exclude=/" + re.sub(r"([*?\[\]\\])", r"\\\1", path) + "/**" for path in sorted(directories)]
 
 
 def build_listing_command(config: Config) -> list[str]:

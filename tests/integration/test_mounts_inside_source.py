@@ -99,3 +99,19 @@ def test_one_file_system_keeps_every_mount_out(
     destination.mkdir()
     with start(tmp_path, source, destination, "--one-file-system"):
         assert set(snapshot(destination)) == {"at-start", "later", "mine"}
+
+
+def test_a_warm_start_does_not_read_a_pseudo_file_system_inside(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts) -> None:
+    source, destination = trees
+    (source / "proc").mkdir()
+    write_file(source / "file", "f\n")
+    mounts.mount("-t", "proc", "proc", target=source / "proc")
+    state = ("--state-file", str(tmp_path / "pirsyncd.state"))
+    with start(tmp_path, source, destination, *state) as daemon:
+        assert_settled(daemon)
+    write_file(source / "changed-while-down", "c\n")
+    with start(tmp_path, source, destination, *state) as daemon:
+        assert daemon.status()["start"]["kind"] == "warm", daemon.describe()
+        assert_settled(daemon)
+        assert set(snapshot(destination)) == {"proc", "file", "changed-while-down"}
