@@ -56,6 +56,19 @@ def open_relative(source: str, relative: str) -> int:
         os.close(current)
 
 
+def is_directory_at(source: str, relative: str, status: os.stat_result) -> bool:
+    """Whether ``source/relative``, by its real path, is the directory ``status`` describes."""
+    try:
+        fd = open_relative(source, relative)
+    except OSError:
+        return False
+    try:
+        found = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return (found.st_dev, found.st_ino) == (status.st_dev, status.st_ino)
+
+
 def proc_path(fd: int) -> str:
     """The path that names an open descriptor's own file for calls that take a path.
 

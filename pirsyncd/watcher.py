@@ -151,8 +151,9 @@ class Watcher:
                 if child_fd is None:
                     continue
                 try:
-                    node = self._watch_open_directory(child_fd, level.node, name, path)
-                    below = None if node is None else self._subdirectories(child_fd, path)
+                    status = os.fstat(child_fd)
+                    node = self._watch_open_directory(child_fd, status, level.node, name, path)
+                    below = None if node is None else self._subdirectories(child_fd, path, status)
                 except BaseException:
                     os.close(child_fd)
                     raise
@@ -165,11 +166,13 @@ class Watcher:
                 if level.owned:
                     os.close(level.fd)
 
-    def _subdirectories(self, directory_fd: int, relative: str) -> list[str] | None:
-        """The names of the subdirectories (never symlinks) of an open directory; [] for a leaf
-        told by its link count (a stat costs a fraction of a listing); None when unreadable."""
+    def _subdirectories(self, directory_fd: int, relative: str,
+                        status: os.stat_result | None = None) -> list[str] | None:
+        """The names of the subdirectories (never symlinks) of an open directory (``status``: its
+        fstat, when known); [] for a leaf told by its link count (a stat costs a fraction of a
+        listing); None when unreadable."""
         if relative and self.leaf_device is not None:
-            status = os.fstat(directory_fd)
+            status = status or os.fstat(directory_fd)
             if status.st_nlink == 2 and status.st_dev == self.leaf_device:
                 return []  # watched already, so a subdirectory made after this look has its event
         try:
@@ -190,12 +193,11 @@ class Watcher:
                 self._note_unwatched(relative, error)
             return None
 
-    def _watch_open_directory(self, directory_fd: int, parent: WatchedDir | None, name: str,
-                              relative: str) -> WatchedDir | None:
+    def _watch_open_directory(self, directory_fd: int, status: os.stat_result, parent: WatchedDir | None,
+                              name: str, relative: str) -> WatchedDir | None:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
         (under ``parent`` when known); None when it cannot be watched or placed, or stays out
-        of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`)."""
-        status = os.fstat(directory_fd)
+        of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`). ``status``: its fstat."""
         if status.st_dev != self.root_device and self._kept_out(status.st_dev) is not None:
             return None
         try:
@@ -214,7 +216,9 @@ class Watcher:
             # two real paths (a bind mount inside the source; events name only the first, so
             # the second is covered by full syncs). The file system tells which.
             known_path = self.tree.path_of(known)
-            if known_path != relative and (known.parent is None or self._still_at(known_path, status)):
+            elsewhere = known_path != relative and (
+                known.parent is None or dirfd.is_directory_at(self.source, known_path, status))
+            if elsewhere:
                 twin = OSError(errno.EEXIST, f"it is the directory at {known_path or '.'!r} too")
                 self._note_unwatched(relative, twin)
                 return None
@@ -265,18 +269,6 @@ class Watcher:
                 changes.append(Change(ChangeKind.REMOVED, path, True))
         return changes
 
-    def _still_at(self, relative: str, status: os.stat_result) -> bool:
-        """Whether ``relative`` (by its real path) is still the directory ``status`` describes."""
-        try:
-            fd = dirfd.open_relative(self.source, relative)
-        except OSError:
-            return False
-        try:
-            other = os.fstat(fd)
-        finally:
-            os.close(fd)
-        return (other.st_dev, other.st_ino) == (status.st_dev, status.st_ino)
-
     def _watch_directory(self, relative: str) -> bool:
         """Watch the directory at ``relative`` (its parent is watched) and everything below it;
         False when it is gone, no longer a directory or cannot be watched."""
@@ -287,7 +279,8 @@ class Watcher:
                 self._note_unwatched(relative, error)
             return False
         try:
-            if self._watch_open_directory(directory_fd, None, relative.rpartition("/")[2], relative) is None:
+            status = os.fstat(directory_fd)
+            if self._watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative) is None:
                 return False
             self._watch_below(relative, directory_fd)
             return True
