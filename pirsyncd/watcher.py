@@ -262,8 +262,7 @@ class Watcher:
                 for wd in self.tree.detach(node):
                     with contextlib.suppress(OSError):  # gone with an unmounted file system
                         self.inotify.rm_watch(wd)
-            absolute = self._absolute(path)
-            if self._watch_directory(path) or (os.path.isdir(absolute) and not os.path.islink(absolute)):
+            if self._watch_directory(path) or os.path.lexists(self._absolute(path)):
                 changes.append(Change(ChangeKind.NEW_DIR, path, True))
             else:
                 changes.append(Change(ChangeKind.REMOVED, path, True))
@@ -271,7 +270,8 @@ class Watcher:
 
     def _watch_directory(self, relative: str) -> bool:
         """Watch the directory at ``relative`` (its parent is watched) and everything below it;
-        False when it is gone, no longer a directory or cannot be watched."""
+        False when it is gone, no longer a directory or cannot be watched. A mount point kept out
+        of the mirror is not watched, and is there: True."""
         try:
             directory_fd = dirfd.open_relative(self.source, relative)
         except OSError as error:
@@ -280,6 +280,8 @@ class Watcher:
             return False
         try:
             status = os.fstat(directory_fd)
+            if status.st_dev != self.root_device and self._kept_out(status.st_dev) is not None:
+                return True
             if self._watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative) is None:
                 return False
             self._watch_below(relative, directory_fd)
