@@ -1,6 +1,6 @@
 """pirsyncd against lsyncd 2.2.3, side by side, in one run (issue 8).
 
-    .venv/bin/python bench/run.py [--quick] [--workloads W1,W2,W3,W4,W5,W6] [--ssh] [--root /dev/shm]
+    .venv/bin/python bench/run.py [--quick] [--workloads W1,W2,W3,W4,W5,W6,W9] [--ssh] [--root /dev/shm]
                                   [--repeat N] [--json out.json] [--results-md bench/RESULTS.md]
                                   [--fixed-rsync PATH] [--deletion-modes parents,missing-args]
 
@@ -36,8 +36,9 @@ from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirs
 from bench.sshd import loopback_sshd
 from tests.support.daemon import read_status_file
 
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large")
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large",
+                  "W9")
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W9")
 FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms", "in_sync_s",
                       *(f"{place}_busy_s" for place in workloads.W6_PLACES))
 DELETION_MODES = ("parents", "missing-args")
@@ -66,6 +67,10 @@ DESCRIPTIONS = {
           "lsyncd in both; floor: a no-op rsync -a --delete of the in-sync tree",
     "W8ssh": "W8 over ssh to a loopback sshd (lsyncd: default.rsyncssh)",
     "W8large": "W8 on the W3large tree (100,000 dirs and 1,000,000 files)",
+    "W9": "sustained churn: a writer creates 100-byte files at 100 and at 1,000 a second over 50 dirs for 30 s, "
+          "at delay 0 and delay 1 (figures rRATE_dDELAY_*, one daemon run each); per-file lag from the destination "
+          "(ctime of the rename into place - the source's mtime kept by rsync): p50, p99, max; rsync runs, the "
+          "daemon's CPU time, settle_s from the last write until the mirror is complete",
 }
 
 
@@ -167,6 +172,8 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
             counts=restart.QUICK_CHANGES if arguments.quick else restart.FULL_CHANGES, label=workload)
         return figures, {"noop_full_s": figures["noop_full_s"]}, {}
     scale = workloads.QUICK if arguments.quick else workloads.FULL
+    if workload == "W9":
+        return workloads.w9_churn(contender.daemon, arguments.root, scale, arguments.keep), {}, {}
     if workload == "W3large":
         scale = workloads.LARGE
     base = workload.removesuffix("ssh")
@@ -242,7 +249,7 @@ def run_notes(workload: str, contender: Contender, label: str, notes: dict[str, 
         info["deletion_path"] = notes.get("deletion_path", contender.deletion_mode)
         info["deletion_path_from"] = "status file" if "deletion_path" in notes else "--deletion-mode flag"
     elif contender.daemon == "pirsyncd":
-        info["deletion_path"] = notes.get("deletion_path", "not recorded (W7 and W8 do not read the status file "
+        info["deletion_path"] = notes.get("deletion_path", "not recorded (W7, W8 and W9 do not read the status file "
                                                            "for it; pirsyncd's default, auto: the probe decides)")
         info["deletion_path_from"] = "status file" if "deletion_path" in notes else "-"
     elif contender.daemon == "lsyncd":

@@ -1,5 +1,6 @@
-"""Workloads W1-W6 (W1-W5 of issue 8, W6 deletions). Each takes a started, ready daemon (a :class:`Session`) and returns
-a flat dict of figures; ``floor_*`` functions measure one plain ``rsync -a`` of the same tree.
+"""Workloads W1-W6 (W1-W5 of issue 8, W6 deletions) and W9 (sustained churn, issue 23). Each takes a
+started, ready daemon (a :class:`Session`) and returns a flat dict of figures; ``floor_*`` functions
+measure one plain ``rsync -a`` of the same tree.
 
 Figure names end in their unit: ``_ms``, ``_s``, ``_mib``, ``_per_s``; plain counts have none.
 """
@@ -50,6 +51,10 @@ class Scale:
     w6_deep_levels: int = 8     # directories below a t*/s* leaf for W6's deep file
     w6_quiet: float = 0.5       # no rsync run for this long (plus the delay): the daemon has settled
     w6_noop_repeats: int = 3    # no-op full rsync runs timed per W6 run (median)
+    w9_rates: tuple[int, ...] = (100, 1000)  # files written per second, one daemon run each ...
+    w9_delays: tuple[float, ...] = (0.0, 1.0)  # ... at each of these delays
+    w9_seconds: float = 30.0
+    w9_dirs: int = 50
     timeout: float = 300.0
 
 
@@ -57,7 +62,7 @@ FULL = Scale()
 QUICK = Scale(w1_files=5, w1_interval=0.05, w2_dirs=20, w2_files_per_dir=5, w3_top_dirs=5,
               w3_subdirs=9, w3_files_per_dir=2, w4_files=5, w4_file_size=256 * 1024,
               w5_window=1.0, w5_settle=0.3, w6_many_files=20, w6_quiet=0.1, w6_noop_repeats=1,
-              timeout=60.0)
+              w9_rates=(200,), w9_delays=(0.0, 0.25), w9_seconds=1.0, w9_dirs=5, timeout=60.0)
 LARGE = dataclasses.replace(FULL, w3_top_dirs=200, w3_subdirs=499, w3_files_per_dir=10, timeout=1800.0)
 
 
@@ -579,3 +584,70 @@ def w6_deletions(session: Session, scale: Scale) -> tuple[dict[str, float], dict
     if status.get("deletion_path"):
         notes["deletion_path"] = str(status["deletion_path"])
     return figures, notes
+
+
+# -- W9 sustained churn ------------------------------------------------------------------------
+
+def w9_populate(scale: Scale) -> Callable[[str], None]:
+    """The directories the writer spreads its files over (there before the daemon starts)."""
+    def populate(source: str) -> None:
+        for number in range(scale.w9_dirs):
+            os.mkdir(os.path.join(source, f"d{number:02d}"))
+    return populate
+
+
+def w9_churn(daemon_name: str, root: str, scale: Scale, keep: bool = False) -> dict[str, float]:
+    """W9: for each rate and delay, a fresh daemon and a writer creating small files at that rate
+    over the directories for ``w9_seconds``; figures prefixed ``rRATE_dDELAY_`` (``r100_d1_``)."""
+    figures: dict[str, float] = {}
+    for rate in scale.w9_rates:
+        for delay in scale.w9_delays:
+            with daemon_session(daemon_name, root, f"W9-{rate}-{delay:g}", delay, scale.timeout,
+                                w9_populate(scale), keep=keep) as session:
+                variant = sustained_writes(session, scale, rate)
+            figures.update({f"r{rate}_d{delay:g}_{name}": value for name, value in variant.items()})
+    return figures
+
+
+def sustained_writes(session: Session, scale: Scale, rate: int) -> dict[str, float]:
+    """Write ``rate`` files of 100 bytes a second (each its own open-write-close) round robin over
+    the directories for ``w9_seconds``, then wait until the destination mirrors the source. Each
+    file's lag is read from the destination: rsync keeps the source's mtime (the write) and the
+    destination's ctime is the rename into place. Also: rsync runs, the daemon's CPU time, and
+    ``settle_s``, from the last write until the mirror is complete."""
+    source, destination = session.setup.source, session.setup.destination_path
+    pid = session.daemon.pid
+    noise = os.urandom(100)
+    total = int(rate * scale.w9_seconds)
+    names = [os.path.join(f"d{index % scale.w9_dirs:02d}", f"f{index:06d}") for index in range(total)]
+    cpu_before = measure.cpu_seconds(pid)
+    started = time.time()
+    began = time.monotonic()
+    for index, name in enumerate(names):
+        ahead = began + index / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)  # pacing the writer, not waiting for the daemon
+        write_file(os.path.join(source, name), unique_block(index, 100, noise))
+    writing_s = time.monotonic() - began
+    last_write = time.time()
+    converged_at, runs = measure.wait_converged(source, destination, session.setup.rsync_log, started,
+                                                scale.timeout)
+    cpu = measure.cpu_seconds(pid) - cpu_before
+    lags = []
+    for name in names:
+        try:
+            status = os.stat(os.path.join(destination, name))
+        except FileNotFoundError:
+            continue
+        lags.append((status.st_ctime_ns - status.st_mtime_ns) / 1e9)
+    return {
+        "lag_p50_s": measure.percentile(lags, 0.5),
+        "lag_p99_s": measure.percentile(lags, 0.99),
+        "lag_max_s": max(lags, default=float("nan")),
+        "rsync_runs": len(runs),
+        "daemon_cpu_s": cpu,
+        "settle_s": (converged_at - last_write) if converged_at else float("nan"),
+        "written_per_s": total / writing_s,
+        "missing": total - len(lags),
+        "identical": float(measure.trees_identical(source, destination)),
+    }

@@ -48,12 +48,13 @@ OPTIONS: tuple[Option, ...] = (
            "*.tmp\n/cache/\n.git/"),
     # -- when to send --------------------------------------------------------
     Option("sync", "delay", "duration", 1.0,
-           "Seconds of quiet after the last change before a batch is sent (0 sends at once); "
-           "a batch never waits longer than 10 times this; a file still open for writing waits for its close, "
-           "as long (at least 1 s).",
+           "The longest a change waits before it is sent, in seconds (0 sends at once): what is pending goes "
+           "this long after the oldest of it was read, however much follows, plus the rsync run already "
+           "in flight; under steady change a batch goes every delay seconds. A file still open for writing "
+           "waits for its close, at most 10 times this (at least 1 s).",
            "0.5"),
     Option("sync", "trigger_paths", "int", 10000,
-           "Send a batch as soon as this many distinct paths are pending, even before the delay has passed.",
+           "Send a batch as soon as this many distinct paths are pending, before the delay has passed.",
            "5000"),
     Option("sync", "full_sync_threshold", "int", 200000,
            "When more distinct paths than this are pending, send one full sync instead (bounds memory).",

@@ -7,6 +7,10 @@ its children are dropped, as the batch sends (or deletes) it whole. A rename mov
 the pending subtree with it in O(depth), so changes made before a rename are sent
 under the new name.
 
+The pending changes are due ``delay`` after the oldest of them was read, however many
+follow: under steady change a batch goes every ``delay`` seconds, each change waits
+``delay`` at most, and the changes read while a batch runs make the next one.
+
 A file being written (created or modified, not closed yet) is kept aside until it is
 closed, for at most ``max(1 s, 10 * delay)``: sending it earlier sends a partial file
 that its close sends again. What is kept aside does not hold back the other changes.
@@ -41,8 +45,8 @@ class _Node:
 class Pending:
     """Pending changes plus the deadline at which they should be sent.
 
-    ``delay`` is the quiet time after the last change; a batch never waits more than
-    ``10 * delay`` after its first change, so a file written forever still gets sent.
+    ``delay`` bounds the age of every change: the changes are due ``delay`` after the
+    oldest of them was read (:meth:`deadline`), not after a quiet period.
     """
 
     def __init__(self, delay: float, full_sync_threshold: int) -> None:
@@ -61,8 +65,7 @@ class Pending:
         # it (its quick check cannot see a rewrite that kept size and mtime). Bounded.
         self.compare_after_full: set[str] = set()
         self.moves: list[Move] = []
-        self.first_change_at: float | None = None
-        self.last_change_at: float | None = None
+        self.oldest_change_at: float | None = None  # when the oldest change not taken yet was read
 
     def __bool__(self) -> bool:
         return self.full_sync_needed or self.count > 0 or bool(self.moves) or bool(self.writing)
@@ -105,9 +108,14 @@ class Pending:
         node.children = None
 
     def _touch(self, now: float) -> None:
-        if self.first_change_at is None:
-            self.first_change_at = now
-        self.last_change_at = now
+        if self.oldest_change_at is None:
+            self.oldest_change_at = now
+
+    def make_due(self, now: float) -> None:
+        """Make what is pending due now, as if its oldest change were ``delay`` old: a full
+        sync at once, trigger_paths reached, a warm start's changes."""
+        due_now = now - self.delay
+        self.oldest_change_at = due_now if self.oldest_change_at is None else min(self.oldest_change_at, due_now)
 
     def add(self, change: Change, now: float, seq: int = 0) -> None:
         """Record one change (``seq``: the change sequence that brought it). O(depth), apart
@@ -258,8 +266,11 @@ class Pending:
         if len(self.compare_after_full) < self.full_sync_threshold:
             self.compare_after_full.add(path)
 
-    def request_full_sync(self) -> None:
-        """Forget the individual paths but the changed files: the next sync sends everything."""
+    def request_full_sync(self, now: float | None = None) -> None:
+        """Forget the individual paths but the changed files: the next sync sends everything
+        (with ``now``: a change read now, due ``delay`` later at the latest)."""
+        if now is not None:
+            self._touch(now)
         if not self.full_sync_needed:
             for path, node in _paths(self._root):
                 if node.flags & FLAG_CHANGED and not node.children:
@@ -271,13 +282,11 @@ class Pending:
 
     # -- sending -----------------------------------------------------------
     def deadline(self) -> float | None:
-        """When the pending changes should be sent, or None when nothing is pending."""
+        """When the pending changes should be sent, or None when nothing is pending: ``delay``
+        after the oldest was read (files kept aside: hold_limit after their writing began)."""
         due: float | None = None
         if self.full_sync_needed or self.count > 0 or self.moves:
-            if self.last_change_at is None or self.first_change_at is None:
-                due = 0.0
-            else:
-                due = min(self.last_change_at + self.delay, self.first_change_at + 10 * self.delay)
+            due = 0.0 if self.oldest_change_at is None else self.oldest_change_at + self.delay
         if self.writing:
             since, _seq = next(iter(self.writing.values()))
             due = since + self.hold_limit if due is None else min(due, since + self.hold_limit)

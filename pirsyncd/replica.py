@@ -89,19 +89,15 @@ class Replica:
             self.pending.add(change, now, seq)
         self.changed_inodes |= changed_inodes
         if self.pending.count >= self.config.trigger_paths and not self.pending.full_sync_needed:
-            self.pending.first_change_at = self.pending.last_change_at = now - self.config.delay
+            self.pending.make_due(now)
 
     def request_full_sync(self, now: float, at_once: bool = False, reason: str = "") -> None:
         """Send everything: after the delay (more events are likely to follow), or at once.
         ``reason`` (counters.FULL_SYNC_REASONS) is what the metrics count it as."""
         self.full_sync_reason = self.full_sync_reason or reason
-        pending = self.pending
-        pending.request_full_sync()
+        self.pending.request_full_sync(now)
         if at_once:
-            pending.first_change_at = pending.last_change_at = now - pending.delay
-        else:
-            pending.first_change_at = now if pending.first_change_at is None else pending.first_change_at
-            pending.last_change_at = now
+            self.pending.make_due(now)
 
     @property
     def pending_count(self) -> int:
@@ -328,7 +324,7 @@ class Replica:
         if not self.pending:
             self.start_full(now, run=False)
             return
-        self.pending.first_change_at = self.pending.last_change_at = now - self.pending.delay
+        self.pending.make_due(now)
 
     def log_start(self, message: str) -> None:
         self._log(logging.INFO, "%s", message)

@@ -132,6 +132,40 @@ def test_a_file_being_written_waits_for_its_close_and_holds_nothing_else_back(
         daemon.wait_synced()
 
 
+def test_under_sustained_change_each_file_arrives_within_the_delay_while_writing_goes_on(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """At the default delay (1 s) a writer never stops long enough for a quiet period: the files
+    it wrote early must still reach the destination while it goes on writing, well before the
+    old cap of 10 x delay, round after round; once it stops, the mirror is complete at once."""
+    source, destination = trees
+    daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination))
+    written: list[str] = []
+
+    def write_one() -> None:
+        name = f"dir{len(written) % 10}/file{len(written)}"
+        write_file(source / name, f"{name}\n")
+        written.append(name)
+
+    def wait_arrived_while_writing(name: str) -> None:
+        def arrived() -> bool:
+            write_one()  # at every poll of the condition: the writer never pauses
+            target = destination / name
+            return target.is_file() and target.read_text() == f"{name}\n"
+
+        # 5 x delay: four seconds of slack for a loaded machine, and half the old cap.
+        wait_for(arrived, 5, lambda: f"{name} not mirrored while {len(written)} files were written after it\n"
+                 + daemon.describe(), poll=0.02)
+
+    with daemon.start():
+        for _round in range(3):
+            write_one()
+            wait_arrived_while_writing(written[-1])
+        runs = sum(count for *_kind, count in daemon.status()["counters"]["runs"])
+        assert runs < len(written) / 10, f"{runs} rsync runs for {len(written)} files: a run per change"
+        wait_until_equal(source, destination, 20)
+        daemon.wait_synced()
+
+
 def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     daemon = start_with_a_small_inotify_queue(lambda: Daemon(

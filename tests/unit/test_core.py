@@ -162,14 +162,32 @@ def test_renaming_a_new_directory_is_not_replayed() -> None:
     assert batch.moves == [] and batch.new_dirs == ["final"] and batch.removed == ["tmp"]
 
 
-def test_deadline_is_quiet_time_capped_at_ten_delays() -> None:
+def test_the_deadline_is_the_oldest_change_plus_the_delay_however_many_follow() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     assert pending.deadline() is None
     pending.add(Change(ChangeKind.CHANGED, "f"), 100.0)
     assert pending.deadline() == 101.0
-    for moment in range(101, 120):
-        pending.add(Change(ChangeKind.CHANGED, "f"), float(moment))
-    assert pending.deadline() == 110.0
+    for tenth in range(1, 10):  # steady change does not push the deadline back
+        pending.add(Change(ChangeKind.CHANGED, f"g{tenth}"), 100.0 + tenth / 10)
+    assert pending.deadline() == 101.0
+    pending.take(now=101.0)
+    pending.add(Change(ChangeKind.CHANGED, "h"), 101.05)  # read while that batch runs: the next one
+    assert pending.deadline() == 102.05
+    pending.delay = 0.5  # a reload: the new delay counts from the same change
+    assert pending.deadline() == 101.55
+
+
+def test_make_due_sends_at_once_and_a_full_sync_counts_as_a_change() -> None:
+    pending = Pending(delay=2.0, full_sync_threshold=1000)
+    pending.request_full_sync(now=10.0)
+    assert pending.deadline() == 12.0
+    pending.add(Change(ChangeKind.CHANGED, "f"), 11.0)
+    assert pending.deadline() == 12.0
+    pending.make_due(11.0)
+    assert pending.deadline() == 11.0
+    pending.take(now=11.0)
+    pending.make_due(20.0)  # nothing pending: still nothing due
+    assert pending.deadline() is None
 
 
 def test_a_file_being_written_waits_for_its_close_without_holding_back_the_rest() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
+from pirsyncd.events import Change, ChangeKind
+from pirsyncd.pending import Pending
 from pirsyncd.policy import (
     KILL_GRACE,
     SOURCE_RECHECK_INTERVAL,
@@ -40,6 +44,59 @@ def test_the_batch_deadline_waits_for_the_backoff() -> None:
     assert policy.deadlines(batch_due=10.5) == {Timer.BATCH: 11.0}
     assert policy.deadlines(batch_due=20.0) == {Timer.BATCH: 20.0}
     assert policy.deadlines(batch_due=None) == {}
+
+
+def sustained_change(delay: float, run_seconds: float, changes_per_second: int = 100, seconds: float = 30.0
+                     ) -> tuple[list[float], list[float]]:
+    """Drive a Pending and a ReplicaPolicy as the loop does, with one change read every
+    1/changes_per_second while each rsync run takes ``run_seconds``; return (how old each
+    change was when its batch started, when each batch started)."""
+    pending, policy = Pending(delay, full_sync_threshold=10**6), ReplicaPolicy(retry_max_interval=300.0)
+    policy.job_succeeded()
+    read_at: dict[str, float] = {}
+    ages: list[float] = []
+    starts: list[float] = []
+    run_ends: float | None = None
+    step = 1.0 / changes_per_second
+    for tick in range(int(seconds * changes_per_second) + int(4 * changes_per_second)):
+        now = tick * step
+        if run_ends is not None and now >= run_ends:
+            policy.job_succeeded()
+            run_ends = None
+        if now < seconds:
+            path = f"d{tick % 50}/f{tick}"
+            pending.add(Change(ChangeKind.CLOSED, path), now)
+            read_at[path] = now
+        due = policy.deadlines(pending.deadline()).get(Timer.BATCH)
+        if due is not None and now >= due and policy.may_start(now):
+            batch = pending.take(now=now)
+            ages += [now - read_at.pop(path) for path in batch.changed]
+            starts.append(now)
+            policy.job_started(now, full=False)
+            run_ends = now + run_seconds
+    assert not read_at and not pending, "changes left behind"
+    return ages, starts
+
+
+def test_under_sustained_change_every_change_goes_within_the_delay_plus_the_run_in_flight() -> None:
+    for delay, run_seconds in ((1.0, 0.1), (1.0, 1.5), (0.0, 0.05), (0.5, 0.2)):
+        ages, starts = sustained_change(delay, run_seconds)
+        step = 0.01  # a change is seen at the tick after it is due
+        assert max(ages) <= delay + run_seconds + step + 1e-9, (delay, run_seconds, max(ages))
+        # Pipelined, never a run per change: runs are at least delay (or a run) apart.
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert min(gaps) >= max(delay, run_seconds) - 1e-9, (delay, run_seconds, min(gaps))
+        if run_seconds <= delay:
+            assert len(starts) <= 30.0 / delay + 1  # one run per delay: lsyncd's count at the same delay
+
+
+def test_the_batch_timer_is_off_while_a_job_runs_and_due_at_once_when_it_ends_late() -> None:
+    policy = ReplicaPolicy(retry_max_interval=300.0)
+    policy.job_succeeded()
+    policy.job_started(0.0, full=False)
+    assert Timer.BATCH not in policy.deadlines(batch_due=1.0)  # the next batch gathers meanwhile
+    policy.job_succeeded()
+    assert policy.deadlines(batch_due=1.0)[Timer.BATCH] == 1.0 and policy.may_start(2.5)
 
 
 def test_max_delete_holds_until_a_reload() -> None:
