@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import Any
 
-from pirsyncd import __version__, exitcodes
+from pirsyncd import __version__, exitcodes, notify
 from pirsyncd import log as logsetup
 from pirsyncd.config import ConfigError, parse, render_sample_config
 from pirsyncd.destination import DestinationError, parse_destination
@@ -271,6 +271,7 @@ def run(argv: list[str]) -> int:
     if problems:
         _print_problems([message for _, message in problems])
         return problems[0][0]
+    notify.check()  # before anything starts: under Type=notify a missing systemd-python is fatal
     logsetup.setup(config.instance, config.debug_events or config.debug_commands)
     from pirsyncd.service import Service
 
@@ -283,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         _print_problems([str(error)])
         return exitcodes.USAGE
+    except notify.NotifyError as error:
+        _print_problems([str(error)])
+        return exitcodes.NOTIFY
     except KeyboardInterrupt:
         return exitcodes.OK
     except Exception:  # a bug: say so with the traceback (the journal under systemd), exit 70

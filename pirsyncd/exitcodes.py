@@ -15,6 +15,7 @@ NO_SOURCE = 66  # EX_NOINPUT
 UNAVAILABLE = 69  # EX_UNAVAILABLE
 SOFTWARE = 70  # EX_SOFTWARE
 OS_ERROR = 71  # EX_OSERR
+NOTIFY = 72  # EX_OSFILE: a system file missing or broken (systemd-python, the notify socket)
 CANNOT_CREATE = 73  # EX_CANTCREAT
 TEMPFAIL = 75  # EX_TEMPFAIL
 NO_PERMISSION = 77  # EX_NOPERM
@@ -36,6 +37,8 @@ STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(UNAVAILABLE, "the instance is not running (status, wait)"),
     ExitStatus(SOFTWARE, "internal error (a bug in pirsyncd; the traceback is in the log: please report it)"),
     ExitStatus(OS_ERROR, "the kernel's inotify is not available (for example the inotify instance limit is reached)"),
+    ExitStatus(NOTIFY, "systemd asked for notifications (NOTIFY_SOCKET) and they cannot be sent: systemd-python "
+                       "is not installed (install python3-systemd) or the socket refuses them"),
     ExitStatus(CANNOT_CREATE, "the pause file cannot be created or removed (pause, resume)"),
     ExitStatus(TEMPFAIL, "the wait command timed out, or the daemon did not confirm a pause or resume in time"),
     ExitStatus(NO_PERMISSION, "the destination refused authentication: wrong password, wrong key, or an unknown "

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from pirsyncd.config import Config
 from pirsyncd.instance import Instance
+from pirsyncd.notify import NotifyError
 from pirsyncd.runner import Child, ChildResult
 from pirsyncd.signals import SignalInbox
 
@@ -37,10 +38,14 @@ class Service:
         """Run until stopped; return the exit status."""
         signals = SignalInbox()
         self.watch_readable(signals, lambda: self._on_signals(signals))
-        exit_status = self.instance.start()
-        while exit_status is None:
-            self._turn()
-            exit_status = self.instance.exit_status
+        try:
+            exit_status = self.instance.start()
+            while exit_status is None:
+                self._turn()
+                exit_status = self.instance.exit_status
+        except NotifyError:  # systemd cannot be told: stop the children, then the caller says why
+            self.instance.shut_down()
+            raise
         self.instance.shut_down()
         return exit_status
 

@@ -11,6 +11,9 @@ from tests.support import rsyncs
 from tests.support.daemon import Daemon
 from tests.support.notify import NotifySocket
 
+# Fake programs and packages (tests/support/fakes): files the daemon runs or imports, not test modules.
+collect_ignore = ["support/fakes"]
+
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return rsyncs.describe()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pirsyncd import exitcodes
 from tests.support.daemon import Daemon
 from tests.support.notify import Message, NotifySocket
 from tests.support.processes import is_stopped
@@ -216,3 +217,52 @@ def test_sighup_with_a_broken_config_still_sends_ready(tmp_path: Path, trees: tu
         assert (ready.get("STATUS") or "").startswith("in sync"), ready
         write_file(source / "after-the-bad-reload", "still mirrored\n")
         daemon.wait_mirrored(source, destination)
+
+
+# -- asked to notify and unable to: one error line and its own exit status, never a silent start timeout
+WITHOUT_SYSTEMD_PYTHON = Path(__file__).resolve().parents[1] / "support" / "fakes" / "python-without-systemd"
+
+
+def only_line(daemon: Daemon) -> str:
+    lines = daemon.log().splitlines()
+    assert len(lines) == 1, f"expected one error line:\n{daemon.describe()}"
+    return lines[0]
+
+
+def test_a_notify_socket_without_systemd_python_is_an_error_naming_the_fix(
+        tmp_path: Path, trees: tuple[Path, Path], notify_socket: NotifySocket) -> None:
+    source, destination = trees
+    write_file(source / "file", "content\n")
+    daemon = Daemon(tmp_path / "daemon", *mirroring(source, destination), notify=notify_socket,
+                    env={"PYTHONPATH": str(WITHOUT_SYSTEMD_PYTHON)})
+    with daemon.start(wait_in_sync=False):
+        assert daemon.wait_exit() == exitcodes.NOTIFY, daemon.describe()
+    line = only_line(daemon)
+    assert line.startswith("pirsyncd: NOTIFY_SOCKET is set but systemd-python cannot be imported"), line
+    assert "install python3-systemd" in line, line
+    assert not (destination / "file").exists(), "nothing may start before the error"
+    assert notify_socket.listen(0) == [], notify_socket.transcript()
+
+
+def test_a_notify_socket_that_refuses_datagrams_is_an_error(tmp_path: Path, trees: tuple[Path, Path],
+                                                            notify_socket: NotifySocket) -> None:
+    source, destination = trees
+    notify_socket.socket.close()  # the path stays, nothing reads it: every datagram is refused
+    daemon = Daemon(tmp_path / "daemon", *mirroring(source, destination), notify=notify_socket)
+    with daemon.start(wait_in_sync=False):
+        assert daemon.wait_exit() == exitcodes.NOTIFY, daemon.describe()
+    error = [line for line in daemon.log().splitlines() if "NOTIFY_SOCKET" in line]
+    assert len(error) == 1, daemon.describe()
+    assert f"cannot notify systemd through NOTIFY_SOCKET={notify_socket.path}" in error[0], error[0]
+    assert "unset NOTIFY_SOCKET" in error[0], error[0]
+
+
+def test_outside_systemd_systemd_python_is_not_even_imported(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    source, destination = trees
+    imports = tmp_path / "systemd-imports"
+    daemon = Daemon(tmp_path / "daemon", *mirroring(source, destination),
+                    env={"PYTHONPATH": str(WITHOUT_SYSTEMD_PYTHON), "PIRSYNCD_TEST_SYSTEMD_IMPORTS": str(imports)})
+    with daemon:
+        write_file(source / "file", "content\n")
+        daemon.wait_mirrored(source, destination)
+    assert not imports.exists(), imports.read_text()
