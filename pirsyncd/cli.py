@@ -16,12 +16,10 @@ from pirsyncd import __version__, exitcodes, notify
 from pirsyncd import log as logsetup
 from pirsyncd.config import ConfigError, parse, render_sample_config
 from pirsyncd.destination import DestinationError, parse_destination
-from pirsyncd.options import OPTIONS
+from pirsyncd.options import OPTIONS, Kind, Option
 
 DEFAULT_CONFIG_DIR = "/etc/pirsyncd"
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]*$")
-_CLI_PATH_KEYS = ("source", "status_file", "pause_file", "state_file", "metrics_file", "ssh_identity_file",
-                  "password_file")
 
 
 class UsageError(Exception):
@@ -62,20 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS:
         group = groups.setdefault(option.section, parser.add_argument_group(f"[{option.section}] options"))
-        help_text = f"{option.help} Example: {option.example.splitlines()[0]}"
-        if option.kind == "bool":
+        help_text = f"{option.help_with_bounds()} Example: {option.example.splitlines()[0]}"
+        if option.kind is Kind.BOOL:
             group.add_argument(option.flag, dest=option.key, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
-        elif option.kind in ("patterns", "destinations"):
-            metavar = "PATTERN" if option.kind == "patterns" else "DEST"
+        elif option.kind in (Kind.PATTERNS, Kind.DESTINATIONS):
+            metavar = "PATTERN" if option.kind is Kind.PATTERNS else "DEST"
             group.add_argument(option.flag, dest=option.key, action="append", metavar=metavar,
                                default=None, help=help_text + " (repeat for more)")
         else:
-            metavar = {"flags": "'WORDS'", "command": "'COMMAND'"}.get(option.kind, option.key.upper())
-            extra = " (give it as --x='...' when it starts with -)" if option.kind == "flags" else ""
-            group.add_argument(option.flag, dest=option.key, metavar=metavar, default=None,
-                               help=help_text + extra)
+            group.add_argument(option.flag, dest=option.key, metavar=_metavar(option), default=None,
+                               help=help_text + (" (give it as --x='...' when it starts with -)"
+                                                 if option.kind in _WORDS else ""))
     return parser
+
+
+_WORDS = (Kind.FLAGS, Kind.RSYNC_FLAGS, Kind.COMMAND)
+
+
+def _metavar(option: Option) -> str:
+    """What --help shows for the value: 'auto|full|none', 'WORDS', 'COMMAND', else the key in capitals."""
+    if option.kind is Kind.CHOICE:
+        return "|".join(option.choices)
+    if option.kind in (Kind.FLAGS, Kind.RSYNC_FLAGS):
+        return "'WORDS'"
+    if option.kind is Kind.COMMAND:
+        return "'COMMAND'"
+    return option.key.upper()
 
 
 def render_examples() -> str:
@@ -83,15 +94,16 @@ def render_examples() -> str:
     for option in OPTIONS:
         example = option.example.splitlines()
         file_value = example[0] if len(example) == 1 else "\n    " + "\n    ".join(example)
-        if option.kind == "bool":
+        if option.kind is Kind.BOOL:
             flag = option.flag if option.example in ("yes",) else option.flag.replace("--", "--no-", 1)
-        elif option.kind == "patterns":
+        elif option.kind is Kind.PATTERNS:
             flag = " ".join(f"{option.flag} '{line}'" for line in example)
-        elif option.kind in ("flags", "command"):
+        elif option.kind in _WORDS:
             flag = f"{option.flag}='{option.example}'"
         else:
             flag = f"{option.flag} {option.example}"
-        lines += [f"[{option.section}] {option.key} = {file_value}", f"    {flag}", f"    {option.help}", ""]
+        lines += [f"[{option.section}] {option.key} = {file_value}", f"    {flag}", f"    {option.help_with_bounds()}",
+                  ""]
     lines += ["A whole instance, /etc/pirsyncd/www.conf:", "", "    [sync]", "    source = /srv/www",
               "    destination = backup@mirror.example:/srv/www", "    delay = 0.5", "    exclude = *.tmp",
               "", "    [remote]", "    ssh_identity_file = /etc/pirsyncd/id_ed25519", "",
@@ -105,11 +117,11 @@ def _overrides(arguments: argparse.Namespace) -> dict[str, Any]:
         value = getattr(arguments, option.key)
         if value is None:
             continue
-        if option.kind == "bool":
+        if option.kind is Kind.BOOL:
             value = "yes" if value else "no"
-        elif option.key in _CLI_PATH_KEYS or (option.key == "rsync_log" and value not in ("journal", "none")):
+        elif option.kind is Kind.PATH and value not in option.choices:
             value = os.path.abspath(value)  # resolved once, at start
-        elif option.key == "destination":
+        elif option.kind is Kind.DESTINATIONS:
             value = [_absolute_unless_remote(text) for text in value]
         overrides[option.key] = value
     return overrides

@@ -307,7 +307,7 @@ def render_sample_config() -> str:
         for option in OPTIONS:
             if option.section != section:
                 continue
-            lines.append(f"# {option.help}")
+            lines.append(f"# {option.help_with_bounds()}")
             example = option.example.replace("\n", "\n#     ")
             if option.required:
                 lines.append(f"{option.key} = {example}")

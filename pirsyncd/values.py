@@ -15,10 +15,7 @@ from typing import Any
 
 from pirsyncd.destination import DestinationError, parse_destination
 from pirsyncd.filters import PatternError, compile_pattern
-from pirsyncd.options import Option
-
-DELETION_MODES = ("auto", "missing-args", "parents")
-STARTUP_SYNCS = ("auto", "full", "none")
+from pirsyncd.options import Kind, Option
 
 _DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -102,44 +99,47 @@ def _check_rsync_flags(flags: list[str]) -> list[str]:
 
 
 def convert(option: Option, raw: str) -> Any:
-    """Turn the text of one setting into its value, or raise ValueError with the reason."""
+    """Turn the text of one setting into its value, or raise ValueError with the reason; what the
+    value may be (its kind, choices and bounds) comes from the option table.
+
+    >>> from pirsyncd.options import OPTIONS_BY_KEY
+    >>> convert(OPTIONS_BY_KEY["ssh_port"], "70000")
+    Traceback (most recent call last):
+    ValueError: must be 1 to 65535: '70000'
+    """
     kind = option.kind
     text = raw.strip()
-    if kind == "bool":
+    if kind is Kind.BOOL:
         if text.lower() not in _BOOLEANS:
             raise ValueError(f"not yes or no: {raw!r}")
         return _BOOLEANS[text.lower()]
-    if kind == "int":
+    if kind is Kind.INT:
         try:
             number = int(text)
         except ValueError:
             raise ValueError(f"not a whole number: {raw!r}") from None
-        if option.key == "max_delete" and number < -1:
-            raise ValueError(f"must be -1 (no limit) or more: {raw!r}")
-        if option.key != "max_delete" and number < 1:
-            raise ValueError(f"must be 1 or more: {raw!r}")
-        if option.key == "ssh_port" and number > 65535:
-            raise ValueError(f"not a port number: {raw!r}")
-        return number
-    if kind == "duration":
+        return _within_bounds(option, number, raw)
+    if kind is Kind.DURATION:
         try:
             value = parse_duration(text)
         except ValueError:
             raise ValueError(f"not a number of seconds (like 1.5, 500ms, 30s, 5m, 6h): {raw!r}") from None
-        if option.key in ("io_timeout", "time_limit", "retry_max_interval", "hook_timeout") and value <= 0:
-            raise ValueError(f"must be more than 0: {raw!r}")
-        return value
-    if kind == "size":
+        return _within_bounds(option, value, raw)
+    if kind is Kind.SIZE:
         if not _SIZE.match(text):
             raise ValueError(f"not a size (like 500K, 100M, 2G): {raw!r}")
         return text
-    if kind == "path":
+    if kind is Kind.PATH:
+        if text in option.choices:
+            return text
         if not text:
             raise ValueError("is empty")
         if not os.path.isabs(text):
+            if option.choices:
+                raise ValueError(f"not {option.allowed()}: {raw!r}")
             raise ValueError(f"is a relative path; give an absolute path: {raw!r}")
         return os.path.normpath(text)
-    if kind == "destinations":
+    if kind is Kind.DESTINATIONS:
         lines = [line.strip() for line in raw.splitlines() if line.strip()]
         if not lines:
             raise ValueError("is empty")
@@ -150,7 +150,7 @@ def convert(option: Option, raw: str) -> Any:
             except DestinationError as error:
                 raise ValueError(f"{error}: {line!r}") from None
         return tuple(destinations)
-    if kind == "patterns":
+    if kind is Kind.PATTERNS:
         patterns = tuple(line.strip() for line in raw.splitlines() if line.strip())
         for pattern in patterns:
             try:
@@ -158,30 +158,26 @@ def convert(option: Option, raw: str) -> Any:
             except PatternError as error:
                 raise ValueError(f"pattern {pattern!r} {error}") from None
         return patterns
-    if kind == "flags":
+    if kind in (Kind.FLAGS, Kind.RSYNC_FLAGS, Kind.COMMAND):
         try:
             words = shlex.split(raw)
         except ValueError as error:
             raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
-        if option.key == "rsync_flags":
-            flag_problems = _check_rsync_flags(words)
-            if flag_problems:
-                raise ValueError("; ".join(flag_problems))
+        flag_problems = _check_rsync_flags(words) if kind is Kind.RSYNC_FLAGS else []
+        if flag_problems:
+            raise ValueError("; ".join(flag_problems))
         return tuple(words)
-    if kind == "command":
-        try:
-            return tuple(shlex.split(raw))
-        except ValueError as error:
-            raise ValueError(f"cannot be split into words ({error}): {raw!r}") from None
-    if kind in ("deletion_mode", "startup_sync"):
-        choices = DELETION_MODES if kind == "deletion_mode" else STARTUP_SYNCS
-        if text in choices:
+    if kind is Kind.CHOICE:
+        if text in option.choices:
             return text
-        raise ValueError(f"not one of {', '.join(choices)}: {raw!r}")
-    if kind == "rsync_log":
-        if text in ("journal", "none") or os.path.isabs(text):
-            return text
-        raise ValueError(f"not journal, none or an absolute file path: {raw!r}")
+        raise ValueError(f"not one of {', '.join(option.choices)}: {raw!r}")
     if not text:
         raise ValueError("is empty")
     return text
+
+
+def _within_bounds(option: Option, value: int | float, raw: str) -> int | float:
+    problem = option.bounds.problem(value) if option.bounds is not None else None
+    if problem is not None:
+        raise ValueError(f"{problem}: {raw!r}")
+    return value

@@ -6,7 +6,7 @@ import pytest
 
 from pirsyncd.config import ConfigError, parse, render_sample_config
 from pirsyncd.destination import DestinationError, DestinationKind, parse_destination
-from pirsyncd.options import OPTIONS
+from pirsyncd.options import OPTIONS, Kind, Option
 from pirsyncd.values import parse_duration
 
 MINIMAL = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
@@ -146,3 +146,39 @@ def test_the_shipped_example_config_is_the_generated_one() -> None:
 
     shipped = Path(__file__).resolve().parents[2] / "etc" / "pirsyncd" / "example.conf"
     assert shipped.read_text() == render_sample_config(), "run: pirsyncd --sample-config > etc/pirsyncd/example.conf"
+
+
+BOUNDED = [option for option in OPTIONS if option.bounds is not None]
+
+
+@pytest.mark.parametrize("option", BOUNDED, ids=lambda option: option.key)
+def test_a_number_out_of_the_tables_bounds_is_refused_naming_file_section_and_key(option: Option) -> None:
+    bounds = option.bounds
+    assert bounds is not None and bounds.low is not None
+    below = bounds.low if bounds.low_excluded else bounds.low - 1
+    text = f"{below:g}"
+    section = "" if option.section == "sync" else f"[{option.section}]\n"
+    assert problems_of(MINIMAL + f"{section}{option.key} = {text}\n") == [
+        f"www.conf: [{option.section}] {option.key}: must be {bounds.describe()}: {text!r}"]
+    if bounds.high is not None:
+        assert problems_of(MINIMAL, **{option.key: f"{bounds.high + 1:g}"}) == [
+            f"command line: {option.flag}: must be {bounds.describe()}: '{bounds.high + 1:g}'"]
+    within = f"{bounds.high:g}" if bounds.high is not None else f"{bounds.low + 1:g}"
+    assert getattr(parse(MINIMAL, "www.conf", {option.key: within}), option.key) == float(within)
+
+
+@pytest.mark.parametrize("option", [option for option in OPTIONS if option.choices], ids=lambda option: option.key)
+def test_every_choice_in_the_table_is_taken_and_nothing_else(option: Option) -> None:
+    for choice in option.choices:
+        assert getattr(parse(MINIMAL, "www.conf", {option.key: choice}), option.key) == choice
+    problems = problems_of(MINIMAL, **{option.key: "bogus"})
+    assert problems == [f"command line: {option.flag}: not {option.allowed()}: 'bogus'"
+                        if option.kind is Kind.PATH else
+                        f"command line: {option.flag}: not one of {', '.join(option.choices)}: 'bogus'"]
+
+
+def test_only_numbers_have_bounds_and_only_words_have_choices() -> None:
+    for option in OPTIONS:
+        assert option.bounds is None or option.kind in (Kind.INT, Kind.DURATION), option.key
+        assert not option.choices or option.kind in (Kind.CHOICE, Kind.PATH), option.key
+        assert (option.kind is Kind.CHOICE) <= bool(option.choices), option.key

@@ -134,3 +134,23 @@ def test_example_conf_is_valid_ini_with_known_sections() -> None:
     unknown = {key for section, keys in example_conf_keys().items() for key in keys} - {
         option.key for option in OPTIONS}
     assert unknown == set(), f"{EXAMPLE_CONF.name} shows keys not in options.py: {sorted(unknown)}"
+
+
+def _entry(text: str, start: str, next_entry: str) -> str:
+    """The words of one option's entry: from ``start`` to the next line matching ``next_entry``."""
+    tail = text[text.index(start) + len(start):]
+    following = re.search(next_entry, tail, re.MULTILINE)
+    return plain(tail[:following.start()] if following else tail)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=options_ids)
+def test_man_pages_give_the_range_of_a_number_from_the_table(option: Option, man8_options: str,
+                                                            man5_sections: dict[str, str]) -> None:
+    entries = {MAN8.name: _entry(man8_options, f"**{option.flag}**", r"^\*\*--"),
+               MAN5.name: _entry(man5_sections[f"[{option.section}]"], f"**{option.key}** = ", r"^\*\*\w+\*\* = ")}
+    for page, entry in entries.items():
+        if option.bounds is None:
+            assert "Allowed:" not in entry, f"{page}: {option.key} has no bounds in options.py"
+        else:
+            assert f"Allowed: {option.bounds.describe()}." in entry, (
+                f"{page}: end the entry of {option.key} with 'Allowed: {option.bounds.describe()}.'")
