@@ -21,15 +21,12 @@ import pytest
 
 from tests.support import rsyncs
 from tests.support.daemon import Daemon
-from tests.support.trees import list_tree, wait_for, wait_until_equal
+from tests.support.fakes import FAKE_RSYNC
+from tests.support.trees import list_tree, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES, Workload, seed_from_environment
 
 COMMAND_LINE = re.compile(r"running (\[.*\]) with (\d+) paths on stdin: (\[.*\])$")
 
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def started(daemon: Daemon, timeout: float = 60) -> Daemon:
@@ -101,9 +98,9 @@ def test_deleting_a_root_file_re_checks_only_the_root_one_level(
         tmp_path: Path, trees: tuple[Path, Path], deletion_path: rsyncs.DeletionPath | None) -> None:
     needs_parents(deletion_path)
     source, destination = trees
-    write(source / "root-file", "goes\n")
-    write(source / "kept", "stays\n")
-    write(source / "sub" / "deep" / "file", "stays\n")
+    write_file(source / "root-file", "goes\n")
+    write_file(source / "kept", "stays\n")
+    write_file(source / "sub" / "deep" / "file", "stays\n")
     with start(tmp_path, source, destination) as daemon:
         deletions = Deletions(daemon)
         deletions.mark()
@@ -119,14 +116,14 @@ def test_a_deep_deletion_re_checks_only_its_parent(
         tmp_path: Path, trees: tuple[Path, Path], deletion_path: rsyncs.DeletionPath | None) -> None:
     needs_parents(deletion_path)
     source, destination = trees
-    write(source / "a" / "b" / "gone", "goes\n")
-    write(source / "a" / "b" / "kept", "stays\n")
-    write(source / "a" / "sibling", "stays\n")
+    write_file(source / "a" / "b" / "gone", "goes\n")
+    write_file(source / "a" / "b" / "kept", "stays\n")
+    write_file(source / "a" / "sibling", "stays\n")
     # Directory names that read as options or comments, or span lines: each parent once, as it is.
     hostile = [name for name in HOSTILE_NAMES if name.startswith(("-", "#", ";", " ")) or "\n" in name]
     for name in hostile:
-        write(source / name / "gone", "goes\n")
-        write(source / name / "kept", "stays\n")
+        write_file(source / name / "gone", "goes\n")
+        write_file(source / name / "kept", "stays\n")
     with start(tmp_path, source, destination) as daemon:
         deletions = Deletions(daemon)
         deletions.mark()
@@ -144,15 +141,15 @@ def test_a_directory_deleted_with_its_parent_re_checks_the_nearest_ancestor_left
         tmp_path: Path, trees: tuple[Path, Path], deletion_path: rsyncs.DeletionPath | None) -> None:
     needs_parents(deletion_path)
     source, destination = trees
-    write(source / "x" / "y" / "z" / "f", "goes\n")
-    write(source / "x" / "y" / "g", "goes\n")
-    write(source / "x" / "kept", "stays\n")
-    write(source / "top" / "only" / "child" / "f", "goes\n")
+    write_file(source / "x" / "y" / "z" / "f", "goes\n")
+    write_file(source / "x" / "y" / "g", "goes\n")
+    write_file(source / "x" / "kept", "stays\n")
+    write_file(source / "top" / "only" / "child" / "f", "goes\n")
     with start(tmp_path, source, destination) as daemon:
         deletions = Deletions(daemon)
         deletions.mark()
         with frozen(daemon):  # one batch: the changed file below, then its directories
-            write(source / "x" / "y" / "z" / "f", "changed, then deleted\n")
+            write_file(source / "x" / "y" / "z" / "f", "changed, then deleted\n")
             shutil.rmtree(source / "x" / "y" / "z")
             shutil.rmtree(source / "x" / "y")
         assert [entries for _, entries in deletions.after_mark(source, destination)] == [["x/."]]
@@ -163,19 +160,12 @@ def test_a_directory_deleted_with_its_parent_re_checks_the_nearest_ancestor_left
         assert [entries for _, entries in deletions.after_mark(source, destination)] == [["."]]
 
 
-def gated_rsync(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """An rsync (wired in with --rsync-binary) whose batch transfers wait while ``gate`` exists, having
+def gated_rsync(tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    """The environment that makes :data:`FAKE_RSYNC` hold batch transfers while ``gate`` exists, having
     made ``blocked``: a job's later runs (the deletions run) then start on a tree changed meanwhile."""
-    gate, blocked, fake = tmp_path / "gate", tmp_path / "blocked", tmp_path / "gated-rsync"
-    fake.write_text(f"""#!/bin/bash
-case " $* " in
-  *" --ignore-times "*)
-    if [ -e {gate} ]; then touch {blocked}; while [ -e {gate} ]; do sleep 0.05; done; rm -f {blocked}; fi ;;
-esac
-exec rsync "$@"
-""")
-    fake.chmod(0o755)
-    return fake, gate, blocked
+    gate, blocked = tmp_path / "gate", tmp_path / "blocked"
+    return {"FAKE_RSYNC_BATCH": "gate", "FAKE_RSYNC_GATE": str(gate), "FAKE_RSYNC_BATCH_STARTED": str(blocked)}, \
+        gate, blocked
 
 
 def test_deletions_pending_while_their_parents_go_or_become_a_file(
@@ -184,20 +174,21 @@ def test_deletions_pending_while_their_parents_go_or_become_a_file(
     the directory is a file of the same name. On both paths: it converges, nothing is retried and rsync
     skips no deletion; on the parents path the run re-checks the nearest directory left ('x/.', '.')."""
     source, destination = trees
-    write(source / "x" / "y" / "z" / "f", "goes\n")
-    write(source / "x" / "kept", "stays\n")
-    write(source / "d" / "sub" / "f", "goes\n")
-    write(source / "k", "changed in each job, so a transfer runs before the deletions\n")
-    fake, gate, blocked = gated_rsync(tmp_path)
+    write_file(source / "x" / "y" / "z" / "f", "goes\n")
+    write_file(source / "x" / "kept", "stays\n")
+    write_file(source / "d" / "sub" / "f", "goes\n")
+    write_file(source / "k", "changed in each job, so a transfer runs before the deletions\n")
+    gated, gate, blocked = gated_rsync(tmp_path)
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                    "--delay", "0.1", "--debug-commands", "--rsync-binary", str(fake))
+                    "--delay", "0.1", "--debug-commands", "--rsync-binary", str(FAKE_RSYNC),
+                    env=gated)
 
     def remove_both_parents() -> None:
         shutil.rmtree(source / "x" / "y")
 
     def replace_the_directory_by_a_file() -> None:
         shutil.rmtree(source / "d")
-        write(source / "d", "a file now\n")
+        write_file(source / "d", "a file now\n")
 
     with started(daemon):
         deletions = Deletions(daemon)
@@ -206,7 +197,7 @@ def test_deletions_pending_while_their_parents_go_or_become_a_file(
             deletions.mark()
             gate.touch()
             with frozen(daemon):
-                write(source / "k", f"before {deep_file} goes\n")
+                write_file(source / "k", f"before {deep_file} goes\n")
                 (source / deep_file).unlink()
             wait_for(blocked.exists, 30, lambda: f"the transfer never ran:\n{daemon.log()}")
             change_the_parents()
@@ -250,7 +241,8 @@ def test_a_burst_of_renames_and_deletions_converges_and_settles(tmp_path: Path, 
     for directory in (source, destination, outside, source / "churn"):
         directory.mkdir()
     for index in range(36):
-        write(source / f"kept{index % 3}" / f"sub{index % 4}" / f"deeper{index % 2}" / f"file{index}", f"{index}\n")
+        write_file(source / f"kept{index % 3}" / f"sub{index % 4}" / f"deeper{index % 2}" / f"file{index}",
+                   f"{index}\n")
     workload = Workload(source / "churn", seed, "renames", outside)
     workload.run(150)  # mirrored by the initial sync
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),

@@ -5,14 +5,13 @@ once it recovers, the tree is watched once, and per-destination settings reach r
 from __future__ import annotations
 
 import os
-import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.fakes import FAKE_RSYNC
+from tests.support.mounts import Mounts
 from tests.support.processes import inotify_watches
 from tests.support.trees import wait_for, wait_until_equal
 from tests.support.workload import Workload, seed_from_environment
@@ -32,20 +31,12 @@ def directory_count(root: Path) -> int:
 
 
 @pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Path]:
-    """A destination directory that is a read-only bind mount until ``make_writable``."""
+def read_only(tmp_path: Path, mounts: Mounts) -> Path:
+    """A destination directory that is a read-only bind mount until ``mounts.unmount``."""
     target = tmp_path / "down"
     target.mkdir()
-    subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
-
-
-def make_writable(target: Path) -> None:
-    subprocess.run(["umount", str(target)], check=True)
+    mounts.make_read_only(target)
+    return target
 
 
 def farm_config(tmp_path: Path, source: Path, extra: str = "") -> Path:
@@ -57,7 +48,8 @@ def farm_config(tmp_path: Path, source: Path, extra: str = "") -> Path:
 
 
 @needs_root
-def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path, read_only: Path) -> None:
+def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path, read_only: Path,
+                                                                  mounts: Mounts) -> None:
     source, outside = tmp_path / "source", tmp_path / "outside"
     source.mkdir()
     outside.mkdir()
@@ -88,7 +80,7 @@ def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path
         wait_for(lambda: inotify_watches(daemon.pid) == directory_count(source), 10,
                  lambda: f"one watch per source directory: {inotify_watches(daemon.pid)} watches, "
                          f"{directory_count(source)} directories")
-        make_writable(read_only)
+        mounts.unmount(read_only)
         wait_until_equal(source, read_only, 120)
         daemon.wait_synced(60)
         status = daemon.status()
@@ -103,15 +95,12 @@ def test_per_destination_settings_reach_rsync(tmp_path: Path) -> None:
     for name in (*GOOD[:2], "slow"):
         (tmp_path / name).mkdir()
     calls = tmp_path / "calls"
-    wrapper = tmp_path / "logging-rsync"
-    wrapper.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {calls}\nexec rsync "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     config = tmp_path / "farm.conf"
     config.write_text(f"[sync]\nsource = {source}\ndelay = 0.05\ndestination = {tmp_path / GOOD[0]}\n"
-                      f"    {tmp_path / GOOD[1]}\n[rsync]\nrsync_binary = {wrapper}\n"
+                      f"    {tmp_path / GOOD[1]}\n[rsync]\nrsync_binary = {FAKE_RSYNC}\n"
                       f"[destination slow]\ndestination = {tmp_path / 'slow'}\nrsync_flags = --bwlimit=5000\n"
                       "max_delete = 7\n")
-    daemon = Daemon(tmp_path / "daemon", "--config", str(config))
+    daemon = Daemon(tmp_path / "daemon", "--config", str(config), env={"FAKE_RSYNC_CALLS": str(calls)})
     with daemon.start():
         for name in (*GOOD[:2], "slow"):
             wait_until_equal(source, tmp_path / name, 30)

@@ -21,17 +21,13 @@ import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
 from tests.support.notify import NotifySocket
-from tests.support.trees import wait_for, wait_until_equal
+from tests.support.trees import wait_for, wait_until_equal, write_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs the daemon as nobody)")
 
 NOBODY = pwd.getpwnam("nobody")
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", "--"]
 
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 class Mirror:
@@ -135,7 +131,7 @@ def write_a_few_at_a_time(mirror: Mirror, prefix: str, *ignore: str) -> None:
     """Other changes arrive at the normal pace while a path keeps failing."""
     for round_number in range(4):
         for index in range(3):
-            write(mirror.source / f"{prefix}{round_number % 2}" / f"file{round_number}-{index}",
+            write_file(mirror.source / f"{prefix}{round_number % 2}" / f"file{round_number}-{index}",
                   f"{round_number} {index}\n")
         if round_number == 2:
             (mirror.source / f"{prefix}0" / "file0-0").unlink()
@@ -143,10 +139,10 @@ def write_a_few_at_a_time(mirror: Mirror, prefix: str, *ignore: str) -> None:
 
 
 def test_an_unreadable_file_fails_alone_until_it_is_readable(mirror: Mirror) -> None:
-    write(mirror.source / "plain", "plain\n")
-    write(mirror.source / "sub" / "neighbour", "sent\n")
+    write_file(mirror.source / "plain", "plain\n")
+    write_file(mirror.source / "sub" / "neighbour", "sent\n")
     secret = mirror.source / "sub" / "secret"
-    write(secret, "secret\n")
+    write_file(secret, "secret\n")
     secret.chmod(0)
     # The full sync exits 23 and still counts as done: in sync. (The fixture stops a daemon that is not.)
     with mirror.daemon.start() as daemon:
@@ -157,7 +153,7 @@ def test_an_unreadable_file_fails_alone_until_it_is_readable(mirror: Mirror) -> 
         mirror.wait_mirrored("sub/secret")
         assert not (mirror.destination / "sub" / "secret").exists()
         write_a_few_at_a_time(mirror, "dir", "sub/secret")
-        write(mirror.source / "sub" / "next-to-the-secret", "same directory\n")
+        write_file(mirror.source / "sub" / "next-to-the-secret", "same directory\n")
         mirror.wait_mirrored("sub/secret")
         # Its own retries are batches too, and exit 23 while the file stays unreadable.
         mirror.wait_log_matching(r"changes of \d+ paths sent .*\(rsync status 23\)")
@@ -175,19 +171,19 @@ def test_an_unreadable_file_fails_alone_until_it_is_readable(mirror: Mirror) -> 
 
 
 def test_an_unreadable_directory_fails_alone_until_it_is_readable(mirror: Mirror) -> None:
-    write(mirror.source / "plain", "plain\n")
-    write(mirror.source / "elsewhere" / "deleted-meanwhile", "goes while locked is unreadable\n")
-    write(mirror.source / "elsewhere" / "kept", "kept\n")
+    write_file(mirror.source / "plain", "plain\n")
+    write_file(mirror.source / "elsewhere" / "deleted-meanwhile", "goes while locked is unreadable\n")
+    write_file(mirror.source / "elsewhere" / "kept", "kept\n")
     locked = mirror.source / "locked"
-    write(locked / "inside", "inside\n")
-    write(locked / "inner" / "deeper", "deeper\n")
+    write_file(locked / "inside", "inside\n")
+    write_file(locked / "inner" / "deeper", "deeper\n")
     locked.chmod(0)
     # Left over at the destination: the full sync deletes them unless rsync skips its deletions ("IO error
     # encountered -- skipping file deletion"); in a directory rsync reaches after the failing one it does,
     # so a full sync must follow once that one is readable.
-    write(mirror.source / "zzz-after-locked" / "kept", "kept\n")
+    write_file(mirror.source / "zzz-after-locked" / "kept", "kept\n")
     for stale in ("stale/old", "elsewhere/stale-too", "zzz-after-locked/stale"):
-        write(mirror.destination / stale, "old\n")
+        write_file(mirror.destination / stale, "old\n")
     for directory, _, files in os.walk(mirror.destination):
         for path in [directory, *(os.path.join(directory, name) for name in files)]:
             os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
@@ -206,7 +202,7 @@ def test_an_unreadable_directory_fails_alone_until_it_is_readable(mirror: Mirror
         assert not (mirror.destination / "zzz-after-locked" / "stale").exists()
         mirror.wait_cleared("locked")
         # Readable now, so watched like any directory: a change in it flows at the normal delay.
-        write(locked / "inner" / "after-the-fix", "after\n")
+        write_file(locked / "inner" / "after-the-fix", "after\n")
         mirror.wait_mirrored()
         daemon.wait_synced()
         mirror.assert_never_retried()

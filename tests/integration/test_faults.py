@@ -5,42 +5,22 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.fakes import FAKE_RSYNC
+from tests.support.mounts import Mounts
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import Workload
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, sysctls)")
 
 
-def start(tmp_path: Path, source: Path, destination: Path, *extra: str) -> Daemon:
+def start(tmp_path: Path, source: Path, destination: Path, *extra: str, env: dict[str, str] | None = None) -> Daemon:
     return Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                  "--delay", "0.1", "--retry-max-interval", "2", *extra).start()
-
-
-@contextmanager
-def mounted(*mount_arguments: str, target: Path) -> Iterator[None]:
-    subprocess.run(["mount", *mount_arguments, str(target)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
-
-
-def fake_rsync(tmp_path: Path, name: str, body: str) -> Path:
-    """A small stand-in for rsync (wired in with --rsync-binary) for faults real rsync cannot
-    be made to show on demand; it runs the real rsync for everything else: ``rsync`` by name, the
-    test's deletion path's rsync (first in the daemon's PATH)."""
-    fake = tmp_path / name
-    fake.write_text("#!/bin/bash\n" + body + '\nexec rsync "$@"\n')
-    fake.chmod(0o755)
-    return fake
+                  "--delay", "0.1", "--retry-max-interval", "2", *extra, env=env).start()
 
 
 def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees: tuple[Path, Path]) -> None:
@@ -64,56 +44,53 @@ def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees:
 
 
 @needs_root
-def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Path],
+                                           mounts: Mounts) -> None:
     source, destination = trees
     write_file(source / "before", "before\n")
     with start(tmp_path, source, destination) as daemon:
         wait_until_equal(source, destination, 20)
-        subprocess.run(["mount", "--bind", str(destination), str(destination)], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,ro,bind", str(destination)], check=True)
-            write_file(source / "during" / "file", "during\n")
-            status = daemon.wait_state("retrying", 30)
-            assert status["last_error"]["rsync_status"] != 0
-            assert status["pending"] > 0
-        finally:
-            subprocess.run(["umount", "-l", str(destination)], check=False)
+        mounts.make_read_only(destination)
+        write_file(source / "during" / "file", "during\n")
+        status = daemon.wait_state("retrying", 30)
+        assert status["last_error"]["rsync_status"] != 0
+        assert status["pending"] > 0
+        mounts.unmount(destination, lazy=True)
         wait_until_equal(source, destination, 30)
         assert daemon.status()["state"] == "in-sync" or daemon.wait_state("in-sync")
 
 
 @needs_root
-def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tuple[Path, Path],
+                                                       mounts: Mounts) -> None:
     source, destination = trees
-    with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", target=destination), \
-            start(tmp_path, source, destination) as daemon:
+    mounts.mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", target=destination)
+    with start(tmp_path, source, destination) as daemon:
         for index in range(4):
             write_file(source / f"big{index}", os.urandom(1024 * 1024))
         status = daemon.wait_state("retrying", 30)
         assert status["last_error"]["rsync_status"] in (11, 12, 23), status
         daemon.wait_log("rsync status")
-        subprocess.run(["mount", "-o", "remount,size=64m", str(destination)], check=True)
+        mounts.mount("-o", "remount,size=64m", target=destination)
         wait_until_equal(source, destination, 30)
 
 
 @needs_root
-def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
+def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path],
+                                                     mounts: Mounts) -> None:
     source, destination = trees
     (source / "locked").mkdir()
     write_file(source / "free", "free\n")
     with start(tmp_path, source, destination) as daemon:
         wait_until_equal(source, destination, 20)
         target = destination / "locked"
-        subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-            write_file(source / "locked" / "cannot-land-yet", "x\n")
-            write_file(source / "free-2", "lands at once\n")
-            wait_for(lambda: (destination / "free-2").exists(), 20, "the writable part was not sent")
-            wait_for(lambda: (daemon.status().get("last_error") or {}).get("rsync_status") == 23, 20,
-                     lambda: f"no status 23 reported: {daemon.status()}")
-        finally:
-            subprocess.run(["umount", "-l", str(target)], check=False)
+        mounts.make_read_only(target)
+        write_file(source / "locked" / "cannot-land-yet", "x\n")
+        write_file(source / "free-2", "lands at once\n")
+        wait_for(lambda: (destination / "free-2").exists(), 20, "the writable part was not sent")
+        wait_for(lambda: (daemon.status().get("last_error") or {}).get("rsync_status") == 23, 20,
+                 lambda: f"no status 23 reported: {daemon.status()}")
+        mounts.unmount(target, lazy=True)
         wait_until_equal(source, destination, 30)
 
 
@@ -121,12 +98,8 @@ def test_vanished_files_status_24_are_sent_again(tmp_path: Path, trees: tuple[Pa
     """A fake rsync that exits 24 without sending anything the first time a batch runs."""
     source, destination = trees
     marker = tmp_path / "fake-rsync-done"
-    fake = fake_rsync(tmp_path, "vanishing-rsync", f"""
-case " $* " in
-  *" --ignore-times "*)
-    if [ ! -e {marker} ]; then touch {marker}; cat >/dev/null; echo "file has vanished" >&2; exit 24; fi ;;
-esac""")
-    with start(tmp_path, source, destination, "--rsync-binary", str(fake)) as daemon:
+    with start(tmp_path, source, destination, "--rsync-binary", str(FAKE_RSYNC),
+               env={"FAKE_RSYNC_BATCH": "vanish", "FAKE_RSYNC_BATCH_ONCE": str(marker)}) as daemon:
         write_file(source / "first", "1\n")
         wait_until_equal(source, destination, 20)
         assert marker.exists()
@@ -198,12 +171,9 @@ def test_stop_signal_twice_stops_at_once(tmp_path: Path, trees: tuple[Path, Path
     and a time limit of an hour); the second stops it at once, long before stop_timeout."""
     source, destination = trees
     started = tmp_path / "hanging-rsync-started"
-    hanging = fake_rsync(tmp_path, "hanging-rsync", f"""
-case " $* " in
-  *" --ignore-times "*) touch {started}; exec sleep 3600 ;;
-esac""")
-    with start(tmp_path, source, destination, "--rsync-binary", str(hanging), "--stop-timeout", "600",
-               "--time-limit", "3600") as daemon:
+    with start(tmp_path, source, destination, "--rsync-binary", str(FAKE_RSYNC), "--stop-timeout", "600",
+               "--time-limit", "3600", env={"FAKE_RSYNC_BATCH": "hang", "FAKE_RSYNC_BATCH_STARTED": str(started)}
+               ) as daemon:
         write_file(source / "sent-by-a-hanging-rsync")
         wait_for(started.exists, 30, lambda: f"the batch rsync never ran:\n{daemon.log()}")
         daemon.signal(signal.SIGTERM)
@@ -217,15 +187,10 @@ def test_rsync_builds_with_broken_delete_missing_args_fall_back(tmp_path: Path, 
     """Some rsync builds fail --delete-missing-args with --files-from ('invalid file mode 00'):
     deletions then go by re-checking the parent directories, and still reach the mirror."""
     source, destination = trees
-    broken = fake_rsync(tmp_path, "broken-rsync", """
-for argument in "$@"; do
-  if [ "$argument" = --delete-missing-args ]; then
-    echo "invalid file mode 00 for ghost [Receiver]" >&2; exit 2
-  fi
-done""")
     for index in range(5):
         write_file(source / "dir" / f"f{index}", f"{index}\n")
-    with start(tmp_path, source, destination, "--rsync-binary", str(broken)) as daemon:
+    with start(tmp_path, source, destination, "--rsync-binary", str(FAKE_RSYNC),
+               env={"FAKE_RSYNC_NO_DELETE_MISSING_ARGS": "1"}) as daemon:
         (source / "dir" / "f1").unlink()
         shutil.rmtree(source / "dir")
         write_file(source / "kept", "kept\n")
@@ -238,9 +203,9 @@ def probing_daemon(tmp_path: Path, source: Path, destination: Path) -> tuple[Dae
     probe's scratch directory goes) is the test's own."""
     calls, scratch = tmp_path / "rsync-calls", tmp_path / "tmp"
     scratch.mkdir()
-    noting = fake_rsync(tmp_path, "noting-rsync", f'printf "%s\\n" "$*" >> {calls}')
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                    "--delay", "0", "--rsync-binary", str(noting), env={"TMPDIR": str(scratch)})
+                    "--delay", "0", "--rsync-binary", str(FAKE_RSYNC),
+                    env={"TMPDIR": str(scratch), "FAKE_RSYNC_CALLS": str(calls)})
     return daemon, calls, scratch
 
 
@@ -287,12 +252,8 @@ def test_a_probe_no_batch_took_is_reaped_at_stop(tmp_path: Path, trees: tuple[Pa
 def test_a_hung_rsync_is_killed_at_the_time_limit_and_retried(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     marker = tmp_path / "hung-once"
-    hanging = fake_rsync(tmp_path, "hanging-rsync", f"""
-case " $* " in
-  *" --ignore-times "*)
-    if [ ! -e {marker} ]; then touch {marker}; exec sleep 3600; fi ;;
-esac""")
-    with start(tmp_path, source, destination, "--rsync-binary", str(hanging), "--time-limit", "1") as daemon:
+    with start(tmp_path, source, destination, "--rsync-binary", str(FAKE_RSYNC), "--time-limit", "1",
+               env={"FAKE_RSYNC_BATCH": "hang", "FAKE_RSYNC_BATCH_ONCE": str(marker)}) as daemon:
         write_file(source / "after-the-hang", "sent on retry\n")
         wait_until_equal(source, destination, 30)
         assert marker.exists()

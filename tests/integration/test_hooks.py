@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.daemon import Daemon
-from tests.support.trees import wait_for, wait_until_equal
+from tests.support.fakes import FAKE_RSYNC
+from tests.support.trees import wait_for, wait_until_equal, write_file
 
 # Records one call: its PIRSYNCD_* environment and its stdin split at NUL, as OUT/N.json.
 RECORDER = """\
@@ -27,10 +28,6 @@ print(f"recorded call {number} with {len(paths)} paths")
 """
 
 
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-
 
 def recorder(tmp_path: Path, name: str) -> tuple[str, Path]:
     """The hook command line of a recorder, and the directory its calls land in."""
@@ -45,20 +42,21 @@ def calls(out: Path) -> list[dict[str, Any]]:
             for number in range(len(list(out.glob("*.json"))))]
 
 
-def named_daemon(tmp_path: Path, source: Path, destination: Path, hooks: str, *extra: str) -> Daemon:
+def named_daemon(tmp_path: Path, source: Path, destination: Path, hooks: str, *extra: str,
+                 env: dict[str, str] | None = None) -> Daemon:
     """Instance "www" from a config directory, with a [hooks] section."""
     config_dir = tmp_path / "conf"
     config_dir.mkdir()
     (config_dir / "www.conf").write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.1\n"
                                          f"retry_max_interval = 2\n\n[hooks]\n{hooks}\n")
-    return Daemon(tmp_path / "daemon", "www", "--config-dir", str(config_dir), *extra)
+    return Daemon(tmp_path / "daemon", "www", "--config-dir", str(config_dir), *extra, env=env)
 
 
 def test_on_sync_gets_the_environment_and_the_changed_paths_on_stdin(tmp_path: Path,
                                                                     trees: tuple[Path, Path]) -> None:
     source, destination = trees
     command, out = recorder(tmp_path, "on-sync")
-    write(source / "before", "before\n")
+    write_file(source / "before", "before\n")
     with named_daemon(tmp_path, source, destination, f"on_sync = {command}").start() as daemon:
         first = wait_for(lambda: calls(out), 10, lambda: f"on_sync never ran after the full sync:\n{daemon.log()}")[0]
         assert first["env"] == {
@@ -67,10 +65,10 @@ def test_on_sync_gets_the_environment_and_the_changed_paths_on_stdin(tmp_path: P
             "PIRSYNCD_BYTES": first["env"]["PIRSYNCD_BYTES"], "PIRSYNCD_RSYNC_STATUS": "0", "PIRSYNCD_ERROR": ""}
         assert int(first["env"]["PIRSYNCD_BYTES"]) > 0 and first["paths"] == []
         wanted = {"new file", "line\nbreak", "renamed", "to-rename", "before"}  # a rename's old path too
-        write(source / "new file", "1\n")
-        write(source / "line\nbreak", "2\n")
-        write(source / "sub dir" / "deep", "3\n")
-        write(source / "to-rename", "4\n")
+        write_file(source / "new file", "1\n")
+        write_file(source / "line\nbreak", "2\n")
+        write_file(source / "sub dir" / "deep", "3\n")
+        write_file(source / "to-rename", "4\n")
         wait_until_equal(source, destination, 20)
         (source / "to-rename").rename(source / "renamed")
         (source / "before").unlink()
@@ -100,7 +98,7 @@ def test_a_hanging_hook_is_killed_at_its_time_limit_while_syncing_goes_on(tmp_pa
         wait_for(lambda: pids.exists() and pids.read_text(), 10, "on_sync never started")
         first_pid = int(pids.read_text().split()[0])
         for index in range(5):  # while the hook hangs, every change is mirrored all the same
-            write(source / f"f{index}", f"{index}\n")
+            write_file(source / f"f{index}", f"{index}\n")
             wait_until_equal(source, destination, 15)
             if os.path.exists(f"/proc/{first_pid}"):
                 assert len(pids.read_text().split()) == 1, "a second call started while the first still ran"
@@ -109,7 +107,7 @@ def test_a_hanging_hook_is_killed_at_its_time_limit_while_syncing_goes_on(tmp_pa
         wait_for(lambda: not os.path.exists(f"/proc/{first_pid}"), 10, "the hung hook is still running")
         # The calls that waited behind it were coalesced into one more call (which hangs too).
         wait_for(lambda: len(pids.read_text().split()) == 2, 10, lambda: pids.read_text())
-        write(source / "after", "after\n")
+        write_file(source / "after", "after\n")
         wait_until_equal(source, destination, 5)
         assert daemon.status()["hooks"]["on_sync"].get("timeout", 0) >= 1
     assert len(pids.read_text().split()) <= 3
@@ -122,7 +120,7 @@ def test_a_failing_hook_is_counted_not_retried_and_syncing_goes_on(tmp_path: Pat
     hook = f"on_sync = sh -c 'echo run >> {runs}; echo purge failed >&2; exit 3'"
     with named_daemon(tmp_path, source, destination, hook).start() as daemon:
         for index in range(3):
-            write(source / f"f{index}", f"{index}\n")
+            write_file(source / f"f{index}", f"{index}\n")
             wait_until_equal(source, destination, 10)
             daemon.wait_synced()
         daemon.wait_log("on_sync hook failed (exit status 3); it is not retried")
@@ -139,14 +137,11 @@ def test_on_failure_is_told_once_when_failing_and_once_when_recovered(tmp_path: 
     source, destination = trees
     command, out = recorder(tmp_path, "on-failure")
     broken = tmp_path / "destination-down"
-    fake = tmp_path / "failing-rsync"
-    fake.write_text(f'#!/bin/bash\nif [ -e {broken} ]; then echo "rsync: connection refused" >&2; exit 10; fi\n'
-                    'exec rsync "$@"\n')
-    fake.chmod(0o755)
-    daemon = named_daemon(tmp_path, source, destination, f"on_failure = {command}", "--rsync-binary", str(fake))
+    daemon = named_daemon(tmp_path, source, destination, f"on_failure = {command}", "--rsync-binary", str(FAKE_RSYNC),
+                          env={"FAKE_RSYNC_DOWN": str(broken)})
     with daemon.start():
         broken.touch()
-        write(source / "while-down", "x\n")
+        write_file(source / "while-down", "x\n")
         daemon.wait_state("retrying", 30)
         failing = wait_for(lambda: calls(out), 10, lambda: f"on_failure never ran:\n{daemon.log()}")[0]["env"]
         assert failing["PIRSYNCD_HOOK"] == "on_failure" and failing["PIRSYNCD_EVENT"] == "failing"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import REPO, Daemon, overflow_the_inotify_queue, start_with_a_small_inotify_queue
-from tests.support.trees import wait_for, wait_until_equal
+from tests.support.fakes import FAKE_RSYNC
+from tests.support.trees import wait_for, wait_until_equal, write_file
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser", reason="needs python3-prometheus-client")
 
@@ -27,10 +28,6 @@ RUN_FAILED = re.compile(r"(full sync|\w+ of \d+ paths) failed after")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def read_metrics(path: Path) -> Samples:
@@ -55,11 +52,13 @@ def logged_runs(log: str) -> tuple[int, int, int, int]:
             sum(int(sent.replace(",", "")) for _, _, sent in succeeded))
 
 
-def start(tmp_path: Path, source: Path, destination: Path, *extra: str) -> tuple[Daemon, Path]:
+def start(tmp_path: Path, source: Path, destination: Path, *extra: str,
+          env: dict[str, str] | None = None) -> tuple[Daemon, Path]:
     metrics = tmp_path / "textfile" / "pirsyncd.prom"
     metrics.parent.mkdir()
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                    "--delay", "0.1", "--retry-max-interval", "2", "--metrics-file", str(metrics), *extra)
+                    "--delay", "0.1", "--retry-max-interval", "2", "--metrics-file", str(metrics), *extra,
+                    env=env)
     return daemon.start(), metrics
 
 
@@ -79,12 +78,12 @@ def settled(daemon: Daemon, metrics: Path) -> Samples:
 def test_metrics_count_the_runs_files_and_bytes_of_syncs(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     for index in range(2):
-        write(source / f"before{index}", f"before {index}\n")
+        write_file(source / f"before{index}", f"before {index}\n")
     started = time.time()
     daemon, metrics = start(tmp_path, source, destination)
     with daemon:
         for index in range(5):
-            write(source / "sub" / f"new{index}", f"new {index}\n" * 100)
+            write_file(source / "sub" / f"new{index}", f"new {index}\n" * 100)
         wait_until_equal(source, destination, 20)
         changed_at = time.time()
         (source / "before0").unlink()
@@ -122,14 +121,11 @@ def test_metrics_count_the_runs_files_and_bytes_of_syncs(tmp_path: Path, trees: 
 def test_metrics_count_failed_runs_and_show_the_state(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     broken = tmp_path / "destination-down"
-    fake = tmp_path / "failing-rsync"
-    fake.write_text(f'#!/bin/bash\nif [ -e {broken} ]; then echo "rsync: connection refused" >&2; exit 10; fi\n'
-                    'exec rsync "$@"\n')
-    fake.chmod(0o755)
-    daemon, metrics = start(tmp_path, source, destination, "--rsync-binary", str(fake))
+    daemon, metrics = start(tmp_path, source, destination, "--rsync-binary", str(FAKE_RSYNC),
+                            env={"FAKE_RSYNC_DOWN": str(broken)})
     with daemon:
         broken.touch()
-        write(source / "while-down", "x\n")
+        write_file(source / "while-down", "x\n")
         daemon.wait_state("retrying", 30)
         wait_for(lambda: total(read_metrics(metrics), "pirsyncd_state", state="retrying") == 1, 10,
                  lambda: metrics.read_text())

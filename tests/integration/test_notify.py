@@ -15,6 +15,7 @@ import pytest
 
 from pirsyncd import exitcodes
 from tests.support.daemon import Daemon
+from tests.support.fakes import WITHOUT_SYSTEMD_PYTHON
 from tests.support.notify import Message, NotifySocket
 from tests.support.processes import is_stopped
 from tests.support.trees import wait_for, write_file
@@ -220,7 +221,6 @@ def test_sighup_with_a_broken_config_still_sends_ready(tmp_path: Path, trees: tu
 
 
 # -- asked to notify and unable to: one error line and its own exit status, never a silent start timeout
-WITHOUT_SYSTEMD_PYTHON = Path(__file__).resolve().parents[1] / "support" / "fakes" / "python-without-systemd"
 
 
 def only_line(daemon: Daemon) -> str:

@@ -8,12 +8,7 @@ import signal
 from pathlib import Path
 
 from tests.support.daemon import Daemon, run_pirsyncd
-from tests.support.trees import differences, snapshot, wait_for, wait_until_equal
-
-
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
+from tests.support.trees import differences, snapshot, wait_for, wait_until_equal, write_file
 
 
 def daemon_for(tmp_path: Path, source: Path, destination: Path, *extra: str) -> Daemon:
@@ -35,9 +30,9 @@ def churn(source: Path, operations: int) -> None:
     10% deleted."""
     created = [source / f"dir{index % 50}" / f"file{index}" for index in range(operations * 4 // 10)]
     for index, path in enumerate(created):
-        write(path, f"first {index}\n")
+        write_file(path, f"first {index}\n")
     for index, path in enumerate(created[: operations * 3 // 10]):
-        write(path, f"second {index}\n" * (index % 7 + 1))
+        write_file(path, f"second {index}\n" * (index % 7 + 1))
     renamed = created[: operations * 2 // 10]
     for path in renamed:
         path.rename(path.with_name(path.name + "-renamed"))
@@ -48,7 +43,7 @@ def churn(source: Path, operations: int) -> None:
 def test_paused_nothing_is_sent_while_10000_changes_are_read_and_resume_mirrors(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    write(source / "before", "before\n")
+    write_file(source / "before", "before\n")
     for index in range(50):
         (source / f"dir{index}").mkdir()  # watched and mirrored: each file below is a path of its own
     # 10,000 changes make about 23,000 events: more than the default queue (16,384) holds, so a
@@ -85,7 +80,7 @@ def test_past_full_sync_threshold_a_pause_ends_in_one_full_sync(tmp_path: Path, 
     with daemon_for(tmp_path, source, destination, "--full-sync-threshold", "50").start() as daemon:
         pirsyncd("pause", daemon)
         for index in range(200):
-            write(source / f"f{index}", f"{index}\n")
+            write_file(source / f"f{index}", f"{index}\n")
         daemon.signal(signal.SIGUSR1)  # a barrier: once answered, every change above has been read
         wait_for(lambda: daemon.status().get("barrier_requests", 0) == 1, 10, "the barrier was not answered")
         assert daemon.status()["full_sync_owed"] is True, "the pending paths did not collapse into a full sync"
@@ -106,7 +101,7 @@ def test_a_pause_survives_a_reload_and_a_restart_and_stop_still_stops(tmp_path: 
         pirsyncd("pause", daemon)
         pause_file = Path(daemon.status()["pause_file"])
         assert pause_file.exists()
-        write(source / "while-paused", "1\n")
+        write_file(source / "while-paused", "1\n")
         wait_for(lambda: daemon.status().get("pending", 0) >= 1, 10, "the change was not read")
         assert daemon.stop(timeout=15) == 0, "a paused daemon must still stop"  # at once, not after stop_timeout
     assert not (destination / "while-paused").exists()
@@ -118,7 +113,7 @@ def test_a_pause_survives_a_reload_and_a_restart_and_stop_still_stops(tmp_path: 
     with restarted.start(wait_in_sync=False):
         status = restarted.wait_state("paused")
         assert status["paused"] is True
-        write(source / "after-restart", "2\n")
+        write_file(source / "after-restart", "2\n")
         restarted.signal(signal.SIGHUP)
         restarted.wait_log("reloaded the configuration")
         assert restarted.wait_state("paused")["paused"] is True

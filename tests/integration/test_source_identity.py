@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.mounts import Mounts
-from tests.support.trees import Entry, snapshot, wait_for, wait_until_equal
+from tests.support.trees import Entry, snapshot, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)")
@@ -26,19 +26,15 @@ LOST = "syncing stopped so the mirror is not wiped"
 RELOAD_HINT = "if this is the source now, reload to mirror it"
 
 
-def write(path: Path, data: str | bytes = "data\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-
 
 def populate(root: Path) -> None:
     """Files, nested directories, hostile names and a symlink: what the mirror must keep."""
     for index in range(6):
-        write(root / f"dir{index % 3}" / f"file{index}", f"content {index}\n")
-    write(root / "deep" / "er" / "still" / "bottom", "bottom\n")
+        write_file(root / f"dir{index % 3}" / f"file{index}", f"content {index}\n")
+    write_file(root / "deep" / "er" / "still" / "bottom", "bottom\n")
     for name in HOSTILE_NAMES[:12]:
-        write(root / "hostile" / name, f"named {name!r}\n")
-    write(root / "top-file", "top\n")
+        write_file(root / "hostile" / name, f"named {name!r}\n")
+    write_file(root / "top-file", "top\n")
     os.symlink("top-file", root / "link")
 
 
@@ -110,7 +106,7 @@ def test_bind_mount_lazily_unmounted_while_the_old_tree_is_written(tmp_path: Pat
     original.mkdir()
     destination.mkdir()
     populate(original)
-    write(source / "under-the-mount-point", "hidden while mounted\n")  # not empty once unmounted
+    write_file(source / "under-the-mount-point", "hidden while mounted\n")  # not empty once unmounted
     mounts.mount("--bind", str(original), target=source)
     with start(tmp_path, source, destination) as daemon:
         before = mirrored(daemon, source, destination)
@@ -149,7 +145,7 @@ def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
         wait_rechecked(daemon, "is empty but the destination is not")  # the bare mount point
         assert_kept(destination, before, daemon)
         # Something appearing at the path later is not the source either.
-        write(source / "appeared-later", "not the source\n")
+        write_file(source / "appeared-later", "not the source\n")
         wait_rechecked(daemon, "now leads to another directory")
         assert_kept(destination, before, daemon)
         assert daemon.alive()
@@ -165,7 +161,7 @@ def test_tmpfs_mounted_on_top_of_the_running_source(tmp_path: Path, mounts: Moun
         old_tree = open_directory(source)  # the covered tree, still written to
         try:
             mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
-            write(source / "on-the-top-mount", "not empty, so only the identity tells\n")
+            write_file(source / "on-the-top-mount", "not empty, so only the identity tells\n")
             churn_old_tree(old_tree)
             wait_lost(daemon, source)
             wait_rechecked(daemon, "now leads to another directory")
@@ -191,12 +187,12 @@ def test_source_renamed_away_and_another_directory_put_in_its_place(
         source.rename(away)
         source.mkdir()
         if replacement == "non-empty":
-            write(source / "stranger" / "file", "another tree\n")
+            write_file(source / "stranger" / "file", "another tree\n")
         wait_lost(daemon, source)
         # The real source changes while it is away: not mirrored now, but once it is back.
         (away / "top-file").unlink()
         shutil.rmtree(away / "dir1")
-        write(away / "written-while-away", "while away\n")
+        write_file(away / "written-while-away", "while away\n")
         wait_rechecked(daemon, "is empty but the destination is not" if replacement == "empty"
                        else "now leads to another directory")
         assert_kept(destination, before, daemon)
@@ -217,8 +213,8 @@ def test_a_reload_accepts_the_directory_now_at_the_source_path(tmp_path: Path) -
         before = mirrored(daemon, source, destination)
         source.rename(away)
         source.mkdir()
-        write(source / "new-tree" / "file", "the new source\n")
-        write(source / "top-file", "same name, new content\n")
+        write_file(source / "new-tree" / "file", "the new source\n")
+        write_file(source / "top-file", "same name, new content\n")
         wait_lost(daemon, source)
         wait_rechecked(daemon, "now leads to another directory")
         assert_kept(destination, before, daemon)
@@ -228,7 +224,7 @@ def test_a_reload_accepts_the_directory_now_at_the_source_path(tmp_path: Path) -
         identity = daemon.status()["source_identity"]
         assert (identity["device"], identity["inode"]) == (os.stat(source).st_dev, os.stat(source).st_ino)
         # The new directory is watched: later changes in it are mirrored.
-        write(source / "new-tree" / "after-the-reload", "watched\n")
+        write_file(source / "new-tree" / "after-the-reload", "watched\n")
         (source / "top-file").unlink()
         wait_until_equal(source, destination, 30)
         daemon.wait_synced()

@@ -17,6 +17,12 @@ class Mounts:
         subprocess.run(["mount", *arguments, str(target)], check=True)
         self.targets.append(target)
 
+    def make_read_only(self, target: Path) -> None:
+        """Make the directory ``target`` read-only where it is: a bind mount of it onto itself,
+        remounted read-only; :meth:`unmount` makes it writable again."""
+        self.mount("--bind", str(target), target=target)
+        self.mount("-o", "remount,ro,bind", target=target)
+
     def unmount(self, target: Path, lazy: bool = False) -> None:
         subprocess.run(["umount", *(["-l"] if lazy else []), str(target)], check=True)
 
