@@ -20,6 +20,8 @@ from tests.support.workload import PROFILES, Workload
 SEEDS_PER_PROFILE = int(os.environ.get("PIRSYNCD_CHURN_SEEDS", "20"))
 FIXED_SEED = os.environ.get("PIRSYNCD_CHURN_SEED")
 
+pytestmark = pytest.mark.slow  # minutes: left out of -m "not slow" runs
+
 
 def churn(tmp_path: Path, seed: int, profile: str, operations: int, rounds: int = 1,
           delay: str = "0.05") -> None:
