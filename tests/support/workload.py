@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .trees import Listing, display_path, list_tree, subtree_extent
 
-PROFILES = ("mixed", "hostile", "renames", "burst", "sneaky", "deploy")
+PROFILES = ("mixed", "hostile", "renames", "burst", "sneaky", "deploy", "copylink")
 SEED_VARIABLE = "PIRSYNCD_CHURN_SEED"
 # Relative to the tree root; with a root of at most _MAX_ROOT_BYTES an absolute
 # path stays well under PATH_MAX (4096) on both source and destination.
@@ -51,7 +51,8 @@ assert all("/" not in name and "\0" not in name and name not in (".", "..") for 
 LONG_NAMES = ("x" * NAME_MAX_BYTES, "é" * (NAME_MAX_BYTES // 2))
 _LONG_NAME_PIECES = ("é", "日本", "x", "🎉", " ", "-", "'", "\n")
 _PLAIN_WORDS = ("file", "data", "notes", "img", "report", "cache", "dir", "src")
-_HOSTILE_CHANCE = {"mixed": 0.2, "hostile": 0.75, "renames": 0.2, "burst": 0.1, "sneaky": 0.2, "deploy": 0.1}
+_HOSTILE_CHANCE = {"mixed": 0.2, "hostile": 0.75, "renames": 0.2, "burst": 0.1, "sneaky": 0.2, "deploy": 0.1,
+                   "copylink": 0.1}
 _HOT_DIRECTORIES = ("burst-a", "-burst b", "burst-日本")
 
 _ALL_OPERATIONS = {
@@ -86,12 +87,18 @@ _PROFILE_WEIGHTS: dict[str, dict[str, int]] = {
         "move_out_and_back": 4, "move_in_from_outside": 2, "move_out_to_outside": 2,
         "delete_file": 2, "delete_tree": 1, "change_mode": 2,
     },
-    # What deploy tools do: copy a directory, remove the copy, link to the original and write
-    # into it at once (lsyncd #290); releases created, a ``current`` symlink switched, old ones pruned.
+    # What deploy tools do: releases created (fresh or copied from the last), a ``current``
+    # symlink switched (``ln -sfn``: unlink then symlink; ``mv -T``: a new link renamed over it),
+    # old releases pruned, files written through ``current``.
     "deploy": {
-        "deploy_copy_then_link": 6, "deploy_release": 6, "create_file": 6,
-        "make_filled_directory": 4, "make_deep_directories": 3, "overwrite_file": 3,
-        "atomic_save": 3, "rename_directory_then_write": 2, "delete_tree": 1,
+        "deploy_release": 10, "create_file": 6, "make_filled_directory": 4, "make_deep_directories": 2,
+        "overwrite_file": 3, "atomic_save": 3, "rename_directory_then_write": 2, "delete_tree": 1,
+    },
+    # lsyncd #290: copy a directory, remove the copy, put a symlink to the original in its place,
+    # then write and mkdir inside the original at once.
+    "copylink": {
+        "deploy_copy_then_link": 8, "create_file": 6, "make_filled_directory": 4,
+        "make_deep_directories": 3, "overwrite_file": 2, "deploy_release": 2, "delete_tree": 1,
     },
 }
 _RELEASES = "releases"
