@@ -31,14 +31,11 @@ from pathlib import Path
 
 from tests.support import rsyncs
 from tests.support.daemon import Daemon, run_pirsyncd
-from tests.support.trees import differences, wait_until_equal
 from tests.support.workload import PROFILES, Workload
 
 DEFAULT_DELAY = "1"
 DELAYS = ("0", DEFAULT_DELAY)
 WAIT_TIMEOUT = 120.0
-# Words in the daemon's log after the churn that mean it is not settled (as in test_churn.py).
-UNSETTLED_WORDS = ("retry in", "IO error encountered", "Traceback")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,30 +130,15 @@ class Group:
         outside.mkdir()
         workload = Workload(root, run.seed, run.profile, outside)
         workload.run(run.operations)
-        if (problem := self._wait(daemon)) is not None:
-            return "unsettled", f"{problem}\n{workload.report()}"
-        found = differences(self.source, self.destination)
-        if found:
-            try:
-                wait_until_equal(self.source, self.destination, 10)
-                late = "the trees became equal within 10 s after pirsyncd wait returned"
-            except AssertionError:
-                late = "still different 10 s later"
-            return "divergence", "\n".join([f"pirsyncd wait returned 0, but ({late}):", *found[:20],
-                                            workload.report()])
-        # Settled: a change made now is sent with no retry, and nothing is failing.
-        logged = len(daemon.log())
-        (root / "after-the-churn").write_text("settled\n")
-        if (problem := self._wait(daemon)) is not None:
-            return "unsettled", f"after the churn: {problem}\n{workload.report()}"
-        after = daemon.log()[logged:]
-        status = daemon.status()
-        if (self.destination / root.name / "after-the-churn").read_bytes() != b"settled\n":
-            return "unsettled", f"a change after the churn was not sent\n{workload.report()}"
-        if any(word in after for word in UNSETTLED_WORDS) or status.get("failing") or status.get(
-                "state") != "in-sync":
-            return "unsettled", f"not settled: state {status.get('state')!r}, failing {status.get('failing')!r}\n" \
-                                f"{after[-3000:]}\n{workload.report()}"
+        try:
+            daemon.assert_in_sync(self.source, self.destination, WAIT_TIMEOUT)
+        except AssertionError as error:
+            verdict = "divergence" if "the trees differ" in str(error) else "unsettled"
+            return verdict, f"{error}\n{workload.report()}"
+        try:
+            daemon.assert_settled(root / "after-the-churn", self.destination / root.name / "after-the-churn")
+        except (AssertionError, OSError) as error:
+            return "unsettled", f"not settled after the churn: {error}\n{workload.report()}"
         shutil.rmtree(root)
         shutil.rmtree(outside)
         if (problem := self._wait(daemon)) is not None:
