@@ -1,9 +1,10 @@
-"""Seeded random churn against the real daemon: after any workload and a quiet period,
-the destination equals the source. A failure prints the seed to replay it:
+"""Seeded random churn against the real daemon: once ``pirsyncd wait`` returns, the destination
+equals the source, and the daemon is settled. A failure prints the seed to replay it:
 
     PIRSYNCD_CHURN_SEED=1234 .venv/bin/python -m pytest tests/integration/test_churn.py -k mixed
 
 More seeds (a longer run): PIRSYNCD_CHURN_SEEDS=200 .venv/bin/python -m pytest tests/integration/test_churn.py
+Thousands, over every profile, delay and deletion path: scripts/soak --runs 2000 (tests/support/soak.py).
 """
 
 from __future__ import annotations

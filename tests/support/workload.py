@@ -11,6 +11,15 @@ of the tree: every operation lists the tree afresh, in sorted order, and draws
 from ``random.Random(seed)`` only. Paths are kept within
 ``MAX_RELATIVE_PATH_BYTES`` and ``MAX_DEPTH`` by construction, so no operation
 can fail with ENAMETOOLONG however deep the tree grows.
+
+Profiles (``PROFILES``): ``mixed`` (every classic operation), ``hostile`` (the same, mostly
+hostile names), ``renames``, ``burst`` (writes into a few hot directories), ``sneaky`` (changes
+an inotify mirror can miss or misplace: truncate(2) by path, same-size rewrites keeping the mtime
+and then a rename of their directory, writes through a second hard-link name, file <-> directory
+<-> symlink swaps, editor-style atomic saves, rename chains, directory renames followed at once
+by writes inside, moves out of the tree and back), ``deploy`` (releases, a ``current`` symlink
+switched by ``ln -sfn`` or ``mv -T``, old releases pruned) and ``copylink`` (lsyncd #290:
+``cp -r D copy; rm -r copy; ln -s D copy``, then writes and mkdirs inside ``D`` at once).
 """
 
 from __future__ import annotations
