@@ -233,8 +233,9 @@ class SyncJob:
         errors = rsync.analyse_errors(result.stderr, source, result.stdout.decode(errors="replace"))
         if errors.destination_trouble or not (errors.failed or errors.deletions_skipped):
             return verdict
+        facts = SourceFacts(source)  # a path through a symlink is gone, not failing
         failing = {path: reason for path, reason in errors.failed.items()
-                   if reason != "vanished" and os.path.lexists(os.path.join(source, path))}
+                   if reason != "vanished" and facts.kind(path) is not None}
         if errors.deletions_skipped:
             if mode == RunMode.FULL:
                 self.deletions_skipped_in_full = True
@@ -242,7 +243,7 @@ class SyncJob:
                 if mode == RunMode.DELETIONS:
                     self.redo_entries += [path for path in self._checking if _failing_ancestor(path, failing) is None]
                 removed = deleted if mode == RunMode.DELETIONS else [
-                    path for path in paths if not os.path.lexists(os.path.join(source, path))]
+                    path for path in paths if facts.kind(path) is None]
                 for path in removed:
                     parent = _failing_ancestor(path, failing)
                     if parent is None:
