@@ -13,16 +13,20 @@ now is sent with no retry, the status says in-sync and nothing failing. Then ``s
 trees, so one bug does not fail every run after it. ``--jobs 2`` runs two daemons at a time.
 
 A failing run prints one line to reproduce it; its report (the workload's operations, the
-differences, the end of the daemon log) is kept in the work directory.
+differences, the end of the daemon log) and its trees are kept in the work directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import contextlib
 import dataclasses
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -121,7 +125,9 @@ class Group:
             report.write_text(f"{run.reproduction()}\n{detail}\n--- daemon log:\n{daemon.log()[-20000:]}\n",
                               errors="replace")
             detail = f"{detail.splitlines()[0] if detail else ''} (report: {report})"
-            self.stop()  # the next run starts afresh
+            self.stop()  # the next run starts afresh; the trees stay for a look
+            for tree in (self.source, self.destination, self.outside):
+                tree.rename(self.workdir / f"seed-{run.seed}.{tree.name}")
         return Outcome(run, verdict, detail, time.monotonic() - started)
 
     def _churn_and_check(self, daemon: Daemon, run: Run) -> tuple[str, str]:
@@ -158,8 +164,13 @@ class Group:
         return None
 
 
-def soak_group(workdir: Path, deletion_path_name: str, delay: str, runs: list[Run]) -> list[Outcome]:
-    """Run ``runs`` (all on one deletion path and delay) one after another; print each failure."""
+def soak_group(workdir: Path, deletion_path_name: str, delay: str, runs: list[Run],
+               results: multiprocessing.queues.Queue[Outcome] | None = None) -> list[Outcome]:
+    """Run ``runs`` (all on one deletion path and delay) one after another; print each failure.
+
+    SIGTERM ends it between two steps, its daemon stopped first (the parent's way to stop it).
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     deletion_path = rsyncs.deletion_path(deletion_path_name)
     if deletion_path is None:
         raise SystemExit(rsyncs.missing_args_rsync_problem())
@@ -169,18 +180,60 @@ def soak_group(workdir: Path, deletion_path_name: str, delay: str, runs: list[Ru
         for run in runs:
             outcome = group.soak(run)
             outcomes.append(outcome)
+            if results is not None:
+                results.put(outcome)
             if outcome.verdict != "ok":
                 print(f"{outcome.verdict.upper()}: seed {run.seed} profile {run.profile} delay {run.delay} "
                       f"{run.deletion_path}: {outcome.detail}\n  reproduce: {run.reproduction()}", flush=True)
+    except KeyboardInterrupt:
+        pass  # asked to stop: the daemon is stopped below
     finally:
         group.stop()
     return outcomes
+
+
+def _interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _groups(plan: list[Run]) -> Iterator[tuple[str, str, list[Run]]]:
     keys = sorted({(run.deletion_path, run.delay) for run in plan})
     for deletion_path, delay in keys:
         yield deletion_path, delay, [run for run in plan if (run.deletion_path, run.delay) == (deletion_path, delay)]
+
+
+def _run_groups(workdir: Path, plan: list[Run], jobs: int) -> list[Outcome]:
+    """Each group in a process of its own, ``jobs`` at a time; on Ctrl-C or SIGTERM every
+    running one is sent SIGTERM (by PID) and waited for, so that it stops its daemon."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    results: multiprocessing.queues.Queue[Outcome] = multiprocessing.Queue()
+    waiting = list(_groups(plan))
+    running: list[multiprocessing.Process] = []
+    outcomes: list[Outcome] = []
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                deletion_path, delay, runs = waiting.pop(0)
+                process = multiprocessing.Process(target=soak_group, args=(
+                    workdir / f"{deletion_path}-delay{delay}", deletion_path, delay, runs, results))
+                process.start()
+                running.append(process)
+            with contextlib.suppress(queue.Empty):
+                outcomes.append(results.get(timeout=1))
+            for process in [process for process in running if not process.is_alive()]:
+                running.remove(process)
+                if process.exitcode:
+                    print(f"soak: a group's process exited with {process.exitcode}; its remaining runs "
+                          "are not counted", flush=True)
+        while not results.empty():
+            outcomes.append(results.get())
+    finally:
+        for process in running:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        for process in running:
+            process.join()
+    return outcomes
 
 
 def summarize(outcomes: list[Outcome], seconds: float) -> str:
@@ -227,12 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {len(plan)} runs of {arguments.operations} operations in {workdir}, {arguments.jobs} at a time",
           flush=True)
     started = time.monotonic()
-    outcomes: list[Outcome] = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, arguments.jobs)) as pool:
-        futures = [pool.submit(soak_group, workdir / f"{deletion_path}-delay{delay}", deletion_path, delay, runs)
-                   for deletion_path, delay, runs in _groups(plan)]
-        for future in futures:
-            outcomes.extend(future.result())
+    try:
+        outcomes = _run_groups(workdir, plan, max(1, arguments.jobs))
+    except KeyboardInterrupt:
+        print(f"soak: interrupted; the trees are in {workdir}", file=sys.stderr)
+        return 130
     seconds = time.monotonic() - started
     print(summarize(outcomes, seconds))
     failed = [outcome for outcome in outcomes if outcome.verdict != "ok"]
