@@ -71,6 +71,7 @@ class SyncJob:
         self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
         self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
         self.redo_entries: list[str] = []  # directories whose entries check rsync skipped: again at once
+        self.redo_whole: list[str] = []  # directories sent whole whose deletions rsync skipped: again at once
         self._checking: list[str] = []  # the directories the running DELETIONS run checks
         self.deletions_skipped_in_full = False
         self._steps = self._full_sync() if batch.full else self._batch()
@@ -227,7 +228,8 @@ class SyncJob:
 
         Paths that still exist are failing (retried on their own); paths gone from the source
         are not errors (their events are queued). Deletions rsync skipped because of an error
-        on the sending side are sent again at once, or with the failing parent.
+        on the sending side are sent again at once, or with the failing parent: removed paths,
+        and directories the run sent whole (their lost entries were not deleted either).
         """
         source = self.config.source
         errors = rsync.analyse_errors(result.stderr, source, result.stdout.decode(errors="replace"))
@@ -250,6 +252,17 @@ class SyncJob:
                         self.redo.append(path)
                     else:
                         failing.setdefault(path, failing[parent])
+                if mode in (RunMode.CHANGES, RunMode.VERIFY):
+                    # Listed directories go whole (-r, --delete): what they lost stayed too.
+                    for path in paths:
+                        if facts.kind(path) is not True:
+                            continue
+                        reason = failing.get(_failing_ancestor(path, failing) or "") or next(
+                            (why for failed, why in failing.items() if failed.startswith(path + "/")), None)
+                        if reason is None:
+                            self.redo_whole.append(path)
+                        else:  # it would fail again: sent again with the failing path's backoff
+                            failing.setdefault(path, reason)
         self.failed_paths.update(failing)
         if verdict.outcome == Outcome.VANISHED:
             return verdict
