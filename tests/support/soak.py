@@ -103,6 +103,9 @@ class Group:
         for directory in (self.source, self.destination, self.outside):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
+        # Between two runs the source must not be empty: pirsyncd refuses to mirror an empty
+        # source over a non-empty destination (allow_empty_source), by design.
+        (self.source / "soak").write_text("the soak's runs come and go beside this file\n")
         self.starts += 1
         with rsyncs.using(self.deletion_path):
             daemon = Daemon(self.workdir / f"daemon-{self.starts}", "--source", str(self.source),
