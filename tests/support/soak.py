@@ -213,6 +213,7 @@ def _run_groups(workdir: Path, plan: list[Run], jobs: int) -> list[Outcome]:
     waiting = list(_groups(plan))
     running: list[multiprocessing.Process] = []
     outcomes: list[Outcome] = []
+    started = time.monotonic()
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
@@ -230,6 +231,10 @@ def _run_groups(workdir: Path, plan: list[Run], jobs: int) -> list[Outcome]:
                           "are not counted", flush=True)
         while not results.empty():
             outcomes.append(results.get())
+    except KeyboardInterrupt:
+        print(f"soak: interrupted; the runs that ended so far:\n{summarize(outcomes, time.monotonic() - started)}",
+              flush=True)
+        raise
     finally:
         for process in running:
             if process.pid is not None and process.is_alive():
