@@ -90,8 +90,10 @@ def plan_runs(runs: int, first_seed: int, profiles: tuple[str, ...], delays: tup
 class Group:
     """One daemon (a deletion path and a delay) and the trees it mirrors, under ``workdir``."""
 
-    def __init__(self, workdir: Path, deletion_path: rsyncs.DeletionPath, delay: str) -> None:
+    def __init__(self, workdir: Path, deletion_path: rsyncs.DeletionPath, delay: str,
+                 daemon_arguments: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.daemon_arguments = daemon_arguments
         self.deletion_path = deletion_path
         self.delay = delay
         self.source, self.destination = workdir / "source", workdir / "destination"
@@ -109,7 +111,8 @@ class Group:
         self.starts += 1
         with rsyncs.using(self.deletion_path):
             daemon = Daemon(self.workdir / f"daemon-{self.starts}", "--source", str(self.source),
-                            "--destination", str(self.destination), "--delay", self.delay)
+                            "--destination", str(self.destination), "--delay", self.delay,
+                            *self.daemon_arguments)
         daemon.start(timeout=120)
         self.daemon = daemon
         return daemon
@@ -168,7 +171,8 @@ class Group:
 
 
 def soak_group(workdir: Path, deletion_path_name: str, delay: str, runs: list[Run],
-               results: multiprocessing.queues.Queue[Outcome] | None = None) -> list[Outcome]:
+               results: multiprocessing.queues.Queue[Outcome] | None = None,
+               daemon_arguments: tuple[str, ...] = ()) -> list[Outcome]:
     """Run ``runs`` (all on one deletion path and delay) one after another; print each failure.
 
     SIGTERM ends it between two steps, its daemon stopped first (the parent's way to stop it).
@@ -177,7 +181,7 @@ def soak_group(workdir: Path, deletion_path_name: str, delay: str, runs: list[Ru
     deletion_path = rsyncs.deletion_path(deletion_path_name)
     if deletion_path is None:
         raise SystemExit(rsyncs.missing_args_rsync_problem())
-    group = Group(workdir, deletion_path, delay)
+    group = Group(workdir, deletion_path, delay, daemon_arguments)
     outcomes = []
     try:
         for run in runs:
@@ -205,7 +209,7 @@ def _groups(plan: list[Run]) -> Iterator[tuple[str, str, list[Run]]]:
         yield deletion_path, delay, [run for run in plan if (run.deletion_path, run.delay) == (deletion_path, delay)]
 
 
-def _run_groups(workdir: Path, plan: list[Run], jobs: int) -> list[Outcome]:
+def _run_groups(workdir: Path, plan: list[Run], jobs: int, daemon_arguments: tuple[str, ...] = ()) -> list[Outcome]:
     """Each group in a process of its own, ``jobs`` at a time; on Ctrl-C or SIGTERM every
     running one is sent SIGTERM (by PID) and waited for, so that it stops its daemon."""
     signal.signal(signal.SIGTERM, _interrupt)
@@ -219,7 +223,7 @@ def _run_groups(workdir: Path, plan: list[Run], jobs: int) -> list[Outcome]:
             while waiting and len(running) < jobs:
                 deletion_path, delay, runs = waiting.pop(0)
                 process = multiprocessing.Process(target=soak_group, args=(
-                    workdir / f"{deletion_path}-delay{delay}", deletion_path, delay, runs, results))
+                    workdir / f"{deletion_path}-delay{delay}", deletion_path, delay, runs, results, daemon_arguments))
                 process.start()
                 running.append(process)
             with contextlib.suppress(queue.Empty):
@@ -273,6 +277,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="only this deletion path (repeatable; default both)")
     parser.add_argument("--operations", type=int, default=150, help="workload operations per run (default 150)")
     parser.add_argument("--jobs", type=int, default=2, help="daemons at a time (default 2)")
+    parser.add_argument("--debug", action="store_true",
+                        help="run the daemons with --debug-events --debug-commands (slower; for a replay)")
     parser.add_argument("--workdir", type=Path, help="where the trees go (default a new temporary directory, "
                                                      "removed at the end when nothing failed)")
     return parser.parse_args(argv)
@@ -289,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     started = time.monotonic()
     try:
-        outcomes = _run_groups(workdir, plan, max(1, arguments.jobs))
+        outcomes = _run_groups(workdir, plan, max(1, arguments.jobs),
+                               ("--debug-events", "--debug-commands") if arguments.debug else ())
     except KeyboardInterrupt:
         print(f"soak: interrupted; the trees are in {workdir}", file=sys.stderr)
         return 130
