@@ -30,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,8 +61,9 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """How a run ended: ``ok``, ``divergence`` (``pirsyncd wait`` said in sync, the trees differ)
-    or ``unsettled`` (no confirmation, a retry, a failing path, a dead daemon)."""
+    """How a run ended: ``ok``, ``divergence`` (``pirsyncd wait`` said in sync, the trees differ),
+    ``unsettled`` (no confirmation, a retry, a failing path, a dead daemon) or ``error`` (the
+    workload or the harness failed: a bug of the test side)."""
 
     run: Run
     verdict: str
@@ -125,7 +127,10 @@ class Group:
     def soak(self, run: Run) -> Outcome:
         started = time.monotonic()
         daemon = self.daemon or self.start()
-        verdict, detail = self._churn_and_check(daemon, run)
+        try:
+            verdict, detail = self._churn_and_check(daemon, run)
+        except Exception:  # a bug of the workload or the harness: this run's, not the group's end
+            verdict, detail = "error", traceback.format_exc()
         if verdict != "ok":
             report = self.workdir / f"seed-{run.seed}.txt"
             report.write_text(f"{run.reproduction()}\n{detail}\n--- daemon log:\n{daemon.log()[-20000:]}\n",
@@ -261,7 +266,8 @@ def summarize(outcomes: list[Outcome], seconds: float) -> str:
     divergences = sum(outcome.verdict == "divergence" for outcome in outcomes)
     unsettled = sum(outcome.verdict == "unsettled" for outcome in outcomes)
     rate = len(outcomes) / seconds * 60 if seconds else 0.0
-    lines.append(f"runs: {len(outcomes)}, divergences: {divergences}, unsettled: {unsettled}; "
+    errors = sum(outcome.verdict == "error" for outcome in outcomes)
+    lines.append(f"runs: {len(outcomes)}, divergences: {divergences}, unsettled: {unsettled}, errors: {errors}; "
                  f"{seconds:.0f} s, {rate:.1f} runs/min")
     return "\n".join(lines)
 

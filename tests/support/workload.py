@@ -688,7 +688,9 @@ class Workload:
         else:
             os.makedirs(self._absolute(_join(release, "static")))
         for index in range(self._random.randint(1, 5)):
-            self._write(_join(release, f"file{index}"), self._random.randbytes(self._random.randint(0, 2048)))
+            # A release copied from the last may hold a directory by that name (made by other operations).
+            if not os.path.isdir(self._absolute(path := _join(release, f"file{index}"))):
+                self._write(path, self._random.randbytes(self._random.randint(0, 2048)))
         target = os.path.relpath(release, application)
         style = self._random.choice(("ln -sfn", "mv -T"))
         if style == "mv -T" or not os.path.lexists(self._absolute(current)):
