@@ -74,6 +74,7 @@ class SyncJob:
         self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
         self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
         self.redo_entries: list[str] = []  # directories whose entries check rsync skipped: again at once
+        self.redo_whole: list[str] = []  # directories sent whole whose deletions rsync skipped: again at once
         self._checking: list[str] = []  # the directories the running DELETIONS run checks
         self.deletions_skipped_in_full = False
         self._steps = self._full_sync() if batch.full else self._batch()
@@ -230,14 +231,16 @@ class SyncJob:
 
         Paths that still exist are failing (retried on their own); paths gone from the source
         are not errors (their events are queued). Deletions rsync skipped because of an error
-        on the sending side are sent again at once, or with the failing parent.
+        on the sending side are sent again at once, or with the failing parent: removed paths,
+        and directories the run sent whole (their lost entries were not deleted either).
         """
         source = self.config.source
         errors = rsync.analyse_errors(result.stderr, source, result.stdout.decode(errors="replace"))
         if errors.destination_trouble or not (errors.failed or errors.deletions_skipped):
             return verdict
+        facts = SourceFacts(source)  # a path through a symlink is gone, not failing
         failing = {path: reason for path, reason in errors.failed.items()
-                   if reason != "vanished" and os.path.lexists(os.path.join(source, path))}
+                   if reason != "vanished" and facts.kind(path) is not None}
         if errors.deletions_skipped:
             if mode == RunMode.FULL:
                 self.deletions_skipped_in_full = True
@@ -245,13 +248,24 @@ class SyncJob:
                 if mode == RunMode.DELETIONS:
                     self.redo_entries += [path for path in self._checking if _failing_ancestor(path, failing) is None]
                 removed = deleted if mode == RunMode.DELETIONS else [
-                    path for path in paths if not os.path.lexists(os.path.join(source, path))]
+                    path for path in paths if facts.kind(path) is None]
                 for path in removed:
                     parent = _failing_ancestor(path, failing)
                     if parent is None:
                         self.redo.append(path)
                     else:
                         failing.setdefault(path, failing[parent])
+                if mode in (RunMode.CHANGES, RunMode.VERIFY):
+                    # Listed directories go whole (-r, --delete): what they lost stayed too.
+                    for path in paths:
+                        if facts.kind(path) is not True:
+                            continue
+                        reason = failing.get(_failing_ancestor(path, failing) or "") or next(
+                            (why for failed, why in failing.items() if failed.startswith(path + "/")), None)
+                        if reason is None:
+                            self.redo_whole.append(path)
+                        else:  # it would fail again: sent again with the failing path's backoff
+                            failing.setdefault(path, reason)
         self.failed_paths.update(failing)
         if verdict.outcome == Outcome.VANISHED:
             return verdict

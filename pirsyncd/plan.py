@@ -29,8 +29,11 @@ class Facts(Protocol):
 class SourceFacts:
     """What a path of the source is now, by lstat, each asked once.
 
-    ``kind(path)`` is True for a directory, False for anything else, None when gone.
-    Tests can pass any object with the same ``kind`` method.
+    ``kind(path)`` is True for a directory, False for anything else, None when gone. A path
+    below anything but a directory is gone, also when lstat would find it through a symlink
+    (lstat follows symlinks in every component but the last): ``link/x`` with ``link -> real``
+    is not the source's ``real/x``, and sending it would make ``link`` a directory at the
+    destination. Tests can pass any object with the same ``kind`` method.
     """
 
     def __init__(self, root: str) -> None:
@@ -40,11 +43,20 @@ class SourceFacts:
     def kind(self, path: str) -> bool | None:
         if path in self._kinds:
             return self._kinds[path]
-        try:
-            answer: bool | None = stat.S_ISDIR(os.lstat(os.path.join(self.root, path)).st_mode)
-        except OSError:
-            answer = None
-        self._kinds[path] = answer
+        # From the nearest ancestor already known down to the path, each level lstat'ed once.
+        unknown = [path]
+        while (parent := os.path.dirname(unknown[-1])) not in self._kinds:
+            unknown.append(parent)
+        answer = self._kinds[parent]
+        for level in reversed(unknown):
+            if answer is True:
+                try:
+                    answer = stat.S_ISDIR(os.lstat(os.path.join(self.root, level)).st_mode)
+                except OSError:
+                    answer = None
+            else:
+                answer = None
+            self._kinds[level] = answer
         return answer
 
 

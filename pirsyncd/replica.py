@@ -290,10 +290,10 @@ class Replica:
         self.just_cleared = cleared
         if cleared:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
-        for path in job.redo:
-            self.pending.add(Change(ChangeKind.REMOVED, path, True), now)
-        for path in job.redo_entries:
-            self.pending.add(Change(ChangeKind.ENTRIES, path, True), now)
+        for kind, paths in ((ChangeKind.REMOVED, job.redo), (ChangeKind.ENTRIES, job.redo_entries),
+                            (ChangeKind.NEW_DIR, job.redo_whole)):
+            for path in paths:
+                self.pending.add(Change(kind, path, True), now)
         if job.deletions_skipped_in_full:
             self._log(logging.WARNING, "rsync skipped the deletions of this full sync because of the failing paths; "
                         "a full sync follows once they are sent")

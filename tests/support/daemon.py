@@ -20,7 +20,7 @@ import pytest
 from tests.support import rsyncs
 from tests.support.notify import NotifySocket
 from tests.support.processes import stop_process
-from tests.support.trees import wait_for, wait_until_equal, write_file
+from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 
 _Started = TypeVar("_Started")
 
@@ -170,6 +170,38 @@ class Daemon:
         result = run_pirsyncd("wait", "--status-file", str(self.status_file), "--timeout", str(timeout),
                               timeout=timeout + 30)
         assert result.returncode == 0, f"pirsyncd wait: {result.returncode} {result.stderr}\n{self.log()}"
+
+    def assert_in_sync(self, source: Path, destination: Path, timeout: float = 120) -> None:
+        """``pirsyncd wait``, then the trees are equal at once: a daemon that says "in sync" must be.
+
+        A difference fails with the differences (and whether they were gone 10 s later).
+        """
+        self.wait_synced(timeout)
+        found = differences(source, destination)
+        if found:
+            try:
+                wait_until_equal(source, destination, 10)
+                late = "equal 10 s later"
+            except AssertionError:
+                late = "still different 10 s later"
+            raise AssertionError("\n  ".join([f"pirsyncd wait returned 0, but the trees differ ({late}):",
+                                               *found[:20]]) + f"\n{self.describe()}")
+
+    def assert_settled(self, marker: Path, mirrored_marker: Path, timeout: float = 60) -> None:
+        """Settled after a churn: a change made now (``marker``, a new file in the source) is sent
+        (to ``mirrored_marker``) with no retry or I/O error logged on the way, the status says
+        in-sync with nothing failing, and the daemon runs.
+        """
+        logged = len(self.log())
+        marker.write_text("settled\n")
+        self.wait_synced(timeout)
+        assert mirrored_marker.read_text() == "settled\n", f"{marker} not sent\n{self.describe()}"
+        after = self.log()[logged:]
+        # Nothing fails here, so any retry would be one the daemon caused itself.
+        assert not any(word in after for word in ("retry in", "IO error encountered", "Traceback")), after
+        status = self.status()
+        assert status.get("state") == "in-sync" and not status.get("failing"), self.describe()
+        self.assert_running()
 
     def wait_mirrored(self, source: Path, destination: Path, timeout: float = 45) -> None:
         """:func:`tests.support.trees.wait_until_equal`, adding :meth:`describe` to a failure."""

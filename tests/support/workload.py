@@ -11,6 +11,15 @@ of the tree: every operation lists the tree afresh, in sorted order, and draws
 from ``random.Random(seed)`` only. Paths are kept within
 ``MAX_RELATIVE_PATH_BYTES`` and ``MAX_DEPTH`` by construction, so no operation
 can fail with ENAMETOOLONG however deep the tree grows.
+
+Profiles (``PROFILES``): ``mixed`` (every classic operation), ``hostile`` (the same, mostly
+hostile names), ``renames``, ``burst`` (writes into a few hot directories), ``sneaky`` (changes
+an inotify mirror can miss or misplace: truncate(2) by path, same-size rewrites keeping the mtime
+and then a rename of their directory, writes through a second hard-link name, file <-> directory
+<-> symlink swaps, editor-style atomic saves, rename chains, directory renames followed at once
+by writes inside, moves out of the tree and back), ``deploy`` (releases, a ``current`` symlink
+switched by ``ln -sfn`` or ``mv -T``, old releases pruned) and ``copylink`` (lsyncd #290:
+``cp -r D copy; rm -r copy; ln -s D copy``, then writes and mkdirs inside ``D`` at once).
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from .trees import Listing, display_path, list_tree, subtree_extent
 
-PROFILES = ("mixed", "hostile", "renames", "burst")
+PROFILES = ("mixed", "hostile", "renames", "burst", "sneaky", "deploy", "copylink")
 SEED_VARIABLE = "PIRSYNCD_CHURN_SEED"
 # Relative to the tree root; with a root of at most _MAX_ROOT_BYTES an absolute
 # path stays well under PATH_MAX (4096) on both source and destination.
@@ -50,7 +60,8 @@ assert all("/" not in name and "\0" not in name and name not in (".", "..") for 
 LONG_NAMES = ("x" * NAME_MAX_BYTES, "é" * (NAME_MAX_BYTES // 2))
 _LONG_NAME_PIECES = ("é", "日本", "x", "🎉", " ", "-", "'", "\n")
 _PLAIN_WORDS = ("file", "data", "notes", "img", "report", "cache", "dir", "src")
-_HOSTILE_CHANCE = {"mixed": 0.2, "hostile": 0.75, "renames": 0.2, "burst": 0.1}
+_HOSTILE_CHANCE = {"mixed": 0.2, "hostile": 0.75, "renames": 0.2, "burst": 0.1, "sneaky": 0.2, "deploy": 0.1,
+                   "copylink": 0.1}
 _HOT_DIRECTORIES = ("burst-a", "-burst b", "burst-日本")
 
 _ALL_OPERATIONS = {
@@ -74,7 +85,34 @@ _PROFILE_WEIGHTS: dict[str, dict[str, int]] = {
         "create_file": 40, "overwrite_file": 20, "append_file": 20, "delete_file": 8,
         "truncate_file": 2, "rewrite_keeping_mtime": 2,
     },
+    # Changes an event-driven mirror can miss or misplace: no close after a write, no new
+    # mtime, a second name, an entry changing type, a name reused at once, a path renamed
+    # away right after a change inside it.
+    "sneaky": {
+        "create_file": 8, "make_deep_directories": 3, "make_filled_directory": 3,
+        "truncate_file": 6, "rewrite_keeping_mtime": 5, "rewrite_then_rename_directory": 5,
+        "make_hard_link": 3, "write_through_hard_link": 5, "swap_type": 5, "swap_file_and_symlink": 4,
+        "atomic_save": 6, "rename_chain": 5, "rename_directory_then_write": 5,
+        "move_out_and_back": 4, "move_in_from_outside": 2, "move_out_to_outside": 2,
+        "delete_file": 2, "delete_tree": 1, "change_mode": 2,
+    },
+    # What deploy tools do: releases created (fresh or copied from the last), a ``current``
+    # symlink switched (``ln -sfn``: unlink then symlink; ``mv -T``: a new link renamed over it),
+    # old releases pruned, files written through ``current``.
+    "deploy": {
+        "deploy_release": 10, "create_file": 6, "make_filled_directory": 4, "make_deep_directories": 2,
+        "overwrite_file": 3, "atomic_save": 3, "rename_directory_then_write": 2, "delete_tree": 1,
+    },
+    # lsyncd #290: copy a directory, remove the copy, put a symlink to the original in its place,
+    # then write and mkdir inside the original at once.
+    "copylink": {
+        "deploy_copy_then_link": 8, "create_file": 6, "make_filled_directory": 4,
+        "make_deep_directories": 3, "overwrite_file": 2, "deploy_release": 2, "delete_tree": 1,
+    },
 }
+_RELEASES = "releases"
+_CURRENT = "current"
+_RELEASES_KEPT = 3
 
 
 def seed_from_environment(default: int) -> int:
@@ -342,17 +380,22 @@ class Workload:
         os.replace(self._absolute(source), self._absolute(target))
         return f"rename {display_path(source)} over {display_path(target)}"
 
-    def _rename_directory(self) -> str | None:
-        listing = self._list_tree()
-        if (path := self._choose(listing.directories[1:])) is None:
-            return None
-        extent_bytes, extent_depth = subtree_extent(self._absolute(path))
+    def _parents_with_room_for(self, directory: str) -> tuple[list[str], int]:
+        """Directories that can take a copy or move of ``directory`` (never itself or below it),
+        and the bytes its subtree needs below the new name."""
+        extent_bytes, extent_depth = subtree_extent(self._absolute(directory))
         eligible = [
-            parent for parent in listing.directories
-            if parent != path and not parent.startswith(path + "/")
+            parent for parent in self._list_tree().directories
+            if parent != directory and not parent.startswith(directory + "/")
             and self._room(parent) - extent_bytes >= _MIN_NAME_ROOM
             and _depth(parent) + 1 + extent_depth <= MAX_DEPTH
         ]
+        return eligible, extent_bytes
+
+    def _rename_directory(self) -> str | None:
+        if (path := self._choose(self._list_tree().directories[1:])) is None:
+            return None
+        eligible, extent_bytes = self._parents_with_room_for(path)
         if (parent := self._choose(eligible)) is None:
             return None
         room = self._room(parent) - extent_bytes
@@ -437,8 +480,14 @@ class Workload:
             if self._random.random() < 0.5:
                 self._write(path, self._content())
                 return f"replace directory {display_path(path)} with a file"
-            os.symlink(self._random.choice(HOSTILE_NAMES), absolute)
-            return f"replace directory {display_path(path)} with a symlink"
+            # Dangling, or to another directory of the tree (a deploy's "link to the original").
+            others = [other for other in listing.directories if other != path and not other.startswith(path + "/")]
+            if self._random.random() < 0.5:
+                target = os.path.relpath(self._random.choice(others) or ".", os.path.dirname(path) or ".")
+            else:
+                target = self._random.choice(HOSTILE_NAMES)
+            os.symlink(target, absolute)
+            return f"replace directory {display_path(path)} with a symlink -> {target!r}"
         os.unlink(absolute)
         os.mkdir(absolute)
         has_room = self._room(path) >= _MIN_NAME_ROOM and _depth(path) < MAX_DEPTH
@@ -446,3 +495,218 @@ class Workload:
             self._counter += 1
             self._write(_join(path, f"inside{self._counter}"), self._content())
         return f"replace {display_path(path)} with a directory"
+
+    # -- sneaky operations: each is several system calls in a row, with nothing in between
+
+    def _writes_inside(self, directory: str, count: int) -> list[str]:
+        """``count`` new files and directories at random places under ``directory`` (a real
+        directory of the tree), each made right after the one before; returns their paths."""
+        made: list[str] = []
+        for _ in range(count):
+            below = [
+                _join(directory, path) if path else directory
+                for path in list_tree(self._absolute(directory)).directories
+            ]
+            below = [path for path in below if self._room(path) >= _MIN_NAME_ROOM and _depth(path) < MAX_DEPTH]
+            if (parent := self._choose(below)) is None:
+                break
+            self._counter += 1
+            if self._random.random() < 0.3 and _depth(parent) < MAX_DEPTH - 1:
+                path = _join(parent, f"d{self._counter}")
+                os.mkdir(self._absolute(path))
+            else:
+                path = _join(parent, f"w{self._counter}")
+                self._write(path, self._random.randbytes(self._random.randint(0, 4096)))
+            made.append(path)
+        return made
+
+    def _rewrite_then_rename_directory(self) -> str | None:
+        """A same-size, same-mtime rewrite, then the file's directory (or an ancestor) renamed away."""
+        listing = self._list_tree()
+        inside = [path for path in listing.files if "/" in path and os.path.getsize(self._absolute(path))]
+        if (path := self._choose(inside)) is None:
+            return None
+        ancestors = [path[:index] for index, character in enumerate(path) if character == "/"]
+        directory = self._random.choice(ancestors)
+        eligible, extent_bytes = self._parents_with_room_for(directory)
+        if not eligible:
+            return None
+        before = os.lstat(self._absolute(path))
+        with open(self._absolute(path), "r+b") as stream:
+            old = stream.read()
+            new = bytearray(self._random.randbytes(len(old)))
+            if new == old:
+                new[0] ^= 0xFF
+            stream.seek(0)
+            stream.write(new)
+        os.utime(self._absolute(path), ns=(before.st_atime_ns, before.st_mtime_ns))
+        parent = self._random.choice(eligible)
+        moved = self._move(self._absolute(directory), parent, self._room(parent) - extent_bytes,
+                           f"rename directory {display_path(directory)}")
+        return f"rewrite {display_path(path)} keeping size and mtime, then {moved}"
+
+    def _swap_file_and_symlink(self) -> str | None:
+        """A file becomes a symlink (to a sibling or a directory of the tree), or a symlink a file."""
+        listing = self._list_tree()
+        if (path := self._choose(sorted(listing.files + listing.symlinks))) is None:
+            return None
+        absolute = self._absolute(path)
+        os.unlink(absolute)
+        if path in listing.symlinks:
+            self._write(path, self._content())
+            return f"replace symlink {display_path(path)} with a file"
+        target = os.path.relpath(self._random.choice(listing.directories) or ".", os.path.dirname(path) or ".")
+        os.symlink(target, absolute)
+        return f"replace file {display_path(path)} with a symlink -> {target!r}"
+
+    def _atomic_save(self) -> str | None:
+        """An editor's save: write a temporary name beside the file, then rename it over the file."""
+        if (path := self._choose_file()) is None:
+            return None
+        parent = os.path.dirname(path)
+        self._counter += 1
+        temporary = _join(parent, f".{self._counter}.swp" if self._random.random() < 0.5 else f"tmp{self._counter}~")
+        data = self._content()
+        self._write(temporary, data)
+        os.chmod(self._absolute(temporary), stat.S_IMODE(os.lstat(self._absolute(path)).st_mode))
+        os.replace(self._absolute(temporary), self._absolute(path))
+        return f"atomic save of {display_path(path)} ({len(data)} bytes) via {display_path(temporary)}"
+
+    def _rename_chain(self) -> str | None:
+        """a -> b -> c (-> d) at once, for a file, symlink or directory, in place or across the tree."""
+        listing = self._list_tree()
+        if (path := self._choose(listing.entries)) is None:
+            return None
+        is_directory = path in listing.directories
+        hops = []
+        for _ in range(self._random.randint(2, 4)):
+            self._listing = None
+            if is_directory:
+                eligible, extent_bytes = self._parents_with_room_for(path)
+            else:
+                eligible, extent_bytes = [self._choose_parent()], 0
+            same_directory = self._random.random() < 0.5
+            if (parent := os.path.dirname(path) if same_directory else self._choose(eligible)) is None:
+                break
+            if (name := self._new_name(self._absolute(parent), self._room(parent) - extent_bytes)) is None:
+                break
+            destination = _join(parent, name)
+            os.rename(self._absolute(path), self._absolute(destination))
+            hops.append(display_path(destination))
+            path = destination
+        return f"rename chain -> {' -> '.join(hops)}" if hops else None
+
+    def _rename_directory_then_write(self) -> str | None:
+        """A directory renamed, then files and directories written inside its new name at once."""
+        listing = self._list_tree()
+        if (path := self._choose(listing.directories[1:])) is None:
+            return None
+        eligible, extent_bytes = self._parents_with_room_for(path)
+        parent = self._choose(eligible)
+        if parent is None:
+            return None
+        name = self._new_name(self._absolute(parent), self._room(parent) - extent_bytes)
+        if name is None:
+            return None
+        destination = _join(parent, name)
+        os.rename(self._absolute(path), self._absolute(destination))
+        self._listing = None
+        made = self._writes_inside(destination, self._random.randint(1, 6))
+        return f"rename directory {display_path(path)} -> {display_path(destination)}, then write {len(made)} inside"
+
+    def _move_out_and_back(self) -> str | None:
+        """An entry moved out of the tree and back in at once, under its name or elsewhere."""
+        if (path := self._choose(self._list_tree().entries)) is None:
+            return None
+        self._counter += 1
+        outside = os.path.join(self.outside, f"round-trip-{self._counter}")
+        os.rename(self._absolute(path), outside)
+        self._listing = None
+        if self._random.random() < 0.5:
+            os.rename(outside, self._absolute(path))
+            return f"move {display_path(path)} out and back"
+        extent_bytes, extent_depth = subtree_extent(outside)
+        parent = self._choose_parent(extent_bytes, extent_depth)
+        moved = self._move(outside, parent, self._room(parent) - extent_bytes, "back")
+        if moved is None:
+            os.rename(outside, self._absolute(path))
+            return f"move {display_path(path)} out and back"
+        return f"move {display_path(path)} out and {moved}"
+
+    # -- deploy patterns
+
+    def _deploy_copy_then_link(self) -> str | None:
+        """lsyncd #290: ``cp -r D P/N; rm -r P/N; ln -s REL(D) P/N``, then writes and mkdirs in D."""
+        listing = self._list_tree()
+        directories = [path for path in listing.directories[1:] if _depth(path) < MAX_DEPTH - 1]
+        if (original := self._choose(directories)) is None:
+            return None
+        eligible, extent_bytes = self._parents_with_room_for(original)
+        if (parent := self._choose(eligible)) is None:
+            return None
+        name = self._new_name(self._absolute(parent), self._room(parent) - extent_bytes)
+        if name is None:
+            return None
+        copy = _join(parent, name)
+        shutil.copytree(self._absolute(original), self._absolute(copy), symlinks=True)
+        shutil.rmtree(self._absolute(copy))
+        target = os.path.relpath(original, parent or ".")
+        os.symlink(target, self._absolute(copy))
+        self._listing = None
+        made = self._writes_inside(original, self._random.randint(0, 20))
+        return (f"cp -r {display_path(original)} {display_path(copy)}; rm -r; ln -s {target!r}; "
+                f"then {len(made)} writes and mkdirs inside {display_path(original)}")
+
+    def _deploy_release(self) -> str | None:
+        """A new release beside the others, ``current`` switched to it, the oldest pruned."""
+        listing = self._list_tree()
+        applications = [
+            os.path.dirname(path) for path in listing.directories
+            if os.path.basename(path) == _RELEASES and self._room(path) >= 4 * _MIN_NAME_ROOM
+            and _depth(path) < MAX_DEPTH - 3
+        ]
+        if not applications or self._random.random() < 0.1:
+            application = self._choose_parent(extent_bytes=4 * _MIN_NAME_ROOM, extent_depth=4)
+            name = self._new_name(self._absolute(application), self._room(application) - 4 * _MIN_NAME_ROOM)
+            if name is None:
+                return None
+            application = _join(application, name)
+            os.makedirs(self._absolute(_join(application, _RELEASES)))
+        else:
+            application = self._random.choice(applications)
+        releases = _join(application, _RELEASES)
+        current = _join(application, _CURRENT)
+        existing = sorted(os.listdir(self._absolute(releases)))
+        self._counter += 1
+        release = _join(releases, f"r{self._counter:06d}")
+        previous = [
+            name for name in existing
+            if stat.S_ISDIR(os.lstat(self._absolute(_join(releases, name))).st_mode) and name.startswith("r0")
+        ]
+        if previous and self._random.random() < 0.5:
+            shutil.copytree(self._absolute(_join(releases, previous[-1])), self._absolute(release), symlinks=True)
+        else:
+            os.makedirs(self._absolute(_join(release, "static")))
+        for index in range(self._random.randint(1, 5)):
+            # A release copied from the last may hold a directory by that name (made by other operations).
+            if not os.path.isdir(self._absolute(path := _join(release, f"file{index}"))):
+                self._write(path, self._random.randbytes(self._random.randint(0, 2048)))
+        target = os.path.relpath(release, application)
+        style = self._random.choice(("ln -sfn", "mv -T"))
+        if style == "mv -T" or not os.path.lexists(self._absolute(current)):
+            self._counter += 1
+            temporary = _join(application, f"{_CURRENT}.tmp{self._counter}")
+            os.symlink(target, self._absolute(temporary))
+            os.replace(self._absolute(temporary), self._absolute(current))
+        else:  # ln -sfn without an atomic rename: unlink, then symlink
+            if stat.S_ISDIR(os.lstat(self._absolute(current)).st_mode):
+                shutil.rmtree(self._absolute(current))
+            else:
+                os.unlink(self._absolute(current))
+            os.symlink(target, self._absolute(current))
+        if self._random.random() < 0.5:  # the new release writes through the switched link
+            self._write(_join(current, f"runtime{self._counter}"), self._random.randbytes(100))
+        pruned = previous[:max(0, len(previous) + 1 - _RELEASES_KEPT)]
+        for old in pruned:
+            shutil.rmtree(self._absolute(_join(releases, old)))
+        return f"release {display_path(release)}, {style} {display_path(current)}, pruned {len(pruned)}"

@@ -350,3 +350,28 @@ def test_paths_under_a_vanished_directory_become_that_directory(tmp_path: Path) 
                                              ["gone/new-dir", "kept/new-dir"])
     assert changed == ["kept/file", "gone", "gone", "gone"]
     assert fresh == ["kept/new-dir"]
+
+
+def test_a_path_through_a_symlinked_directory_is_gone_from_the_source(tmp_path: Path) -> None:
+    """Soak seed 5046 (sneaky, delay 0, missing-args): a directory replaced by a symlink to
+    another directory that holds the same names. lstat follows symlinks in every component but the
+    last, so the old paths below it looked present: they were sent through the symlink, rsync made
+    the symlink's name a directory again at the destination (implied directories) and the source's
+    symlink never arrived, while ``pirsyncd wait`` said in sync."""
+    from pirsyncd.batch import Batch
+    from pirsyncd.plan import Renames, RunMode, SourceFacts, plan_transfers
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "file").write_text("x\n")
+    (tmp_path / "was-a-directory").symlink_to("real")
+    facts = SourceFacts(str(tmp_path))
+    assert facts.kind("was-a-directory") is False
+    assert facts.kind("was-a-directory/sub") is None
+    assert facts.kind("was-a-directory/sub/file") is None
+    assert facts.kind("real/sub/file") is False
+    batch = Batch(changed=["was-a-directory/sub/file", "was-a-directory"], new_dirs=["was-a-directory/sub"])
+    for delete_missing_args in (True, False):
+        transfers = plan_transfers(batch, SourceFacts(str(tmp_path)), Renames(),
+                                   delete_missing_args=delete_missing_args)
+        sent = [path for transfer in transfers if transfer.mode == RunMode.CHANGES for path in transfer.paths]
+        assert sent == ["was-a-directory"], (delete_missing_args, transfers)
