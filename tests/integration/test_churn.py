@@ -58,16 +58,8 @@ def test_churn_profiles(tmp_path: Path, profile: str, index: int) -> None:
     churn(tmp_path, seed, profile, 150)
 
 
-# The #290 pattern loses writes while the watcher follows symlinked path components (issue 22):
-# the walk of a new directory that has become a symlink re-watches the original's subdirectories
-# under the alias path. Fixed in pirsyncd/watcher.py on another branch; drop this mark then.
-_WATCHER_FOLLOWS_SYMLINKS = pytest.mark.xfail(
-    reason="issue 22: the watcher re-watches a directory through a symlinked path component", strict=False)
-
-
 @pytest.mark.parametrize("profile, index", [
-    pytest.param(profile, index, marks=[_WATCHER_FOLLOWS_SYMLINKS] if profile == "copylink" else [],
-                 id=f"{profile}-{index}")
+    pytest.param(profile, index, id=f"{profile}-{index}")
     for profile, count in SAMPLED_PROFILES.items() for index in range(count)])
 def test_sneaky_and_deploy_churn(tmp_path: Path, profile: str, index: int) -> None:
     """Half the seeds at --delay 0, half at the default (1 s); scripts/soak runs many more."""

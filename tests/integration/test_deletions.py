@@ -276,20 +276,20 @@ def test_deletions_inside_a_directory_sent_whole_are_not_lost_to_an_error_in_the
     and deletes nothing, also inside the directory sent whole. Only the run's vanished paths were
     sent again, so the directory's old entries stayed at the destination for good, in sync."""
     source, destination = trees
-    write(source / "d" / "old", "goes with the old directory\n")
-    write(source / "x" / "inner" / "f", "x/inner/f\n")
-    fake, gate, blocked = gated_rsync(tmp_path)
+    write_file(source / "d" / "old", "goes with the old directory\n")
+    write_file(source / "x" / "inner" / "f", "x/inner/f\n")
+    gated, gate, blocked = gated_rsync(tmp_path)
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
-                    "--delay", "0", "--rsync-binary", str(fake))
+                    "--delay", "0", "--rsync-binary", str(FAKE_RSYNC), env=gated)
     with started(daemon):
         gate.touch()
         with frozen(daemon):
             shutil.rmtree(source / "d")
-            write(source / "d" / "new", "the new directory's only file\n")
-            write(source / "x" / "inner" / "f", "changed, so x/inner/f is in the run\n")
+            write_file(source / "d" / "new", "the new directory's only file\n")
+            write_file(source / "x" / "inner" / "f", "changed, so x/inner/f is in the run\n")
         wait_for(blocked.exists, 30, lambda: f"the transfer never ran:\n{daemon.log()}")
         shutil.rmtree(source / "x")
-        write(source / "x", "a file now\n")
+        write_file(source / "x", "a file now\n")
         gate.unlink()
         daemon.assert_in_sync(source, destination)
         assert "IO error encountered" in daemon.log(), "the run this is about did not happen"

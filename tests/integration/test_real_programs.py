@@ -147,8 +147,6 @@ def test_rsync_a_delete_into_the_source(mirror: Mirror) -> None:
     mirror.in_sync()
 
 
-@pytest.mark.xfail(reason="issue 22: the watcher re-watches a directory through a symlinked path "
-                          "component; fixed in pirsyncd/watcher.py on another branch", strict=False)
 def test_cp_r_rm_r_ln_s_then_writes_inside_the_original(mirror: Mirror) -> None:
     """lsyncd #290 with the real programs: the copy replaced by a symlink to the original, then
     files and directories written inside the original at once."""
