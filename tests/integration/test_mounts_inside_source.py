@@ -22,6 +22,13 @@ def start(tmp_path: Path, source: Path, destination: Path, *arguments: str) -> D
                   "--delay", "0", *arguments).start()
 
 
+def proc_mounted_inside(source: Path, mounts: Mounts) -> None:
+    """A file, and proc mounted at ``source/proc``."""
+    (source / "proc").mkdir()
+    write_file(source / "file", "f\n")
+    mounts.mount("-t", "proc", "proc", target=source / "proc")
+
+
 def assert_settled(daemon: Daemon) -> None:
     daemon.wait_synced(30)
     status = daemon.status()
@@ -53,9 +60,7 @@ def test_a_pseudo_file_system_mounted_inside_is_an_empty_directory_and_unmounts(
 def test_a_pseudo_file_system_there_at_start_is_kept_out(
         tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts) -> None:
     source, destination = trees
-    (source / "proc").mkdir()
-    write_file(source / "file", "f\n")
-    mounts.mount("-t", "proc", "proc", target=source / "proc")
+    proc_mounted_inside(source, mounts)
     with start(tmp_path, source, destination) as daemon:
         assert set(snapshot(destination)) == {"proc", "file"}
         write_file(source / "later", "l\n")
@@ -104,9 +109,7 @@ def test_one_file_system_keeps_every_mount_out(
 def test_a_warm_start_does_not_read_a_pseudo_file_system_inside(
         tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts) -> None:
     source, destination = trees
-    (source / "proc").mkdir()
-    write_file(source / "file", "f\n")
-    mounts.mount("-t", "proc", "proc", target=source / "proc")
+    proc_mounted_inside(source, mounts)
     state = ("--state-file", str(tmp_path / "pirsyncd.state"))
     with start(tmp_path, source, destination, *state) as daemon:
         assert_settled(daemon)

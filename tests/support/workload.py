@@ -306,6 +306,11 @@ class Workload:
         """Same size, new bytes, old timestamps: only a content check can see the change."""
         if (path := self._choose_file(non_empty=True)) is None:
             return None
+        size = self._rewrite_in_place(path)
+        return f"rewrite {display_path(path)} keeping size {size} and mtime"
+
+    def _rewrite_in_place(self, path: str) -> int:
+        """New bytes of the same size, the old timestamps put back; return the size."""
         before = os.lstat(self._absolute(path))
         with open(self._absolute(path), "r+b") as stream:
             old = stream.read()
@@ -315,7 +320,7 @@ class Workload:
             stream.seek(0)
             stream.write(new)
         os.utime(self._absolute(path), ns=(before.st_atime_ns, before.st_mtime_ns))
-        return f"rewrite {display_path(path)} keeping size {len(old)} and mtime"
+        return len(old)
 
     def _delete_file(self) -> str | None:
         listing = self._list_tree()
@@ -531,15 +536,7 @@ class Workload:
         eligible, extent_bytes = self._parents_with_room_for(directory)
         if not eligible:
             return None
-        before = os.lstat(self._absolute(path))
-        with open(self._absolute(path), "r+b") as stream:
-            old = stream.read()
-            new = bytearray(self._random.randbytes(len(old)))
-            if new == old:
-                new[0] ^= 0xFF
-            stream.seek(0)
-            stream.write(new)
-        os.utime(self._absolute(path), ns=(before.st_atime_ns, before.st_mtime_ns))
+        self._rewrite_in_place(path)
         parent = self._random.choice(eligible)
         moved = self._move(self._absolute(directory), parent, self._room(parent) - extent_bytes,
                            f"rename directory {display_path(directory)}")
