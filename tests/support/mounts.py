@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.support.trees import wait_for
+
 
 class Mounts:
     """Mounts a test makes; whatever is still mounted at the end is unmounted (lazily)."""
@@ -23,8 +25,18 @@ class Mounts:
         self.mount("--bind", str(target), target=target)
         self.mount("-o", "remount,ro,bind", target=target)
 
-    def unmount(self, target: Path, lazy: bool = False) -> None:
-        subprocess.run(["umount", *(["-l"] if lazy else []), str(target)], check=True)
+    def unmount(self, target: Path, lazy: bool = False, timeout: float = 30) -> None:
+        """umount (``lazy``: -l). A mount a daemon's rsync is working in (a destination it retries)
+        is busy while that run lasts: tried again until ``timeout``, then the error is raised."""
+
+        def unmounted() -> bool:
+            result = subprocess.run(["umount", *(["-l"] if lazy else []), str(target)],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0 and "busy" not in result.stderr:
+                raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+            return result.returncode == 0
+
+        wait_for(unmounted, timeout, lambda: f"{target} stayed busy for {timeout:g} s")
 
     def unmount_everything(self) -> None:
         for target in reversed(self.targets):
