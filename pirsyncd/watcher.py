@@ -198,7 +198,7 @@ class Watcher:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
         (under ``parent`` when known); None when it cannot be watched or placed, or stays out
         of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`). ``status``: its fstat."""
-        if status.st_dev != self.root_device and self._kept_out(status.st_dev) is not None:
+        if self._kept_out(status.st_dev) is not None:
             return None
         try:
             wd = int(self.inotify.add_watch(dirfd.proc_path(directory_fd), WATCH_BY_DESCRIPTOR_MASK))
@@ -226,7 +226,9 @@ class Watcher:
 
     # -- file systems mounted inside the source ----------------------------------------------
     def _kept_out(self, device: int) -> str | None:
-        """Why a directory on ``device`` (not the source's) is not mirrored, or None."""
+        """Why a directory on ``device`` is not mirrored, or None (always for the source's own)."""
+        if device == self.root_device:
+            return None
         return mounts.kept_out_reason(self._file_system_types.get(device), self.one_file_system)
 
     def _note_mounts(self, table: list[Mount]) -> list[str]:
@@ -241,8 +243,7 @@ class Watcher:
 
     def kept_out(self) -> list[str]:
         """The mount points below the source whose contents stay out of the mirror."""
-        return [path for path, mount in self._mounts_below.items()
-                if mount.device != self.root_device and self._kept_out(mount.device) is not None]
+        return [path for path, mount in self._mounts_below.items() if self._kept_out(mount.device) is not None]
 
     def read_mount_changes(self) -> list[Change]:
         """After the mount table changed: watch each place below the source where a file system
@@ -253,10 +254,10 @@ class Watcher:
             if parent is None or (self.excluder and self.excluder.excludes(path, True)):
                 continue  # below a directory not watched: out of the mirror, or covered by full syncs
             mount = self._mounts_below.get(path)
+            reason = self._kept_out(mount.device) if mount else None
             log.info("%s %s: it is sent again%s", f"a {mount.fstype} file system was mounted at" if mount
                      else "a file system was unmounted at", path,
-                     f" as an empty directory ({self._kept_out(mount.device)})"
-                     if mount and self._kept_out(mount.device) else "")
+                     f" as an empty directory ({reason})" if reason else "")
             node = self.tree.find(path)
             if node is not None:
                 for wd in self.tree.detach(node):
@@ -280,7 +281,7 @@ class Watcher:
             return False
         try:
             status = os.fstat(directory_fd)
-            if status.st_dev != self.root_device and self._kept_out(status.st_dev) is not None:
+            if self._kept_out(status.st_dev) is not None:
                 return True
             if self._watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative) is None:
                 return False
