@@ -145,6 +145,11 @@ class WatchTree:
 
     def detach(self, node: WatchedDir) -> list[int]:
         """Forget a directory and everything below it; return their watch descriptors."""
+        return [each.wd for each in self.take_out(node)]
+
+    def take_out(self, node: WatchedDir) -> list[WatchedDir]:
+        """Forget a directory and everything below it; return their nodes, which keep their
+        names, parents and children, so that :meth:`put_back` can place them again."""
         self.version += 1
         siblings = node.parent.children if node.parent is not None else None
         if siblings is not None and siblings.get(node.name) is node:
@@ -155,10 +160,38 @@ class WatchTree:
             current = stack.pop()
             if self.by_wd.get(current.wd) is current:
                 del self.by_wd[current.wd]
-            removed.append(current.wd)
+            removed.append(current)
             if current.children:
                 stack.extend(current.children.values())
         return removed
+
+    def put_back(self, node: WatchedDir, path: str) -> bool:
+        """Place a directory taken out (with what was below it) at ``path``; False when its
+        parent is not watched. A watch descriptor entered anew meanwhile (the directory came
+        back and was watched again) keeps its new entry, and its old node stays out."""
+        parent_path, _, name = path.rpartition("/")
+        parent = self.find(parent_path)
+        if parent is None or self._is_within(parent, node):
+            return False
+        self.version += 1
+        replaced = parent.children.get(name) if parent.children else None
+        if replaced is not None and replaced is not node:
+            self.detach(replaced)
+        node.name, node.parent = name, parent
+        if parent.children is None:
+            parent.children = {}
+        parent.children[name] = node
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.wd in self.by_wd:
+                if current.parent is not None and current.parent.children is not None:
+                    current.parent.children.pop(current.name, None)
+                continue
+            self.by_wd[current.wd] = current
+            if current.children:
+                stack.extend(current.children.values())
+        return True
 
     def move(self, old_path: str, new_path: str) -> bool:
         """Follow a directory rename; False when the old path was not watched."""
@@ -229,7 +262,12 @@ class EventTranslator:
 
     def __init__(self, tree: WatchTree) -> None:
         self.tree = tree
-        self.unpaired_moves: dict[int, tuple[str, bool]] = {}
+        # A MOVED_FROM by cookie: the old path, whether a directory, and the directory's node,
+        # taken out of the tree at once (it is no longer at that path) until its MOVED_TO.
+        self.unpaired_moves: dict[int, tuple[str, bool, WatchedDir | None]] = {}
+        # The watches of directories taken out so, by descriptor: their events still resolve
+        # (to the old path, as the kernel queued them before the rename was known).
+        self.moved_away: dict[int, WatchedDir] = {}
         self.watches_to_remove: list[int] = []
 
     def feed(self, events: Iterable[Event]) -> list[Change]:
@@ -239,21 +277,49 @@ class EventTranslator:
         return changes
 
     def finish_unpaired(self) -> list[Change]:
-        """Treat every held MOVED_FROM as a move out of the tree."""
+        """Treat every held MOVED_FROM as a move out of the tree: its watches go, unless its
+        directory came back meanwhile (moved out and in again) and was watched anew."""
         changes = []
-        for path, is_dir in self.unpaired_moves.values():
-            if is_dir:
-                self._forget_directory(path, remove_watches=True)
+        for path, is_dir, node in self.unpaired_moves.values():
+            if node is not None:
+                self.watches_to_remove.extend(
+                    each.wd for each in self._stop_holding(node) if each.wd not in self.tree.by_wd)
             changes.append(Change(ChangeKind.REMOVED, path, is_dir))
         self.unpaired_moves.clear()
         return changes
 
-    def _forget_directory(self, path: str, remove_watches: bool) -> None:
+    def _hold(self, path: str) -> WatchedDir | None:
+        """Take the directory moved away from ``path`` out of the tree until its MOVED_TO."""
         node = self.tree.find(path)
-        if node is not None and node.parent is not None:
-            descriptors = self.tree.detach(node)
-            if remove_watches:
-                self.watches_to_remove.extend(descriptors)
+        if node is None or node.parent is None:
+            return None
+        for each in self.tree.take_out(node):
+            self.moved_away[each.wd] = each
+        return node
+
+    def _stop_holding(self, node: WatchedDir) -> list[WatchedDir]:
+        """The nodes of a directory held since its MOVED_FROM, no longer held."""
+        nodes = []
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if self.moved_away.get(current.wd) is current:
+                del self.moved_away[current.wd]
+            nodes.append(current)
+            if current.children:
+                stack.extend(current.children.values())
+        return nodes
+
+    def _place(self, node: WatchedDir | None, path: str) -> bool:
+        """Put a directory held since its MOVED_FROM at its new ``path``; False (its watches
+        to be removed, for it to be watched anew) when it cannot be placed."""
+        if node is None:
+            return False
+        nodes = self._stop_holding(node)
+        if self.tree.put_back(node, path):
+            return True
+        self.watches_to_remove.extend(each.wd for each in nodes if each.wd not in self.tree.by_wd)
+        return False
 
     def _translate(self, event: Event) -> tuple[Change, ...]:
         mask = event.mask
@@ -261,7 +327,12 @@ class EventTranslator:
             return (Change(ChangeKind.RESCAN),)
         node = self.tree.by_wd.get(event.wd)
         if node is None:
-            return ()  # a watch we already dropped; its directory is accounted for
+            node = self.moved_away.get(event.wd)
+            if node is None:
+                return ()  # a watch we already dropped; its directory is accounted for
+            if mask & IN_IGNORED and not event.name:
+                del self.moved_away[event.wd]  # gone after it was moved away: that move says so
+                return ()
         is_root = node.parent is None
         if not event.name:
             # An event about the watched directory itself.
@@ -280,21 +351,22 @@ class EventTranslator:
         path = join(self.tree.path_of(node), event.name)
         is_dir = bool(mask & IN_ISDIR)
         if mask & IN_MOVED_FROM:
-            self.unpaired_moves[event.cookie] = (path, is_dir)
+            self.unpaired_moves[event.cookie] = (path, is_dir, self._hold(path) if is_dir else None)
             return ()
         if mask & IN_MOVED_TO:
             held = self.unpaired_moves.pop(event.cookie, None)
             if held is None:
                 # Moved in from outside: a file complete as it is (whatever it replaced is gone).
                 return (Change(ChangeKind.NEW_DIR, path, True),) if is_dir else (Change(ChangeKind.CLOSED, path),)
-            old_path = held[0]
-            if is_dir and not self.tree.move(old_path, path):
-                # Never watched (created and moved before we saw it): send it whole.
+            old_path, _, moved = held
+            if is_dir and not self._place(moved, path):
+                # Never watched (created and moved before we saw it), or its new parent is not:
+                # send it whole.
                 return (Change(ChangeKind.REMOVED, old_path, True), Change(ChangeKind.NEW_DIR, path, True))
             return (Change(ChangeKind.MOVED, path, is_dir, old_path),)
         if mask & IN_DELETE:
-            if is_dir:
-                self._forget_directory(path, remove_watches=False)
+            if is_dir and (deleted := self.tree.find(path)) is not None and deleted.parent is not None:
+                self.tree.detach(deleted)  # its watch goes with it (IN_IGNORED)
             return (Change(ChangeKind.REMOVED, path, is_dir),)
         if mask & IN_CREATE and is_dir:
             return (Change(ChangeKind.NEW_DIR, path, True),)

@@ -81,6 +81,41 @@ def kept_out_reason(fstype: str | None, one_file_system: bool) -> str | None:
     return None
 
 
+class MountsBelow:
+    """The file systems mounted below the source as the mount table last said, and which of
+    them stay out of the mirror; the source's own device (``root_device``) never does."""
+
+    def __init__(self, source: str, one_file_system: bool) -> None:
+        self.source = source
+        self.one_file_system = one_file_system
+        self.root_device = 0
+        self._below: dict[str, Mount] = {}  # by path relative to the source
+        self._file_system_types: dict[int, str] = {}  # by device, of every mount
+
+    def note(self, table: list[Mount]) -> list[str]:
+        """Take the mount table as it is now; return the places below the source where a mount
+        came, went or changed since the last look."""
+        self._file_system_types = {mount.device: mount.fstype for mount in table}
+        below = mounts_below(os.path.realpath(self.source), table)
+        changed = sorted(path for path in below.keys() | self._below.keys() if below.get(path) != self._below.get(path))
+        self._below = below
+        return changed
+
+    def at(self, relative: str) -> Mount | None:
+        """The file system mounted at ``relative`` (a path below the source), if any."""
+        return self._below.get(relative)
+
+    def kept_out_reason(self, device: int) -> str | None:
+        """Why a directory on ``device`` is not mirrored, or None (always for the source's own)."""
+        if device == self.root_device:
+            return None
+        return kept_out_reason(self._file_system_types.get(device), self.one_file_system)
+
+    def kept_out(self) -> list[str]:
+        """The mount points below the source whose contents stay out of the mirror."""
+        return [path for path, mount in self._below.items() if self.kept_out_reason(mount.device) is not None]
+
+
 class MountTable:
     """/proc/self/mountinfo with a descriptor for the loop: it becomes readable when the mount
     table changes. The kernel reports a change as POLLPRI, which ``selectors`` cannot ask for,

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from pirsyncd import dirfd, mounts
+from pirsyncd import dirfd
 from pirsyncd.events import (
     IN_DONT_FOLLOW,
     WATCH_MASK,
@@ -26,7 +26,7 @@ from pirsyncd.events import (
     join,
 )
 from pirsyncd.filters import Excluder
-from pirsyncd.mounts import Mount, MountTable
+from pirsyncd.mounts import MountsBelow, MountTable
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -69,12 +69,9 @@ class Watcher:
         self.source = source
         self.excluder = excluder
         self.debug_events = debug_events
-        self.one_file_system = one_file_system
         self.inotify = INotify(nonblocking=True)
         self.mount_table = MountTable()
-        self.root_device = 0
-        self._mounts_below: dict[str, Mount] = {}  # by path relative to the source
-        self._file_system_types: dict[int, str] = {}  # by device, of every mount
+        self.mounts = MountsBelow(source, one_file_system)
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched: set[str] = set()  # directories we could not watch
@@ -111,8 +108,8 @@ class Watcher:
         root_fd = dirfd.open_root(self.source)
         try:
             status = os.fstat(root_fd)
-            self.root_device = status.st_dev
-            self._note_mounts(self.mount_table.read())
+            self.mounts.root_device = status.st_dev
+            self.mounts.note(self.mount_table.read())
             self.tree.add(wd, "", status.st_ino)
             self._watch_below("", root_fd)
         finally:
@@ -153,7 +150,9 @@ class Watcher:
                 try:
                     status = os.fstat(child_fd)
                     node = self._watch_open_directory(child_fd, status, level.node, name, path)
-                    below = None if node is None else self._subdirectories(child_fd, path, status)
+                    # Its link count read before the watch existed could miss a subdirectory
+                    # made in between (whose event then never comes): looked at again after.
+                    below = None if node is None else self._subdirectories(child_fd, path)
                 except BaseException:
                     os.close(child_fd)
                     raise
@@ -166,13 +165,12 @@ class Watcher:
                 if level.owned:
                     os.close(level.fd)
 
-    def _subdirectories(self, directory_fd: int, relative: str,
-                        status: os.stat_result | None = None) -> list[str] | None:
-        """The names of the subdirectories (never symlinks) of an open directory (``status``: its
-        fstat, when known); [] for a leaf told by its link count (a stat costs a fraction of a
-        listing); None when unreadable."""
+    def _subdirectories(self, directory_fd: int, relative: str) -> list[str] | None:
+        """The names of the subdirectories (never symlinks) of an open, watched directory;
+        [] for a leaf told by its link count (a stat costs a fraction of a listing); None when
+        unreadable."""
         if relative and self.leaf_device is not None:
-            status = status or os.fstat(directory_fd)
+            status = os.fstat(directory_fd)
             if status.st_nlink == 2 and status.st_dev == self.leaf_device:
                 return []  # watched already, so a subdirectory made after this look has its event
         try:
@@ -198,7 +196,7 @@ class Watcher:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
         (under ``parent`` when known); None when it cannot be watched or placed, or stays out
         of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`). ``status``: its fstat."""
-        if self._kept_out(status.st_dev) is not None:
+        if self.mounts.kept_out_reason(status.st_dev) is not None:
             return None
         try:
             wd = int(self.inotify.add_watch(dirfd.proc_path(directory_fd), WATCH_BY_DESCRIPTOR_MASK))
@@ -225,36 +223,20 @@ class Watcher:
         return self._register(wd, relative, status.st_ino)
 
     # -- file systems mounted inside the source ----------------------------------------------
-    def _kept_out(self, device: int) -> str | None:
-        """Why a directory on ``device`` is not mirrored, or None (always for the source's own)."""
-        if device == self.root_device:
-            return None
-        return mounts.kept_out_reason(self._file_system_types.get(device), self.one_file_system)
-
-    def _note_mounts(self, table: list[Mount]) -> list[str]:
-        """Take the mount table as it is now; return the places below the source where a mount
-        came, went or changed since the last look."""
-        self._file_system_types = {mount.device: mount.fstype for mount in table}
-        below = mounts.mounts_below(os.path.realpath(self.source), table)
-        changed = sorted(path for path in below.keys() | self._mounts_below.keys()
-                         if below.get(path) != self._mounts_below.get(path))
-        self._mounts_below = below
-        return changed
-
     def kept_out(self) -> list[str]:
         """The mount points below the source whose contents stay out of the mirror."""
-        return [path for path, mount in self._mounts_below.items() if self._kept_out(mount.device) is not None]
+        return self.mounts.kept_out()
 
     def read_mount_changes(self) -> list[Change]:
         """After the mount table changed: watch each place below the source where a file system
         was mounted or unmounted afresh and send it whole (kept out: as an empty directory)."""
         changes = []
-        for path in self._note_mounts(self.mount_table.read()):
+        for path in self.mounts.note(self.mount_table.read()):
             parent = self.tree.find(path.rpartition("/")[0])
             if parent is None or (self.excluder and self.excluder.excludes(path, True)):
                 continue  # below a directory not watched: out of the mirror, or covered by full syncs
-            mount = self._mounts_below.get(path)
-            reason = self._kept_out(mount.device) if mount else None
+            mount = self.mounts.at(path)
+            reason = self.mounts.kept_out_reason(mount.device) if mount else None
             log.info("%s %s: it is sent again%s", f"a {mount.fstype} file system was mounted at" if mount
                      else "a file system was unmounted at", path,
                      f" as an empty directory ({reason})" if reason else "")
@@ -281,7 +263,7 @@ class Watcher:
             return False
         try:
             status = os.fstat(directory_fd)
-            if self._kept_out(status.st_dev) is not None:
+            if self.mounts.kept_out_reason(status.st_dev) is not None:
                 return True
             if self._watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative) is None:
                 return False
@@ -339,11 +321,23 @@ class Watcher:
             events += more
             for event in more:
                 self._handle(self.translator.feed((event,)), result)
-            self._handle(self.translator.finish_unpaired(), result)
+            self._handle([self._moved_out(change) for change in self.translator.finish_unpaired()], result)
         if self.debug_events:
             for event in events:
                 log.debug("inotify event wd=%d mask=%#x cookie=%d name=%r", *event)
         return result
+
+    def _moved_out(self, change: Change) -> Change:
+        """A directory moved out of the tree, told after what came later (its MOVED_TO was
+        waited for): when a directory is at its path again (the same one moved back, or
+        another), that one is watched and sent whole instead."""
+        if not change.is_dir or (self.excluder and self.excluder.excludes(change.path, True)):
+            return change
+        try:
+            os.close(dirfd.open_relative(self.source, change.path))
+        except OSError:
+            return change  # gone (or unreadable: then its parent's own events tell)
+        return Change(ChangeKind.NEW_DIR, change.path, True)
 
     def _handle(self, changes: list[Change], result: list[Change]) -> None:
         """Act on changes in kernel order, so each one meets the tree as it was then."""

@@ -42,6 +42,7 @@ def churn(tmp_path: Path, seed: int, profile: str, operations: int, rounds: int 
         try:
             daemon.assert_in_sync(source, destination, 120)
             daemon.assert_settled(source / "after-the-churn", destination / "after-the-churn")
+            daemon.assert_watching(source)
         except AssertionError as error:
             raise AssertionError(f"{workload.report()}\n{error}") from None
 

@@ -12,22 +12,11 @@ import pytest
 from tests.support.daemon import Daemon, run_pirsyncd
 from tests.support.fakes import FAKE_RSYNC
 from tests.support.mounts import Mounts
-from tests.support.processes import inotify_watches
 from tests.support.trees import wait_for, wait_until_equal
 from tests.support.workload import Workload, seed_from_environment
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 GOOD = ("web1", "web2", "web3", "web4")
-
-
-def directory_count(root: Path) -> int:
-    """Directories at and below root (symlinks to directories are not watched, so not counted)."""
-    total, stack = 0, [str(root)]
-    while stack:
-        total += 1
-        with os.scandir(stack.pop()) as entries:
-            stack.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
-    return total
 
 
 @pytest.fixture
@@ -77,9 +66,7 @@ def test_a_churn_reaches_every_good_destination_while_one_is_down(tmp_path: Path
         # All of them cannot be in sync while one is down.
         waited = run_pirsyncd("wait", "--status-file", str(daemon.status_file), "--timeout", "1")
         assert waited.returncode == 75, waited.stderr
-        wait_for(lambda: inotify_watches(daemon.pid) == directory_count(source), 10,
-                 lambda: f"one watch per source directory: {inotify_watches(daemon.pid)} watches, "
-                         f"{directory_count(source)} directories")
+        daemon.assert_watching(source)
         mounts.unmount(read_only)
         wait_until_equal(source, read_only, 120)
         daemon.wait_synced(60)

@@ -42,6 +42,7 @@ class Mirror:
 
     def settled(self) -> None:
         self.daemon.assert_settled(self.source / "after-the-programs", self.destination / "after-the-programs")
+        self.daemon.assert_watching(self.source)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pirsyncd.events import ChangeKind
+import pytest
+
+from pirsyncd.events import Change, ChangeKind, WatchedDir
 from pirsyncd.filters import Excluder
 from pirsyncd.watcher import Watcher
 
@@ -85,5 +87,62 @@ def test_a_renamed_directory_met_by_a_walk_before_its_rename_event_moves_there(t
         assert _watched_paths(watcher) == {"", "new", "new/moved"}
         (source / "new" / "moved" / "f").write_text("f")
         assert "new/moved/f" in {change.path for change in watcher.read_changes()}
+    finally:
+        watcher.close()
+
+
+def _unwatched(source: Path, watcher: Watcher) -> set[str]:
+    """The real directories of the source the kernel has no watch on, by inode."""
+    with open(f"/proc/self/fdinfo/{watcher.fileno()}", encoding="ascii") as info:
+        watched = {int(line.split("ino:")[1].split()[0], 16) for line in info if line.startswith("inotify wd:")}
+    return {path for path in _directories(source) if (source / path).stat().st_ino not in watched}
+
+
+def test_a_subdirectory_made_while_its_parent_is_walked_is_watched(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mkdir -p`` racing the walk: a subdirectory made after a directory was opened and
+    looked at (one link: a leaf) but before its watch existed has no event; the walk must
+    find it all the same."""
+    source = tmp_path / "source"
+    (source / "a").mkdir(parents=True)
+    watcher = Watcher(str(source), Excluder(()))
+    walk = watcher._watch_open_directory
+
+    def racing(directory_fd: int, status: os.stat_result, parent: WatchedDir | None, name: str,
+               relative: str) -> WatchedDir | None:
+        if relative == "a/new/child":
+            os.mkdir(source / "a" / "new" / "child" / "made-meanwhile")
+        return walk(directory_fd, status, parent, name, relative)
+
+    try:
+        watcher.watch_root()
+        assert watcher.leaf_device is not None or os.stat(source).st_nlink == 1, "the link-count shortcut is on"
+        monkeypatch.setattr(watcher, "_watch_open_directory", racing)
+        (source / "a" / "new" / "child").mkdir(parents=True)
+        watcher.read_changes()
+        assert _unwatched(source, watcher) == set()
+        assert "a/new/child/made-meanwhile" in _watched_paths(watcher)
+    finally:
+        watcher.close()
+
+
+def test_a_directory_moved_out_and_back_in_one_read_stays_watched_and_is_sent_whole(tmp_path: Path) -> None:
+    """``mv d /elsewhere; edit /elsewhere/d/f; mv /elsewhere/d d`` between two reads: the move out
+    is told last (its MOVED_TO was waited for), yet d is back, watched, and sent whole, so the
+    edit made outside reaches the mirror."""
+    source, outside = tmp_path / "source", tmp_path / "outside"
+    (source / "d" / "sub").mkdir(parents=True)
+    outside.mkdir()
+    watcher = Watcher(str(source), Excluder(()))
+    try:
+        watcher.watch_root()
+        (source / "d").rename(outside / "d")
+        (outside / "d" / "sub" / "f").write_text("edited outside")
+        (outside / "d").rename(source / "d")
+        changes = watcher.read_changes()
+        assert [change for change in changes if change.path == "d"][-1] == Change(ChangeKind.NEW_DIR, "d", True)
+        assert _unwatched(source, watcher) == set()
+        (source / "d" / "sub" / "g").write_text("g")
+        assert "d/sub/g" in {change.path for change in watcher.read_changes()}
     finally:
         watcher.close()

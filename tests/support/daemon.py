@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support import rsyncs
 from tests.support.notify import NotifySocket
-from tests.support.processes import stop_process
+from tests.support.processes import inotify_watched_inodes, stop_process
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 
 _Started = TypeVar("_Started")
@@ -202,6 +203,23 @@ class Daemon:
         status = self.status()
         assert status.get("state") == "in-sync" and not status.get("failing"), self.describe()
         self.assert_running()
+
+    def assert_watching(self, source: Path) -> None:
+        """Once settled, every real directory of ``source`` has one inotify watch (by inode)
+        and nothing else has one: a directory without its watch would let a later change
+        there go unseen while the daemon says in sync."""
+        watched = inotify_watched_inodes(self.pid)
+        directories = {str(source): os.lstat(source).st_ino}
+        for parent, names, _ in os.walk(source):
+            for name in names:
+                status = os.lstat(os.path.join(parent, name))
+                if stat.S_ISDIR(status.st_mode):
+                    directories[os.path.join(parent, name)] = status.st_ino
+        unwatched = sorted(path for path, inode in directories.items() if inode not in watched)
+        extra = len(watched) - len(set(watched) & set(directories.values()))
+        assert not unwatched and not extra, (
+            f"{len(unwatched)} source directories have no watch ({unwatched[:5]}), {extra} watches are on "
+            f"something else or twice\n{self.describe()}")
 
     def wait_mirrored(self, source: Path, destination: Path, timeout: float = 45) -> None:
         """:func:`tests.support.trees.wait_until_equal`, adding :meth:`describe` to a failure."""

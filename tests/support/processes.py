@@ -104,13 +104,20 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
 
 def inotify_watches(pid: int) -> int:
     """The watches a process holds: one ``inotify wd:`` line per watch in /proc/PID/fdinfo."""
-    total = 0
+    return len(inotify_watched_inodes(pid))
+
+
+def inotify_watched_inodes(pid: int) -> list[int]:
+    """The inode number of each watch a process holds (its ``inotify wd: ... ino:HEX`` lines
+    in /proc/PID/fdinfo), one entry per watch."""
+    inodes = []
     for name in os.listdir(f"/proc/{pid}/fd"):
         try:
             if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:inotify":
                 continue
             with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
-                total += sum(1 for line in info if line.startswith("inotify wd:"))
+                inodes += [int(line.split(" ino:")[1].split()[0], 16)
+                           for line in info if line.startswith("inotify wd:")]
         except OSError:
             continue
-    return total
+    return inodes

@@ -154,6 +154,7 @@ class Group:
             return verdict, f"{error}\n{workload.report()}"
         try:
             daemon.assert_settled(root / "after-the-churn", self.destination / root.name / "after-the-churn")
+            daemon.assert_watching(self.source)
         except (AssertionError, OSError) as error:
             return "unsettled", f"not settled after the churn: {error}\n{workload.report()}"
         shutil.rmtree(root)

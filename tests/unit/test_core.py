@@ -108,6 +108,33 @@ def test_unpaired_moves_are_moves_in_and_out() -> None:
     assert tree.find("a") is None
 
 
+def test_a_directory_moved_out_and_back_in_one_read_keeps_its_watches() -> None:
+    """Its MOVED_FROM is held for a MOVED_TO that never comes, while it is back and watched
+    again (the kernel hands back the same descriptors): finishing the move out removes none."""
+    tree, translator = make_tree()
+    changes = translator.feed([Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"), Event(1, IN_MOVED_TO | IN_ISDIR, 7, "a")])
+    assert changes == [Change(ChangeKind.NEW_DIR, "a", True)]
+    assert tree.find("a") is None, "taken out at its MOVED_FROM"
+    tree.add(2, "a")  # what the watcher's walk of the new directory does
+    tree.add(3, "a/b")
+    assert translator.finish_unpaired() == [Change(ChangeKind.REMOVED, "a", True)]
+    assert translator.watches_to_remove == []
+    assert tree.path_of(tree.by_wd[3]) == "a/b"
+
+
+def test_a_directory_moved_away_is_out_of_the_tree_until_its_move_is_known() -> None:
+    """A directory renamed into the place of one moved out (its MOVED_TO still to come) stays
+    watched when the move out is finished, and the one moved out loses its watches."""
+    tree, translator = make_tree()
+    changes = translator.feed([Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a"), Event(3, IN_CREATE, 0, "late"),
+                               Event(1, IN_MOVED_FROM | IN_ISDIR, 8, "c"), Event(1, IN_MOVED_TO | IN_ISDIR, 8, "a")])
+    assert changes == [Change(ChangeKind.WRITING, "a/b/late"), Change(ChangeKind.MOVED, "a", True, "c")]
+    assert tree.by_wd[4] is tree.find("a")
+    assert translator.finish_unpaired() == [Change(ChangeKind.REMOVED, "a", True)]
+    assert sorted(translator.watches_to_remove) == [2, 3]
+    assert translator.moved_away == {}
+
+
 def test_overflow_root_loss_and_lost_watches() -> None:
     _, translator = make_tree()
     assert translator.feed([Event(-1, IN_Q_OVERFLOW, 0, "")]) == [Change(ChangeKind.RESCAN)]
