@@ -12,11 +12,13 @@ import sys
 import traceback
 from typing import Any
 
-from pirsyncd import __version__, exitcodes, notify
-from pirsyncd import log as logsetup
-from pirsyncd.config import ConfigError, parse, render_sample_config
-from pirsyncd.destination import DestinationError, parse_destination
-from pirsyncd.options import OPTIONS, Kind, Option
+from pirsyncd import __version__
+from pirsyncd.config import exitcodes
+from pirsyncd.config.destination import DestinationError, parse_destination
+from pirsyncd.config.options import OPTIONS, Kind, Option
+from pirsyncd.config.parse import ConfigError, parse, render_sample_config
+from pirsyncd.edges import log as logsetup
+from pirsyncd.edges import notify
 
 DEFAULT_CONFIG_DIR = "/etc/pirsyncd"
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]*$")
@@ -188,7 +190,7 @@ def _subcommand_parser(verb: str) -> argparse.ArgumentParser:
 
 
 def _status_path(arguments: argparse.Namespace) -> str:
-    from pirsyncd.status import default_status_path
+    from pirsyncd.ops.status import default_status_path
 
     if arguments.name:
         check_instance_name(arguments.name)
@@ -199,7 +201,7 @@ def _status_path(arguments: argparse.Namespace) -> str:
 
 
 def _status_command(argv: list[str]) -> int:
-    from pirsyncd.status import format_status, read_status, wait_until_synced
+    from pirsyncd.ops.status import format_status, read_status, wait_until_synced
 
     parser = _subcommand_parser(argv[0])
     waiting = argv[0] == "wait"
@@ -225,8 +227,8 @@ def _status_command(argv: list[str]) -> int:
 def _pause_command(argv: list[str]) -> int:
     """``pirsyncd pause|resume NAME``: create or remove the pause file, then SIGUSR2 and wait
     until the daemon's status says it took it (docs/CONTRACT.md)."""
-    from pirsyncd.pause import STATE_DIRECTORY, default_pause_path, write_pause_file
-    from pirsyncd.status import read_status, wait_for_pause
+    from pirsyncd.ops.pause import STATE_DIRECTORY, default_pause_path, write_pause_file
+    from pirsyncd.ops.status import read_status, wait_for_pause
 
     pausing = argv[0] == "pause"
     parser = _subcommand_parser(argv[0])
@@ -271,7 +273,7 @@ def run(argv: list[str]) -> int:
     except ConfigError as error:
         _print_problems(error.problems)
         return exitcodes.CONFIG
-    from pirsyncd.safety import preflight
+    from pirsyncd.replica.preflight import preflight
 
     problems = preflight(config)
     if arguments.check:

@@ -15,22 +15,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pirsyncd import exitcodes, notify
-from pirsyncd.config import Config, ConfigError
-from pirsyncd.destination import DestinationKind
-from pirsyncd.events import Change, ChangeKind
-from pirsyncd.loop import Loop
-from pirsyncd.metrics import MetricsFile
-from pirsyncd.operations import Operations
-from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, ReplicaState, Timer
-from pirsyncd.replica import Replica, make_replicas
-from pirsyncd.report import Reporter, RsyncOutputLog, combine_destinations
-from pirsyncd.restart import StateKeeper, all_in_sync, default_state_path
-from pirsyncd.runner import Child, ChildResult
-from pirsyncd.safety import SourceProblem, preflight
-from pirsyncd.source import SourceSide
-from pirsyncd.sshmaster import SharedConnections
-from pirsyncd.status import default_status_path
+from pirsyncd.config import exitcodes
+from pirsyncd.config.destination import DestinationKind
+from pirsyncd.config.parse import Config, ConfigError
+from pirsyncd.edges import notify
+from pirsyncd.edges.loop import Loop
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.ops.metrics import MetricsFile
+from pirsyncd.ops.operations import Operations
+from pirsyncd.ops.report import Reporter, combine_destinations
+from pirsyncd.ops.status import default_status_path
+from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy
+from pirsyncd.replica.policy import ReplicaState, Timer
+from pirsyncd.replica.preflight import local_destination_has_entries, preflight
+from pirsyncd.replica.replica import Replica, make_replicas
+from pirsyncd.replica.runlog import RsyncOutputLog
+from pirsyncd.replica.ssh import SharedConnections
+from pirsyncd.restart.keeper import StateKeeper, all_in_sync, default_state_path
+from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.identity import SourceProblem
+from pirsyncd.source.intake import SourceSide
 
 log = logging.getLogger("pirsyncd")
 
@@ -263,8 +267,10 @@ class Instance:
         config = self.config
         old = self.source.watcher
         try:
-            self.source.recheck(config.allow_empty_source, [replica.config.destination.path for replica in
-                                self.replicas if replica.config.destination.kind == DestinationKind.LOCAL])
+            local = [replica.config.destination.path for replica in self.replicas
+                     if replica.config.destination.kind == DestinationKind.LOCAL]
+            self.source.recheck(config.allow_empty_source,
+                                lambda: any(local_destination_has_entries(path) for path in local))
         except (SourceProblem, OSError) as problem:
             warning = f"{self.policy.lost_reason}: {problem}"
             if self.warning != warning and isinstance(problem, SourceProblem):

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from pirsyncd.config import Config
+from pirsyncd.config.parse import Config
+from pirsyncd.edges.notify import NotifyError
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.signals import SignalInbox
 from pirsyncd.instance import Instance
-from pirsyncd.notify import NotifyError
-from pirsyncd.runner import Child, ChildResult
-from pirsyncd.signals import SignalInbox
 
 
 class Service:

@@ -117,7 +117,7 @@ def test_running_with_a_missing_source_says_so_with_its_own_status(tmp_path: Pat
 
 
 def test_help_and_examples_cover_every_option() -> None:
-    from pirsyncd.options import OPTIONS
+    from pirsyncd.config.options import OPTIONS
 
     help_text = run_pirsyncd("--help").stdout
     examples = run_pirsyncd("--examples").stdout

@@ -22,7 +22,7 @@ RULES = REPO / "etc" / "prometheus" / "pirsyncd.rules.yml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (Debian's prometheus package; "
                                                              "scripts/setup --tests installs it)")
-# One journal line per rsync run (pirsyncd.report.log_run).
+# One journal line per rsync run (pirsyncd.replica.runlog.log_run).
 RUN_OK = re.compile(r"(full sync|\w+ of \d+ paths) sent in [\d.]+ s: (\d+) files, ([\d,]+) bytes")
 RUN_FAILED = re.compile(r"(full sync|\w+ of \d+ paths) failed after")
 

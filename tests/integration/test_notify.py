@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd import exitcodes
+from pirsyncd.config import exitcodes
 from tests.support.daemon import Daemon
 from tests.support.fakes import WITHOUT_SYSTEMD_PYTHON
 from tests.support.notify import Message, NotifySocket

@@ -30,7 +30,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
-from pirsyncd.destination import DestinationKind, parse_destination  # noqa: E402
+from pirsyncd.config.destination import DestinationKind, parse_destination  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
 from tests.support.servers import NetNamespaceHost, RsyncDaemon, SshServer, free_port  # noqa: E402
 from tests.support.trees import differences, wait_for, write_file  # noqa: E402

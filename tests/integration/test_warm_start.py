@@ -35,7 +35,7 @@ from tests.support.workload import HOSTILE_NAMES, Workload, seed_from_environmen
 
 DELAY = "0.1"
 HARD_LINKS = "--rsync-flags=--hard-links"
-# The watermark lies 2 s before the moment it was taken (pirsyncd.state.MARGIN): a tree made this
+# The watermark lies 2 s before the moment it was taken (pirsyncd.restart.statefile.MARGIN): a tree made this
 # long before a clean stop is older than the watermark that stop writes.
 SETTLE = 2.6
 WARM_LINE = re.compile(r"warm start: (\d+) changes? since .+ found in [0-9.]+ s")

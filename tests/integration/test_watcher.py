@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd.events import Change, ChangeKind, WatchedDir
-from pirsyncd.filters import Excluder
-from pirsyncd.watcher import Watcher
+from pirsyncd.config.filters import Excluder
+from pirsyncd.source.events import Change, ChangeKind, WatchedDir
+from pirsyncd.source.watcher import Watcher
 
 
 def _directories(root: Path) -> set[str]:

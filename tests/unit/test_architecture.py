@@ -1,5 +1,6 @@
-"""The shape of the package, checked: dependencies point one way, the pure core touches
-no OS machinery, one module starts subprocesses, and the exit statuses agree everywhere."""
+"""The shape of the package, checked: each subpackage imports only the packages below it
+(the README's diagram, as folders), there are no import cycles, the pure core touches no OS
+machinery, one module starts subprocesses, and the exit statuses agree everywhere."""
 
 from __future__ import annotations
 
@@ -11,37 +12,72 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd import exitcodes
+from pirsyncd.config import exitcodes
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pirsyncd"
 MAN8 = PACKAGE.parent / "docs" / "pirsyncd.8.rst"
-PURE = ("options", "config", "filters", "events", "batch", "pending", "rsync", "plan", "policy", "failing",
-        "destination", "exitcodes", "hardlinks")
+# Which subpackages each one may import (besides itself). The modules at the top (cli, service,
+# instance, policy) may import any of them; none of them imports the top.
+MAY_IMPORT = {
+    "config": set(),
+    "edges": {"config"},
+    "source": {"config", "edges"},
+    "replica": {"config", "edges", "source"},
+    "restart": {"config", "edges", "source", "replica"},
+    "ops": {"config", "edges", "source", "replica"},
+}
+PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
+        "source.events", "source.hardlinks", "replica.batch", "replica.pending",
+        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "policy")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple"}
 
 
+def package_modules() -> list[str]:
+    """Every module of pirsyncd by dotted name below it: ``cli``, ``source.watcher``, ..."""
+    return sorted(".".join(path.relative_to(PACKAGE).with_suffix("").parts) for path in PACKAGE.rglob("*.py")
+                  if path.stem != "__init__" and "_vendor" not in path.parts)
+
+
 def imports_of(module: str) -> set[str]:
-    """Every module a pirsyncd module imports, also under TYPE_CHECKING and inside functions."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """Every module a pirsyncd module imports, also under TYPE_CHECKING and inside functions,
+    as dotted names (``pirsyncd.replica.rsync``; ``from pirsyncd.config import exitcodes``
+    gives ``pirsyncd.config.exitcodes``)."""
+    tree = ast.parse((PACKAGE / f"{module.replace('.', '/')}.py").read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
-            if node.module == "pirsyncd":
-                found.update(f"pirsyncd.{alias.name}" for alias in node.names)
+            if node.module.startswith("pirsyncd"):
+                found.update(f"{node.module}.{alias.name}" for alias in node.names
+                             if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).with_suffix(".py")
+                             .exists())
     return found
 
 
-def package_modules() -> list[str]:
-    return sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
+def own_imports(module: str) -> set[str]:
+    """The pirsyncd modules (dotted, below the package) a module imports."""
+    modules = set(package_modules())
+    return {name.removeprefix("pirsyncd.") for name in imports_of(module)} & modules
+
+
+def test_each_subpackage_imports_only_the_packages_below_it() -> None:
+    assert {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()} - {"_vendor"} == set(MAY_IMPORT)
+    for module in package_modules():
+        package = module.split(".")[0] if "." in module else None
+        for imported in own_imports(module):
+            target = imported.split(".")[0] if "." in imported else None
+            if package is None or target == package:
+                continue  # the top imports anything; a package imports itself
+            assert target is not None, f"pirsyncd/{module} imports {imported}: packages never import the top"
+            assert target in MAY_IMPORT[package], (
+                f"pirsyncd/{module} imports pirsyncd.{imported}: {package}/ may import only "
+                f"{sorted(MAY_IMPORT[package]) or 'nothing else'}")
 
 
 def test_no_import_cycles() -> None:
-    graph = {module: {name.removeprefix("pirsyncd.") for name in imports_of(module)
-                      if name.startswith("pirsyncd.") and not name.startswith("pirsyncd._vendor")}
-             for module in package_modules()}
+    graph = {module: own_imports(module) for module in package_modules()}
     visiting: list[str] = []
     done: set[str] = set()
 
@@ -62,22 +98,19 @@ def test_no_import_cycles() -> None:
 @pytest.mark.parametrize("module", PURE)
 def test_the_pure_core_touches_no_os_machinery(module: str) -> None:
     used = {name.split(".")[0] for name in imports_of(module)} & OS_MACHINERY
-    assert not used, f"pirsyncd/{module}.py imports {sorted(used)}: keep it pure, move that to an edge"
+    assert not used, f"pirsyncd/{module} imports {sorted(used)}: keep it pure, move that to an edge"
 
 
 def test_only_the_runner_starts_subprocesses_and_only_the_watcher_uses_inotify() -> None:
     for module in package_modules():
         names = {name.split(".")[0] for name in imports_of(module)}
-        if module != "runner":
-            assert "subprocess" not in names, f"pirsyncd/{module}.py starts a subprocess: use pirsyncd.runner"
-        if module != "watcher":
-            assert "inotify_simple" not in names, f"pirsyncd/{module}.py uses inotify: go through the watcher"
+        if module != "edges.runner":
+            assert "subprocess" not in names, f"pirsyncd/{module} starts a subprocess: use pirsyncd.edges.runner"
+        if module != "source.watcher":
+            assert "inotify_simple" not in names, f"pirsyncd/{module} uses inotify: go through the watcher"
 
 
-def test_modules_stay_small_and_the_service_is_the_loop_alone() -> None:
-    for module in package_modules():
-        lines = len((PACKAGE / f"{module}.py").read_text().splitlines())
-        assert lines <= 400, f"pirsyncd/{module}.py has {lines} lines: split it"
+def test_the_service_is_the_loop_alone() -> None:
     assert len((PACKAGE / "service.py").read_text().splitlines()) < 200
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pirsyncd.config import ConfigError, parse, render_sample_config
-from pirsyncd.destination import DestinationError, DestinationKind, parse_destination
-from pirsyncd.options import OPTIONS, Kind, Option
-from pirsyncd.values import parse_duration
+from pirsyncd.config.destination import DestinationError, DestinationKind, parse_destination
+from pirsyncd.config.options import OPTIONS, Kind, Option
+from pirsyncd.config.parse import ConfigError, parse, render_sample_config
+from pirsyncd.config.values import parse_duration
 
 MINIMAL = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd import rsync
-from pirsyncd.config import parse
-from pirsyncd.events import (
+from pirsyncd.config.filters import Excluder, PatternError, compile_pattern
+from pirsyncd.config.parse import parse
+from pirsyncd.replica import rsync
+from pirsyncd.replica.pending import Pending
+from pirsyncd.source.events import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -26,8 +28,6 @@ from pirsyncd.events import (
     EventTranslator,
     WatchTree,
 )
-from pirsyncd.filters import Excluder, PatternError, compile_pattern
-from pirsyncd.pending import Pending
 
 
 # -- filters -------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_stats_parsing() -> None:
 
 
 def test_paths_under_a_vanished_directory_become_that_directory(tmp_path: Path) -> None:
-    from pirsyncd.plan import SourceFacts, without_missing_parents
+    from pirsyncd.replica.plan import SourceFacts, without_missing_parents
 
     (tmp_path / "kept").mkdir()
     changed, fresh = without_missing_parents(SourceFacts(str(tmp_path)), ["kept/file", "gone/deeper/file", "gone"],
@@ -385,8 +385,8 @@ def test_a_path_through_a_symlinked_directory_is_gone_from_the_source(tmp_path: 
     last, so the old paths below it looked present: they were sent through the symlink, rsync made
     the symlink's name a directory again at the destination (implied directories) and the source's
     symlink never arrived, while ``pirsyncd wait`` said in sync."""
-    from pirsyncd.batch import Batch
-    from pirsyncd.plan import Renames, RunMode, SourceFacts, plan_transfers
+    from pirsyncd.replica.batch import Batch
+    from pirsyncd.replica.plan import Renames, RunMode, SourceFacts, plan_transfers
 
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "real" / "sub" / "file").write_text("x\n")

@@ -1,6 +1,6 @@
 """The option table, the man pages and the example config must agree.
 
-``pirsyncd/options.py`` is the single source of truth. Adding, renaming, moving
+``pirsyncd/config/options.py`` is the single source of truth. Adding, renaming, moving
 or removing an option, or changing its help, without updating
 ``docs/pirsyncd.8.rst``, ``docs/pirsyncd.conf.5.rst`` and
 ``etc/pirsyncd/example.conf`` fails here, naming what to change.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd.options import OPTIONS, SECTIONS, Option
+from pirsyncd.config.options import OPTIONS, SECTIONS, Option
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN8 = ROOT / "docs" / "pirsyncd.8.rst"
@@ -123,7 +123,7 @@ def test_example_conf_shows_option(option: Option) -> None:
     keys = example_conf_keys()
     assert option.key in keys.get(option.section, set()), (
         f"{EXAMPLE_CONF.name}: add '#{option.key} = {option.example.splitlines()[0]}' "
-        f"under [{option.section}] (pirsyncd.config.render_sample_config() writes the whole file)")
+        f"under [{option.section}] (pirsyncd.config.parse.render_sample_config() writes the whole file)")
 
 
 @pytest.mark.skipif(not EXAMPLE_CONF.exists(), reason="etc/pirsyncd/example.conf not written yet")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd import rsync
-from pirsyncd.config import parse
-from pirsyncd.failing import FailingPaths
-from pirsyncd.plan import SourceFacts, deletion_parents
-from pirsyncd.safety import describe_identity_change, source_identity
+from pirsyncd.config.parse import parse
+from pirsyncd.replica import rsync
+from pirsyncd.replica.failing import FailingPaths
+from pirsyncd.replica.plan import SourceFacts, deletion_parents
+from pirsyncd.source.identity import describe_identity_change, source_identity
 
 SOURCE = "/srv/www"
 SUMMARY = ("rsync error: some files/attrs were not transferred (see previous errors) (code 23) "

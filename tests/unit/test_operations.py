@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd.batch import Batch, Move
-from pirsyncd.config import ConfigError, parse
-from pirsyncd.counters import RunTally
-from pirsyncd.hooks import HookCall
-from pirsyncd.pause import PauseSwitch, default_pause_path, write_pause_file
-from pirsyncd.report import status_line
+from pirsyncd.config.parse import ConfigError, parse
+from pirsyncd.ops.hooks import HookCall
+from pirsyncd.ops.pause import PauseSwitch, default_pause_path, write_pause_file
+from pirsyncd.ops.report import status_line
+from pirsyncd.replica.batch import Batch, Move
+from pirsyncd.replica.counters import RunTally
 
 BASE = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
 
@@ -81,7 +81,7 @@ def test_the_metrics_of_a_snapshot_parse_with_prometheus_clients_parser() -> Non
     parser = pytest.importorskip("prometheus_client.parser")
     from prometheus_client import CollectorRegistry, core, generate_latest
 
-    from pirsyncd.metrics import _SnapshotCollector
+    from pirsyncd.ops.metrics import _SnapshotCollector
 
     snapshot = {"instance": "www", "state": "paused", "pending": 7, "paused": True, "watched_dirs": 4,
                 "last_success": 1000.0, "last_change": 2000.0, "failing_paths": [{"path": "x"}],

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-from pirsyncd.events import Change, ChangeKind
-from pirsyncd.pending import Pending
-from pirsyncd.policy import (
-    KILL_GRACE,
-    SOURCE_RECHECK_INTERVAL,
-    UNWATCHED_RESYNC_INTERVAL,
-    InstancePolicy,
-    InstanceState,
-    ReplicaPolicy,
-    ReplicaState,
-    Timer,
-)
-from pirsyncd.rsync import Outcome
+from pirsyncd.policy import SOURCE_RECHECK_INTERVAL, UNWATCHED_RESYNC_INTERVAL, InstancePolicy, InstanceState
+from pirsyncd.replica.pending import Pending
+from pirsyncd.replica.policy import KILL_GRACE, ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.replica.rsync import Outcome
+from pirsyncd.source.events import Change, ChangeKind
 
 
 def test_retries_back_off_doubling_up_to_the_cap_and_reset_on_success() -> None:

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd import state
-from pirsyncd.events import Change, ChangeKind
-from pirsyncd.filters import Excluder
-from pirsyncd.pending import Pending
-from pirsyncd.plan import Renames, deletion_parents, plan_transfers
-from pirsyncd.rsync import RunMode
-from pirsyncd.state import Header, StateUnusable
-from pirsyncd.warm import WarmScan, order_moves
-from pirsyncd.watcher import Watcher
+from pirsyncd.config.filters import Excluder
+from pirsyncd.replica.pending import Pending
+from pirsyncd.replica.plan import Renames, deletion_parents, plan_transfers
+from pirsyncd.replica.rsync import RunMode
+from pirsyncd.restart import statefile
+from pirsyncd.restart.statefile import Header, StateUnusable
+from pirsyncd.restart.warmscan import WarmScan, order_moves
+from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.watcher import Watcher
 from tests.support.trees import wait_for
 
 
-def index_and_watermark(root: Path) -> tuple[state.Index, float]:
+def index_and_watermark(root: Path) -> tuple[statefile.Index, float]:
     """The index a running daemon would have written, and a watermark after every ctime in
     the tree (waiting until the clock has moved past them, so later changes are newer)."""
     watcher = Watcher(str(root), Excluder(()))
@@ -45,7 +45,7 @@ def index_and_watermark(root: Path) -> tuple[state.Index, float]:
     return index, (newest + 1000) / 1e9  # a float holds about 0.24 us at today's epoch
 
 
-def scan(root: Path, index: state.Index, watermark: float, trusted: bool = True) -> list[tuple[str, str, str]]:
+def scan(root: Path, index: statefile.Index, watermark: float, trusted: bool = True) -> list[tuple[str, str, str]]:
     """What a warm start finds: the watch tree judged against the index, then find's list."""
     warm = WarmScan(str(root), Excluder(()), watermark, index)
     watcher = Watcher(str(root), Excluder(()))
@@ -124,7 +124,7 @@ def test_move_order() -> None:
 
 
 def header(**changes: object) -> Header:
-    boot_id, offset = state.boot_clock()
+    boot_id, offset = statefile.boot_clock()
     values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "fsid": 3, "mount_id": 4,
               "mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "4"]], "boot_id": boot_id, "boot_offset": offset,
               "index_token": "t", "destinations": {}}
@@ -138,7 +138,7 @@ def header(**changes: object) -> Header:
     ({"fsid": 9}, 0.0, "another file system"),
     ({"inode": 9}, 0.0, "another directory"),
     ({"watermark": time.time() + 3600}, 0.0, "in the future"),
-    ({"boot_offset": state.boot_clock()[1] + 60}, 0.0, "clock went back"),
+    ({"boot_offset": statefile.boot_clock()[1] + 60}, 0.0, "clock went back"),
     ({}, 5.0, "older than full_resync_interval"),
     ({"mounts": []}, 0.0, "mounts at or below the source changed"),
     ({"mount_id": 5}, 0.0, "mounted again"),
@@ -147,41 +147,41 @@ def header(**changes: object) -> Header:
 def test_judge_names_the_reason(changes: dict[str, object], interval: float, reason: str) -> None:
     now = header(watermark=time.time())
     with pytest.raises(StateUnusable, match=reason):
-        state.judge(header(**changes), now, interval)
-    state.judge(header(), now, 0.0)  # and the unchanged header passes
+        statefile.judge(header(**changes), now, interval)
+    statefile.judge(header(), now, 0.0)  # and the unchanged header passes
     # Mount ids mean nothing across a reboot: another boot with other ids is the same mount.
-    state.judge(header(boot_id="another boot", mount_id=5, boot_offset=0.0), now, 0.0)
+    statefile.judge(header(boot_id="another boot", mount_id=5, boot_offset=0.0), now, 0.0)
 
 
 def test_state_files_round_trip_and_unreadable_ones_say_so(tmp_path: Path) -> None:
     path = str(tmp_path / "www.state")
     with pytest.raises(StateUnusable, match="no state file yet"):
-        state.read_header(path)
-    token = state.write_index(path, [(2, 0, ""), (5, 2, "a b")])
-    state.write_header(path, header(index_token=token))
-    assert state.read_header(path).index_token == token
-    assert state.read_index(path, token) == {2: (0, ""), 5: (2, "a b")}
+        statefile.read_header(path)
+    token = statefile.write_index(path, [(2, 0, ""), (5, 2, "a b")])
+    statefile.write_header(path, header(index_token=token))
+    assert statefile.read_header(path).index_token == token
+    assert statefile.read_index(path, token) == {2: (0, ""), 5: (2, "a b")}
     with pytest.raises(StateUnusable, match="another state"):
-        state.read_index(path, "other")
+        statefile.read_index(path, "other")
     Path(path).write_bytes(b"\x00garbage")
     with pytest.raises(StateUnusable, match="unreadable"):
-        state.read_header(path)
+        statefile.read_header(path)
     Path(path).write_text(json.dumps({"format": 99}))
     with pytest.raises(StateUnusable, match="unreadable"):
-        state.read_header(path)
+        statefile.read_header(path)
 
 
 def test_a_truncated_index_is_unreadable(tmp_path: Path) -> None:
     path = str(tmp_path / "www.state")
-    token = state.write_index(path, [(2, 0, ""), (5, 2, "a"), (6, 2, "b")])
+    token = statefile.write_index(path, [(2, 0, ""), (5, 2, "a"), (6, 2, "b")])
     text = Path(path + ".dirs").read_text()
     Path(path + ".dirs").write_text("".join(text.splitlines(keepends=True)[:3]))  # cut at a line's end
     with pytest.raises(StateUnusable, match="incomplete"):
-        state.read_index(path, token)
+        statefile.read_index(path, token)
 
 
 def test_mountinfo_escapes_are_read() -> None:
-    assert state._unescape(r"/srv/a\040b") == "/srv/a b"
+    assert statefile._unescape(r"/srv/a\040b") == "/srv/a b"
 
 
 def test_entries_flow_through_pending_and_the_plan() -> None:
@@ -213,7 +213,7 @@ def test_an_entries_check_does_not_undo_a_removal() -> None:
 
 
 def test_directories_of_unknown_inode_stay_out_of_the_index() -> None:
-    from pirsyncd.events import WatchTree
+    from pirsyncd.source.events import WatchTree
 
     tree = WatchTree()
     tree.add(1, "", ino=10)
@@ -224,8 +224,8 @@ def test_directories_of_unknown_inode_stay_out_of_the_index() -> None:
 
 
 def test_directories_sharing_an_inode_number_stay_out_of_the_index() -> None:
-    from pirsyncd.events import WatchTree
-    from pirsyncd.restart import _unambiguous
+    from pirsyncd.restart.keeper import _unambiguous
+    from pirsyncd.source.events import WatchTree
 
     tree = WatchTree()
     tree.add(1, "", ino=10)

@@ -2,7 +2,7 @@
 starts failing, is held or failed, or the source is lost, and once more when it recovers.
 
 A hook is an argv (split like rsync_flags, never run by a shell), started through
-:class:`pirsyncd.runner.Child` and serviced by the loop like any rsync run, so it never blocks
+:class:`pirsyncd.edges.runner.Child` and serviced by the loop like any rsync run, so it never blocks
 or slows syncing. At most one call of each hook runs at a time: what happens meanwhile is
 coalesced into the next call (on_sync: the paths and bytes add up; on_failure: the latest
 event wins). Past ``hook_timeout`` it gets SIGTERM, then SIGKILL. Its output goes to the log,
@@ -18,8 +18,8 @@ import logging
 import os
 from collections.abc import Callable
 
-from pirsyncd.batch import Batch
-from pirsyncd.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.replica.batch import Batch
 
 log = logging.getLogger("pirsyncd")
 hook_output_log = logging.getLogger("pirsyncd.hook")

@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pirsyncd.destination import Destination, DestinationKind
-from pirsyncd.options import OPTIONS, OPTIONS_BY_KEY, PER_DESTINATION, SECTIONS
-from pirsyncd.values import convert
+from pirsyncd.config.destination import Destination, DestinationKind
+from pirsyncd.config.options import OPTIONS, OPTIONS_BY_KEY, PER_DESTINATION, SECTIONS
+from pirsyncd.config.values import convert
 
 
 class ConfigError(Exception):
@@ -206,7 +206,7 @@ def auto_name(destination: Destination, taken: set[str]) -> str:
     """A short name for a destination given without one: its host's first label, or the
     local directory's name; made unique with -2, -3 ...
 
-    >>> from pirsyncd.destination import parse_destination
+    >>> from pirsyncd.config.destination import parse_destination
     >>> auto_name(parse_destination("backup@web1.example:/srv/www"), set())
     'web1'
     >>> auto_name(parse_destination("/var/backups/www"), {"www"})

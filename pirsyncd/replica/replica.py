@@ -15,21 +15,21 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from pirsyncd.batch import Batch
-from pirsyncd.config import Config
-from pirsyncd.counters import RunTally
-from pirsyncd.deletions import DeletionPath
-from pirsyncd.events import Change, ChangeKind
-from pirsyncd.failing import FailingPaths
-from pirsyncd.hardlinks import HardLinkIndex, Key
-from pirsyncd.job import RunRecord, SyncJob
-from pirsyncd.pending import Pending
-from pirsyncd.plan import SourceFacts
-from pirsyncd.policy import ReplicaPolicy, ReplicaState, Timer
-from pirsyncd.report import RsyncOutputLog, log_run
-from pirsyncd.rsync import Outcome, RunMode
-from pirsyncd.runner import Child, ChildResult
-from pirsyncd.safety import SourceProblem
+from pirsyncd.config.parse import Config
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.replica.batch import Batch
+from pirsyncd.replica.counters import RunTally
+from pirsyncd.replica.deletions import DeletionPath
+from pirsyncd.replica.failing import FailingPaths
+from pirsyncd.replica.job import RunRecord, SyncJob
+from pirsyncd.replica.pending import Pending
+from pirsyncd.replica.plan import SourceFacts
+from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.replica.rsync import Outcome, RunMode
+from pirsyncd.replica.runlog import RsyncOutputLog, log_run
+from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.hardlinks import HardLinkIndex, Key
+from pirsyncd.source.identity import SourceProblem
 
 log = logging.getLogger("pirsyncd")
 

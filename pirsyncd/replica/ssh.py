@@ -8,10 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 
-from pirsyncd import rsync
-from pirsyncd.config import Config
-from pirsyncd.destination import DestinationKind
-from pirsyncd.runner import Child
+from pirsyncd.config.destination import DestinationKind
+from pirsyncd.config.parse import Config
+from pirsyncd.edges.runner import Child
+from pirsyncd.replica import rsync
 
 
 class SharedConnections:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pirsyncd.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult
 
 
 class Loop(Protocol):

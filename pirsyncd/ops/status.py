@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pirsyncd import exitcodes
+from pirsyncd.config import exitcodes
 
 
 def default_status_path(instance: str) -> str | None:

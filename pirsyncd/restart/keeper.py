@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pirsyncd import state
-from pirsyncd.config import Config
-from pirsyncd.events import WatchTree
-from pirsyncd.policy import ReplicaState
-from pirsyncd.replica import Replica
-from pirsyncd.runner import Child
-from pirsyncd.safety import source_identity
-from pirsyncd.source import SourceSide
-from pirsyncd.state import Header, StateUnusable
-from pirsyncd.warm import WarmScan
+from pirsyncd.config.parse import Config
+from pirsyncd.edges.runner import Child
+from pirsyncd.replica.policy import ReplicaState
+from pirsyncd.replica.replica import Replica
+from pirsyncd.restart import statefile
+from pirsyncd.restart.statefile import Header, StateUnusable
+from pirsyncd.restart.warmscan import WarmScan
+from pirsyncd.source.events import WatchTree
+from pirsyncd.source.identity import source_identity
+from pirsyncd.source.intake import SourceSide
 
 log = logging.getLogger("pirsyncd")
 
@@ -67,7 +67,7 @@ class StateKeeper:
         self.activity = False  # a job ended since the last write: the watermark may advance
         self.next_write = 0.0  # monotonic: not before
         self._index: tuple[WatchTree, int] | None = None  # the tree (and its version) on disk
-        self._interval = state.MIN_WRITE_INTERVAL
+        self._interval = statefile.MIN_WRITE_INTERVAL
         self._complained = False
 
     # -- start ------------------------------------------------------------------------------
@@ -144,11 +144,11 @@ class StateKeeper:
 
     def _prepare(self, config: Config, source: SourceSide) -> WarmScan:
         assert self.path is not None
-        header = state.read_header(self.path)
+        header = statefile.read_header(self.path)
         try:
-            now = state.describe_source(config.source, source_identity(config.source), time.time())
-            state.judge(header, now, config.full_resync_interval)
-            index = state.read_index(self.path, header.index_token)
+            now = statefile.describe_source(config.source, source_identity(config.source), time.time())
+            statefile.judge(header, now, config.full_resync_interval)
+            index = statefile.read_index(self.path, header.index_token)
         except (StateUnusable, OSError):
             self._forget()  # a state we do not trust must not outlive this start
             raise
@@ -167,7 +167,7 @@ class StateKeeper:
         if scan is None or self.header is None:
             return None, reason or "no state"
         try:
-            return state.judge_destination(self.header, replica.config), ""
+            return statefile.judge_destination(self.header, replica.config), ""
         except StateUnusable as problem:
             return None, str(problem)
 
@@ -188,9 +188,9 @@ class StateKeeper:
         assert oldest_ctime_ns is not None
         if oldest_ctime_ns / 1e9 > header.watermark:
             return
-        header.watermark = oldest_ctime_ns / 1e9 - state.MARGIN
+        header.watermark = oldest_ctime_ns / 1e9 - statefile.MARGIN
         try:
-            state.write_header(self.path, header)
+            statefile.write_header(self.path, header)
         except OSError as error:
             self._cannot_write(error)
 
@@ -205,17 +205,17 @@ class StateKeeper:
             return
         entry["layout"] = False
         try:
-            state.write_header(self.path, header)
+            statefile.write_header(self.path, header)
         except OSError as error:
             self._cannot_write(error)
 
     def save(self, drain: Callable[[], None], config: Config, source: SourceSide, replicas: Sequence[Replica],
              source_lost: bool, now: float) -> None:
-        """Read what is queued (``drain``), then, if still all in sync, write the state."""
+        """Read what is queued (``drain``), then, if still all in sync, write the statefile."""
         taken = time.time()
         drain()
         if all_in_sync(source, replicas, source_lost):
-            self.write(taken - state.MARGIN, config, source, replicas, now)
+            self.write(taken - statefile.MARGIN, config, source, replicas, now)
 
     def write(self, watermark: float, config: Config, source: SourceSide, replicas: Sequence[Replica],
               now: float) -> None:
@@ -225,10 +225,10 @@ class StateKeeper:
             return
         destinations = {}
         for replica in replicas:
-            if in_sync(replica) and len(replica.failing) <= state.MAX_FAILING:
+            if in_sync(replica) and len(replica.failing) <= statefile.MAX_FAILING:
                 destinations[replica.config.destination_name] = {
                     "destination": replica.config.destination.text,
-                    "settings": state.destination_settings(replica.config), "layout": True,
+                    "settings": statefile.destination_settings(replica.config), "layout": True,
                     "failing": sorted(replica.failing.paths), "last_full": replica.last_full_sync}
         if not destinations:
             return
@@ -237,16 +237,16 @@ class StateKeeper:
             tree = source.watcher.tree
             token = self.header.index_token if self.header is not None else ""
             if self._index is None or self._index[0] is not tree or self._index[1] != tree.version or not token:
-                token = state.write_index(self.path, _unambiguous(tree))
+                token = statefile.write_index(self.path, _unambiguous(tree))
                 self._index = (tree, tree.version)
-            header = state.describe_source(config.source, source.identity, watermark, token, destinations)
-            state.write_header(self.path, header)
+            header = statefile.describe_source(config.source, source.identity, watermark, token, destinations)
+            statefile.write_header(self.path, header)
         except OSError as error:
             self._cannot_write(error)
             return
         self.header = header
         self._complained = False
-        self._interval = max(state.MIN_WRITE_INTERVAL, 20 * (time.monotonic() - began))
+        self._interval = max(statefile.MIN_WRITE_INTERVAL, 20 * (time.monotonic() - began))
         self.next_write = now + self._interval
 
     def use_path(self, path: str | None) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from pirsyncd.batch import Batch, Move
-from pirsyncd.events import Change, ChangeKind
+from pirsyncd.replica.batch import Batch, Move
+from pirsyncd.source.events import Change, ChangeKind
 
 # Node flags.
 FLAG_CHANGED = 1  # send this path's content and metadata (no quick check)

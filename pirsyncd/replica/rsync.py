@@ -11,9 +11,9 @@ import enum
 import os
 import re
 
-from pirsyncd import exitcodes
-from pirsyncd.config import Config
-from pirsyncd.destination import DestinationKind
+from pirsyncd.config import exitcodes
+from pirsyncd.config.destination import DestinationKind
+from pirsyncd.config.parse import Config
 
 
 class RunMode(enum.Enum):

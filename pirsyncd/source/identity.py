@@ -1,20 +1,15 @@
-"""Checks that keep a mirror from being wiped or misused: the source must exist, be a
-directory, be the directory that is watched (checked before every run), and not be
-empty while the destination is not (an unmounted file system looks exactly like that;
-checked at start and before every full sync)."""
+"""The source's identity: it must exist, be a directory, and be the directory that is
+watched (checked before every run); an empty source is told apart, for the check that it is
+not empty while the destination is not (an unmounted file system looks exactly like that;
+see :mod:`pirsyncd.replica.preflight`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import stat
 
-from pirsyncd import exitcodes
-from pirsyncd.config import Config
-from pirsyncd.destination import DestinationKind
-from pirsyncd.rsync import build_listing_command, listing_shows_entries
-from pirsyncd.runner import Child
+from pirsyncd.config import exitcodes
 
 
 class SourceProblem(Exception):
@@ -74,7 +69,7 @@ def describe_identity_change(source: str, watched: SourceIdentity) -> str | None
     return None  # another mount of the same directory (a bind mount) shows the same tree
 
 
-def _is_empty_directory(path: str) -> bool:
+def is_empty_directory(path: str) -> bool:
     with os.scandir(path) as entries:
         return next(entries, None) is None
 
@@ -92,7 +87,7 @@ def inspect_source(source: str) -> bool:
     if not stat.S_ISDIR(status.st_mode):
         raise SourceProblem(f"the source {source} is not a directory; fix 'source'", exitcodes.NO_SOURCE)
     try:
-        return _is_empty_directory(source)
+        return is_empty_directory(source)
     except OSError as error:
         raise SourceProblem(f"the source {source} cannot be listed: {error.strerror}",
                             exitcodes.NO_SOURCE) from None
@@ -103,62 +98,3 @@ def wipe_refusal(source: str) -> SourceProblem:
         f"the source {source} is empty but the destination is not; refusing to wipe the mirror "
         "(is the source file system mounted?). Set allow_empty_source = yes to mirror an empty source",
         exitcodes.REFUSED_WIPE)
-
-
-def local_destination_has_entries(path: str) -> bool:
-    try:
-        return not _is_empty_directory(path)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: assume there is something to lose
-
-
-def destination_has_entries(config: Config) -> bool:
-    """Whether the destination holds anything, asking a remote one with a listing (blocking:
-    for the start and --check; the loop runs the same listing as a step of a full sync)."""
-    if config.destination.kind == DestinationKind.LOCAL:
-        return local_destination_has_entries(config.destination.path)
-    try:
-        result = Child(build_listing_command(config), b"", "listing").wait(config.io_timeout + 5)
-    except OSError:
-        return True
-    return listing_shows_entries(result.status, result.stdout)
-
-
-def check_source(config: Config) -> None:
-    """Raise SourceProblem when syncing now could wipe or corrupt the mirror (blocking)."""
-    empty = inspect_source(config.source)
-    if empty and not config.allow_empty_source and destination_has_entries(config):
-        raise wipe_refusal(config.source)
-
-
-def preflight(config: Config, look_at_destination: bool = True) -> list[tuple[int, str]]:
-    """Problems that stop pirsyncd from starting, as (exit status, message). Without
-    ``look_at_destination`` (a reload, in the loop) a remote destination is not listed:
-    the next full sync does that as one of its steps."""
-    problems: list[tuple[int, str]] = []
-    binary = config.rsync_binary
-    if shutil.which(binary) is None:
-        problems.append((exitcodes.CONFIG, f"rsync_binary: {binary!r} is not an executable program; "
-                                           "install rsync (apt install rsync) or fix rsync_binary"))
-    if config.password_file and config.destination.kind == DestinationKind.DAEMON:
-        try:
-            mode = os.stat(config.password_file).st_mode
-        except OSError as error:
-            problems.append((exitcodes.CONFIG, f"password_file: {config.password_file}: {error.strerror}; "
-                                               "create it with the rsync daemon password"))
-        else:
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                problems.append((exitcodes.CONFIG, f"password_file: {config.password_file} is readable by "
-                                                   f"others; rsync refuses it: chmod 600 {config.password_file}"))
-    if config.ssh_identity_file and not os.path.isfile(config.ssh_identity_file):
-        problems.append((exitcodes.CONFIG, f"ssh_identity_file: {config.ssh_identity_file} does not exist"))
-    try:
-        if look_at_destination or config.destination.kind == DestinationKind.LOCAL:
-            check_source(config)
-        else:
-            inspect_source(config.source)
-    except SourceProblem as problem:
-        problems.append((problem.exit_status, str(problem)))
-    return problems

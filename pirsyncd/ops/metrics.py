@@ -1,6 +1,6 @@
 """The metrics file: Prometheus text format for node_exporter's textfile collector, made
 from the same snapshot as the status file (the counters are the domain's, see
-:mod:`pirsyncd.counters`) through prometheus_client's own registry and ``write_to_textfile``
+:mod:`pirsyncd.replica.counters`) through prometheus_client's own registry and ``write_to_textfile``
 (a temporary file in the same directory, renamed: a scrape never reads half a file).
 
 prometheus_client is imported only when a metrics_file is configured (start-up memory).

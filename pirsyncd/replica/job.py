@@ -17,16 +17,24 @@ import os
 import stat
 from collections.abc import Callable, Generator
 
-from pirsyncd import rsync
-from pirsyncd.batch import Batch, Move
-from pirsyncd.config import Config
-from pirsyncd.deletions import DeletionProbe
-from pirsyncd.destination import DestinationKind
-from pirsyncd.hardlinks import HardLinkIndex, Key, build_scan_command
-from pirsyncd.plan import Renames, SourceFacts, combine_renames, deletion_parents, plan_transfers, renames_assumed
-from pirsyncd.rsync import Outcome, RunMode, Verdict
-from pirsyncd.runner import Child, ChildResult
-from pirsyncd.safety import SourceProblem, inspect_source, local_destination_has_entries, wipe_refusal
+from pirsyncd.config.destination import DestinationKind
+from pirsyncd.config.parse import Config
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.replica import rsync
+from pirsyncd.replica.batch import Batch, Move
+from pirsyncd.replica.deletions import DeletionProbe
+from pirsyncd.replica.plan import (
+    Renames,
+    SourceFacts,
+    combine_renames,
+    deletion_parents,
+    plan_transfers,
+    renames_assumed,
+)
+from pirsyncd.replica.preflight import local_destination_has_entries
+from pirsyncd.replica.rsync import Outcome, RunMode, Verdict
+from pirsyncd.source.hardlinks import HardLinkIndex, Key, build_scan_command
+from pirsyncd.source.identity import SourceProblem, inspect_source, wipe_refusal
 
 log = logging.getLogger("pirsyncd")
 

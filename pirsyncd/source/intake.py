@@ -15,22 +15,21 @@ import os
 import stat
 from collections.abc import Callable
 
-from pirsyncd import exitcodes
-from pirsyncd.events import Change, ChangeKind
-from pirsyncd.filters import Excluder
-from pirsyncd.hardlinks import HardLinkIndex, Key
-from pirsyncd.loop import Loop
-from pirsyncd.safety import (
+from pirsyncd.config import exitcodes
+from pirsyncd.config.filters import Excluder
+from pirsyncd.edges.loop import Loop
+from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.hardlinks import HardLinkIndex, Key
+from pirsyncd.source.identity import (
     SourceIdentity,
     SourceProblem,
     describe_identity_change,
     inspect_source,
-    local_destination_has_entries,
     source_identity,
     wipe_refusal,
 )
-from pirsyncd.watcher import Watcher
-from pirsyncd.watchlimit import limit_message
+from pirsyncd.source.watcher import Watcher
+from pirsyncd.source.watchlimit import limit_message
 
 log = logging.getLogger("pirsyncd")
 
@@ -95,13 +94,12 @@ class SourceSide:
         self.limit_reported = False
         self._unwatched_seen = len(watcher.unwatched)
 
-    def recheck(self, allow_empty: bool, local_destinations: list[str]) -> None:
+    def recheck(self, allow_empty: bool, destinations_hold_data: Callable[[], bool]) -> None:
         """Watch the lost source again if it is back: the same directory (whatever else appears
         at its path, an empty mount point, another file system, is not the source until a
-        reload says so), and not empty while a local destination is not. SourceProblem or
-        OSError when it is not back."""
-        if inspect_source(self.source) and not allow_empty and any(
-                local_destination_has_entries(path) for path in local_destinations):
+        reload says so), and not empty while a destination is not (``destinations_hold_data``
+        is asked only of an empty source). SourceProblem or OSError when it is not back."""
+        if inspect_source(self.source) and not allow_empty and destinations_hold_data():
             raise wipe_refusal(self.source)
         self.watch(expected=self.identity)
 

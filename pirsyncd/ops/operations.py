@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pirsyncd.config import Config
-from pirsyncd.hooks import HookCall, Hooks, WatchChild
-from pirsyncd.pause import PauseSwitch, default_pause_path
-from pirsyncd.policy import ReplicaState
+from pirsyncd.config.parse import Config
+from pirsyncd.ops.hooks import HookCall, Hooks, WatchChild
+from pirsyncd.ops.pause import PauseSwitch, default_pause_path
+from pirsyncd.replica.policy import ReplicaState
 
 log = logging.getLogger("pirsyncd")
 

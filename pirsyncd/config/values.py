@@ -13,9 +13,9 @@ import re
 import shlex
 from typing import Any
 
-from pirsyncd.destination import DestinationError, parse_destination
-from pirsyncd.filters import PatternError, compile_pattern
-from pirsyncd.options import Kind, Option
+from pirsyncd.config.destination import DestinationError, parse_destination
+from pirsyncd.config.filters import PatternError, compile_pattern
+from pirsyncd.config.options import Kind, Option
 
 _DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -102,7 +102,7 @@ def convert(option: Option, raw: str) -> Any:
     """Turn the text of one setting into its value, or raise ValueError with the reason; what the
     value may be (its kind, choices and bounds) comes from the option table.
 
-    >>> from pirsyncd.options import OPTIONS_BY_KEY
+    >>> from pirsyncd.config.options import OPTIONS_BY_KEY
     >>> convert(OPTIONS_BY_KEY["ssh_port"], "70000")
     Traceback (most recent call last):
     ValueError: must be 1 to 65535: '70000'

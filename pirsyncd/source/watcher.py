@@ -13,8 +13,9 @@ try:
 except ModuleNotFoundError:  # the Debian package carries its own copy
     from pirsyncd._vendor import inotify_simple  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from pirsyncd import dirfd
-from pirsyncd.events import (
+from pirsyncd.config.filters import Excluder
+from pirsyncd.source import dirfd
+from pirsyncd.source.events import (
     IN_DONT_FOLLOW,
     WATCH_MASK,
     Change,
@@ -25,8 +26,7 @@ from pirsyncd.events import (
     WatchTree,
     join,
 )
-from pirsyncd.filters import Excluder
-from pirsyncd.mounts import MountsBelow, MountTable
+from pirsyncd.source.mounts import MountsBelow, MountTable
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -195,7 +195,7 @@ class Watcher:
                               name: str, relative: str) -> WatchedDir | None:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
         (under ``parent`` when known); None when it cannot be watched or placed, or stays out
-        of the mirror (a file system kept out: see :mod:`pirsyncd.mounts`). ``status``: its fstat."""
+        of the mirror (a file system kept out: see :mod:`pirsyncd.source.mounts`). ``status``: its fstat."""
         if self.mounts.kept_out_reason(status.st_dev) is not None:
             return None
         try:

@@ -18,7 +18,7 @@ from typing import Any
 
 
 class Kind(enum.Enum):
-    """How the text of a setting becomes its value: one branch each in :func:`pirsyncd.values.convert`."""
+    """How the text of a setting becomes its value: one branch each in :func:`pirsyncd.config.values.convert`."""
 
     PATH = "path"  # an absolute path, normalised; or one of the option's choices
     STRING = "string"

@@ -1,5 +1,5 @@
 """A warm start: what changed at the source while the daemon was down, from the restart
-state's watermark and directory index (:mod:`pirsyncd.state`), the watch tree just built
+state's watermark and directory index (:mod:`pirsyncd.restart.statefile`), the watch tree just built
 and one ``find -newerct`` over the source (ctimes as the kernel keeps them):
 
     a watched directory the index does not know ─> NEW_DIR (sent whole; nothing below looked at)
@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from pirsyncd.events import Change, ChangeKind, WatchedDir, WatchTree, join
-from pirsyncd.filters import Excluder
-from pirsyncd.state import Index
+from pirsyncd.config.filters import Excluder
+from pirsyncd.restart.statefile import Index
+from pirsyncd.source.events import Change, ChangeKind, WatchedDir, WatchTree, join
 
 
 class WarmScan:

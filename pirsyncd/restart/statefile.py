@@ -1,6 +1,6 @@
 """The restart state: a watermark before which every change has reached the destinations,
 what makes a mirror the same mirror, and the directory index (inode -> parent, name),
-kept on disk so that a restart is not a full sync (see :mod:`pirsyncd.warm`).
+kept on disk so that a restart is not a full sync (see :mod:`pirsyncd.restart.warmscan`).
 
     STATE_FILE        a small JSON header, replaced atomically (write, fsync, rename)
     STATE_FILE.dirs   the directory index as of the watermark, rewritten only when the
@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pirsyncd.config import Config
-from pirsyncd.safety import SourceIdentity
+from pirsyncd.config.parse import Config
+from pirsyncd.source.identity import SourceIdentity
 
 FORMAT = 1
 MARGIN = 2.0  # seconds the watermark lies before the moment it was taken

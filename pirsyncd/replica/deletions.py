@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 
-from pirsyncd import rsync
-from pirsyncd.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.replica import rsync
 
 # deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
 USES_MISSING_ARGS: dict[str, bool | None] = {"auto": None, "missing-args": True, "parents": False}

@@ -17,9 +17,9 @@ import stat
 from collections.abc import Iterable
 from typing import Protocol
 
-from pirsyncd.batch import Batch, Move
-from pirsyncd.destination import DestinationKind
-from pirsyncd.rsync import RunMode
+from pirsyncd.config.destination import DestinationKind
+from pirsyncd.replica.batch import Batch, Move
+from pirsyncd.replica.rsync import RunMode
 
 
 class Facts(Protocol):
