@@ -185,8 +185,9 @@ class WatchTree:
         while stack:
             current = stack.pop()
             if current.wd in self.by_wd:
-                if current.parent is not None and current.parent.children is not None:
-                    current.parent.children.pop(current.name, None)
+                siblings = current.parent.children if current.parent is not None else None
+                if siblings is not None and siblings.get(current.name) is current:
+                    del siblings[current.name]
                 continue
             self.by_wd[current.wd] = current
             if current.children:

@@ -135,6 +135,19 @@ def test_a_directory_moved_away_is_out_of_the_tree_until_its_move_is_known() -> 
     assert translator.moved_away == {}
 
 
+def test_a_directory_placed_back_leaves_a_watch_entered_anew_where_it_is() -> None:
+    """Between a rename's two events the walk of another directory met a subdirectory of the
+    renamed one (the kernel handed back its watch) and entered it at its new place: placing
+    the renamed directory keeps that entry, and does not list the subdirectory twice."""
+    tree, translator = make_tree()
+    assert translator.feed([Event(1, IN_MOVED_FROM | IN_ISDIR, 6, "a")]) == []
+    tree.add(3, "c/b")
+    changes = translator.feed([Event(1, IN_MOVED_TO | IN_ISDIR, 6, "renamed")])
+    assert changes == [Change(ChangeKind.MOVED, "renamed", True, "a")]
+    assert tree.path_of(tree.by_wd[2]) == "renamed" and tree.path_of(tree.by_wd[3]) == "c/b"
+    assert tree.find("renamed/b") is None
+
+
 def test_overflow_root_loss_and_lost_watches() -> None:
     _, translator = make_tree()
     assert translator.feed([Event(-1, IN_Q_OVERFLOW, 0, "")]) == [Change(ChangeKind.RESCAN)]
