@@ -24,9 +24,12 @@ KILL_GRACE = 10.0  # seconds a stopped child gets between SIGTERM and SIGKILL
 
 
 class Timer(enum.Enum):
-    """The kinds of deadline in the loop's one table."""
+    """The kinds of deadline in the loop's one table. Each acts in ``on_timer`` (the instance's
+    or a replica's), except BATCH, a wake-up only: after every turn of the loop the instance
+    starts the jobs that are due (``Instance.start_jobs``), so the deadline needs only to end
+    the loop's wait."""
 
-    BATCH = "batch"  # pending changes are due (their delay passed, or a retry's backoff)
+    BATCH = "batch"  # wake-up: pending changes are due (their delay passed, or a retry's backoff)
     FAILING = "failing"  # a failing path's own retry
     TIME_LIMIT = "time-limit"  # a batch ran longer than time_limit: stop it
     KILL = "kill"  # a stopped child ignored SIGTERM: kill it
