@@ -5,8 +5,9 @@ little work done at once or a child the loop services (never a blocking call):
     full sync: [empty source? list the destination] ─> rsync -a --delete
 
 The steps are a generator that yields each child and is sent its result, so the order
-reads top to bottom. What the job learnt is left on it for the replica: the verdict,
-failing paths, deletions to send again, the probe's answer.
+reads top to bottom. What the job learnt travels back as a value: the last step returns a
+JobResult (the verdict, failing paths, deletions to send again, a source problem) that the
+replica acts on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 import logging
 import os
 import stat
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 
 from pirsyncd.config.destination import DestinationKind
 from pirsyncd.config.parse import Config
@@ -39,6 +40,7 @@ from pirsyncd.source.identity import SourceProblem, inspect_source, wipe_refusal
 log = logging.getLogger("pirsyncd")
 
 Steps = Generator[Child, ChildResult, None]
+NOTHING_SENT = Verdict(Outcome.OK, "nothing to send")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +54,35 @@ class RunRecord:
     figures: dict[str, int]
 
 
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """What a finished job produced, for the replica to act on.
+
+    ``verdict``: how the job ended (OK when every run did what it could). ``source_problem``:
+    the source was found unsafe to mirror, nothing was sent. ``switch_to_fallback``: this
+    rsync mishandles --delete-missing-args, the batch goes again by the parents path.
+    ``vanished``: files vanished while rsync ran, the batch's paths go again.
+    ``failed_paths``: source paths rsync could not send, with why (retried on their own).
+    Deletions rsync skipped, to send again at once: ``removed_again`` (removed paths),
+    ``entries_again`` (directories whose own entries to check), ``whole_again``
+    (directories sent whole). ``deletions_skipped_in_full``: a full sync's deletions were
+    skipped, so one follows once the failing paths are sent.
+    """
+
+    verdict: Verdict = NOTHING_SENT
+    source_problem: SourceProblem | None = None
+    switch_to_fallback: bool = False
+    vanished: bool = False
+    failed_paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    removed_again: tuple[str, ...] = ()
+    entries_again: tuple[str, ...] = ()
+    whole_again: tuple[str, ...] = ()
+    deletions_skipped_in_full: bool = False
+
+
 class SyncJob:
     """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next child
-    to service, or None when the job is over (``verdict`` says how)."""
+    to service, or the JobResult when the job is over."""
 
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
                  on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
@@ -72,34 +100,41 @@ class SyncJob:
         self.hard_links = hard_links
         self.changed_inodes = changed_inodes or set()
         self.child: Child | None = None
-        self.verdict = Verdict(Outcome.OK, "nothing to send")
-        self.source_problem: SourceProblem | None = None
         self.probe = probe  # started early (at start-up) by the replica, or None: started when needed
         self.probed: bool | None = None  # the probe's answer, when this job ran it
         self.rsync_version = ""
-        self.switch_to_fallback = False
-        self.vanished = False
-        self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
-        self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
-        self.redo_entries: list[str] = []  # directories whose entries check rsync skipped: again at once
-        self.redo_whole: list[str] = []  # directories sent whole whose deletions rsync skipped: again at once
+        # What the steps learn, handed over as the JobResult when they are done.
+        self._verdict = NOTHING_SENT
+        self._source_problem: SourceProblem | None = None
+        self._switch_to_fallback = False
+        self._vanished = False
+        self._failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
+        self._removed_again: list[str] = []  # removed paths whose deletion rsync skipped
+        self._entries_again: list[str] = []  # directories whose entries check rsync skipped
+        self._whole_again: list[str] = []  # directories sent whole whose deletions rsync skipped
         self._checking: list[str] = []  # the directories the running DELETIONS run checks
-        self.deletions_skipped_in_full = False
+        self._deletions_skipped_in_full = False
         self._steps = self._full_sync() if batch.full else self._batch()
 
     # -- driving ------------------------------------------------------------------
-    def start(self) -> Child | None:
+    def start(self) -> Child | JobResult:
         return self._advance(None)
 
-    def child_exited(self, result: ChildResult) -> Child | None:
+    def child_exited(self, result: ChildResult) -> Child | JobResult:
         return self._advance(result)
 
-    def _advance(self, result: ChildResult | None) -> Child | None:
+    def _advance(self, result: ChildResult | None) -> Child | JobResult:
         try:
             self.child = next(self._steps) if result is None else self._steps.send(result)
         except StopIteration:
             self.child = None
+            return self._result()
         return self.child
+
+    def _result(self) -> JobResult:
+        return JobResult(self._verdict, self._source_problem, self._switch_to_fallback, self._vanished,
+                         dict(self._failed_paths), tuple(self._removed_again), tuple(self._entries_again),
+                         tuple(self._whole_again), self._deletions_skipped_in_full)
 
     def stop(self, reason: str) -> None:
         if self.child is not None:
@@ -111,7 +146,7 @@ class SyncJob:
         try:
             empty = inspect_source(config.source)
         except SourceProblem as problem:
-            self.source_problem = problem
+            self._source_problem = problem
             return
         if empty and not config.allow_empty_source:
             if config.destination.kind == DestinationKind.LOCAL:
@@ -120,7 +155,7 @@ class SyncJob:
                 listing = yield Child(rsync.build_listing_command(config), b"", "listing")
                 has_entries = rsync.listing_shows_entries(listing.status, listing.stdout)
             if has_entries:
-                self.source_problem = wipe_refusal(config.source)
+                self._source_problem = wipe_refusal(config.source)
                 return
         if not (yield from self._transfer(RunMode.FULL, [])):
             return
@@ -207,7 +242,7 @@ class SyncJob:
 
     def _transfer(self, mode: RunMode, entries: list[str], paths: list[str] | None = None,
                   deleted: list[str] | None = None) -> Generator[Child, ChildResult, bool]:
-        """One rsync run; False when the job must end here (``verdict`` says why)."""
+        """One rsync run; False when the job must end here (its verdict says why)."""
         config = self.config
         argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
                                          delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out)
@@ -216,7 +251,7 @@ class SyncJob:
         result = yield Child(argv, rsync.encode_path_list(entries), mode.value)
         paths = entries if paths is None else paths
         if mode == RunMode.CHANGES and rsync.is_broken_delete_missing_args(result.status, result.stderr_tail):
-            self.switch_to_fallback = True
+            self._switch_to_fallback = True
         verdict = rsync.explain(rsync.classify_exit_status(result.status, result.stderr_tail), config)
         if result.stopped_for:
             verdict = Verdict(Outcome.RETRY, f"rsync stopped ({result.stopped_for})")
@@ -227,9 +262,9 @@ class SyncJob:
         if verdict.outcome == Outcome.VANISHED:
             # Files vanished while rsync ran: their events are queued, but send the batch's
             # paths again too rather than trust that.
-            self.vanished = True
+            self._vanished = True
         elif verdict.outcome != Outcome.OK:
-            self.verdict = verdict
+            self._verdict = verdict
             return False
         return True
 
@@ -251,16 +286,16 @@ class SyncJob:
                    if reason != "vanished" and facts.kind(path) is not None}
         if errors.deletions_skipped:
             if mode == RunMode.FULL:
-                self.deletions_skipped_in_full = True
+                self._deletions_skipped_in_full = True
             else:
                 if mode == RunMode.DELETIONS:
-                    self.redo_entries += [path for path in self._checking if _failing_ancestor(path, failing) is None]
+                    self._entries_again += [path for path in self._checking if _failing_ancestor(path, failing) is None]
                 removed = deleted if mode == RunMode.DELETIONS else [
                     path for path in paths if facts.kind(path) is None]
                 for path in removed:
                     parent = _failing_ancestor(path, failing)
                     if parent is None:
-                        self.redo.append(path)
+                        self._removed_again.append(path)
                     else:
                         failing.setdefault(path, failing[parent])
                 if mode in (RunMode.CHANGES, RunMode.VERIFY):
@@ -271,10 +306,10 @@ class SyncJob:
                         reason = failing.get(_failing_ancestor(path, failing) or "") or next(
                             (why for failed, why in failing.items() if failed.startswith(path + "/")), None)
                         if reason is None:
-                            self.redo_whole.append(path)
+                            self._whole_again.append(path)
                         else:  # it would fail again: sent again with the failing path's backoff
                             failing.setdefault(path, reason)
-        self.failed_paths.update(failing)
+        self._failed_paths.update(failing)
         if verdict.outcome == Outcome.VANISHED:
             return verdict
         return Verdict(Outcome.OK, f"{len(failing)} paths failing" if failing else "source paths gone")

@@ -21,7 +21,7 @@ from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
 from pirsyncd.replica.deletions import DeletionPath
 from pirsyncd.replica.failing import FailingPaths
-from pirsyncd.replica.job import RunRecord, SyncJob
+from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
 from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
@@ -197,10 +197,11 @@ class Replica:
         if not self.has_pending and self.job is None and self.synced_seq >= 0:
             self.synced_seq = seq
 
-    def _next(self, child: Child | None, now: float) -> Child | None:
-        if child is None:
-            self._job_ended(now)
-        return child
+    def _next(self, step: Child | JobResult, now: float) -> Child | None:
+        if isinstance(step, JobResult):
+            self._job_ended(step, now)
+            return None
+        return step
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
@@ -219,44 +220,44 @@ class Replica:
         self.deletion.uses_missing_args, self.deletion.rsync_version = works, version
         self._report_deletion_path("probed")
 
-    def _job_ended(self, now: float) -> None:
+    def _job_ended(self, result: JobResult, now: float) -> None:
         job, self.job = self.job, None
         assert job is not None
         self.collect_probe()
-        if job.source_problem is not None:
+        if result.source_problem is not None:
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-            self.source_problem = job.source_problem
+            self.source_problem = result.source_problem
             return
-        if job.switch_to_fallback:
+        if result.switch_to_fallback:
             self.deletion.uses_missing_args = False
             self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
             return
-        if job.verdict.outcome == Outcome.OK:
-            self._job_succeeded(job, now)
+        if result.verdict.outcome == Outcome.OK:
+            self._job_succeeded(job.batch, result, now)
         else:
-            self._job_failed(job, now)
+            self._job_failed(job.batch, result, now)
 
-    def _job_succeeded(self, job: SyncJob, now: float) -> None:
-        if job.vanished and not job.batch.full:
+    def _job_succeeded(self, batch: Batch, result: JobResult, now: float) -> None:
+        if result.vanished and not batch.full:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
-            self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-        self._settle_failing(job, now)
-        if not job.vanished:
-            self.synced_seq = max(self.synced_seq, job.batch.change_seq)
+            self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
+        self._settle_failing(batch, result, now)
+        if not result.vanished:
+            self.synced_seq = max(self.synced_seq, batch.change_seq)
         self.policy.job_succeeded()
-        if job.batch.full:
+        if batch.full:
             self.full_sync_reason, self.last_full_sync = "", time.time()
-        self.just_synced = SyncedJob(job.batch, self.bytes_sent_in_job, self.last_rsync_status)
+        self.just_synced = SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
 
-    def _job_failed(self, job: SyncJob, now: float) -> None:
-        verdict = job.verdict
-        self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
+    def _job_failed(self, batch: Batch, result: JobResult, now: float) -> None:
+        verdict = result.verdict
+        self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
         retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
         if verdict.outcome == Outcome.DELETE_LIMIT:
             # Retrying would delete max_delete more each time: hold until a person decides.
@@ -279,26 +280,26 @@ class Replica:
             self._log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
                     self.pending_count, wait)
 
-    def _settle_failing(self, job: SyncJob, now: float) -> None:
+    def _settle_failing(self, batch: Batch, result: JobResult, now: float) -> None:
         """After a job: paths rsync could not send become failing (their own backoff), paths
         sent again are failing no more, deletions rsync skipped are sent again at once."""
-        self.failing.record(job.failed_paths, now)
-        cleared = self.failing.clear(job.batch.covered_paths(), keep=job.failed_paths)
-        if job.failed_paths:
+        self.failing.record(result.failed_paths, now)
+        cleared = self.failing.clear(batch.covered_paths(), keep=result.failed_paths)
+        if result.failed_paths:
             self._log(logging.WARNING, "%s; retried with their own backoff while other changes go on",
                       self.failing.summary())
         self.just_cleared = cleared
         if cleared:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
-        for kind, paths in ((ChangeKind.REMOVED, job.redo), (ChangeKind.ENTRIES, job.redo_entries),
-                            (ChangeKind.NEW_DIR, job.redo_whole)):
+        for kind, paths in ((ChangeKind.REMOVED, result.removed_again), (ChangeKind.ENTRIES, result.entries_again),
+                            (ChangeKind.NEW_DIR, result.whole_again)):
             for path in paths:
                 self.pending.add(Change(kind, path, True), now)
-        if job.deletions_skipped_in_full:
+        if result.deletions_skipped_in_full:
             self._log(logging.WARNING, "rsync skipped the deletions of this full sync because of the failing paths; "
                         "a full sync follows once they are sent")
             self.full_sync_when_failing_clears = True
-        elif job.batch.full:
+        elif batch.full:
             self.full_sync_when_failing_clears = False
         if self.full_sync_when_failing_clears and not self.failing:
             self.full_sync_when_failing_clears = False
