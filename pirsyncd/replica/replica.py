@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from pirsyncd.config.parse import Config
 from pirsyncd.edges.runner import Child, ChildResult
@@ -25,24 +25,16 @@ from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
 from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.replica.results import ReplicaReport, SyncedJob
 from pirsyncd.replica.rsync import Outcome, RunMode
 from pirsyncd.replica.runlog import RsyncOutputLog, log_run
 from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
-from pirsyncd.source.identity import SourceProblem
 
 log = logging.getLogger("pirsyncd")
 
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
-
-
-class SyncedJob(NamedTuple):
-    """A job that succeeded, for the on_sync hook."""
-
-    batch: Batch
-    bytes_sent: int
-    rsync_status: int
 
 
 class Replica:
@@ -57,10 +49,7 @@ class Replica:
         self.deletion = DeletionPath(config.deletion_mode)  # how deletions go; the probe, started at start-up
         self.changed_inodes: set[Key] = set()
         self.full_sync_when_failing_clears = False
-        self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
-        self.exit_status: int | None = None  # set when the destination refused us for good
         self.prefix = ""  # "web1: " in log lines when the instance has several destinations
-        self.just_cleared: list[str] = []  # paths the last job sent that were failing before
         # What it reports.
         self.synced_seq = -1
         self.last_full_sync: float | None = None  # wall clock; carried over a warm start
@@ -75,7 +64,6 @@ class Replica:
         self.full_sync_reason = ""
         self.bytes_sent_in_job = 0
         self.last_rsync_status = 0
-        self.just_synced: SyncedJob | None = None
 
     def _log(self, level: int, message: str, *arguments: object) -> None:
         fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
@@ -160,8 +148,9 @@ class Replica:
         return due is not None and (now >= due or stopping)
 
     def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
-                      control_path: str | None, kept_out: list[str] | None = None) -> Child | None:
-        """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
+                      control_path: str | None, kept_out: list[str] | None = None) -> Child | ReplicaReport:
+        """Start a job (see :meth:`job_due`); return its first child, or how it ended if it is
+        over already."""
         batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
@@ -174,7 +163,8 @@ class Replica:
         self.policy.job_started(now, batch.full)
         return self._next(self.job.start(), now)
 
-    def child_exited(self, result: ChildResult, now: float) -> Child | None:
+    def child_exited(self, result: ChildResult, now: float) -> Child | ReplicaReport:
+        """The job's child ended: the job's next child, or how the job ended."""
         assert self.job is not None
         return self._next(self.job.child_exited(result), now)
 
@@ -197,10 +187,9 @@ class Replica:
         if not self.has_pending and self.job is None and self.synced_seq >= 0:
             self.synced_seq = seq
 
-    def _next(self, step: Child | JobResult, now: float) -> Child | None:
+    def _next(self, step: Child | JobResult, now: float) -> Child | ReplicaReport:
         if isinstance(step, JobResult):
-            self._job_ended(step, now)
-            return None
+            return self._job_ended(step, now)
         return step
 
     def _on_run(self, record: RunRecord) -> None:
@@ -220,42 +209,45 @@ class Replica:
         self.deletion.uses_missing_args, self.deletion.rsync_version = works, version
         self._report_deletion_path("probed")
 
-    def _job_ended(self, result: JobResult, now: float) -> None:
+    def _job_ended(self, result: JobResult, now: float) -> ReplicaReport:
+        """Act on how the job ended (put-backs, failing paths, the policy) and say what the
+        instance must act on."""
         job, self.job = self.job, None
         assert job is not None
         self.collect_probe()
         if result.source_problem is not None:
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-            self.source_problem = result.source_problem
-            return
+            return ReplicaReport(source_problem=result.source_problem)
         if result.switch_to_fallback:
             self.deletion.uses_missing_args = False
             self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-            return
+            return ReplicaReport()
         if result.verdict.outcome == Outcome.OK:
-            self._job_succeeded(job.batch, result, now)
-        else:
-            self._job_failed(job.batch, result, now)
+            return self._job_succeeded(job.batch, result, now)
+        return ReplicaReport(exit_status=self._job_failed(job.batch, result, now))
 
-    def _job_succeeded(self, batch: Batch, result: JobResult, now: float) -> None:
+    def _job_succeeded(self, batch: Batch, result: JobResult, now: float) -> ReplicaReport:
         if result.vanished and not batch.full:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
             self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
-        self._settle_failing(batch, result, now)
+        cleared = self._settle_failing(batch, result, now)
         if not result.vanished:
             self.synced_seq = max(self.synced_seq, batch.change_seq)
         self.policy.job_succeeded()
         if batch.full:
             self.full_sync_reason, self.last_full_sync = "", time.time()
-        self.just_synced = SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
+        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status),
+                             cleared=tuple(cleared))
 
-    def _job_failed(self, batch: Batch, result: JobResult, now: float) -> None:
+    def _job_failed(self, batch: Batch, result: JobResult, now: float) -> int | None:
+        """Keep the batch and back off, hold or fail; the exit status when the destination
+        refused us for good."""
         verdict = result.verdict
         self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
         retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
@@ -269,7 +261,7 @@ class Replica:
                           verdict.meaning, verdict.fix)
             else:
                 self._log(logging.ERROR, "stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
-            self.exit_status = verdict.exit_status
+            return verdict.exit_status
         elif retry_at is not None:
             wait = retry_at - now
             self.next_retry = time.time() + wait
@@ -279,16 +271,16 @@ class Replica:
             level = logging.WARNING if early else logging.ERROR
             self._log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
                     self.pending_count, wait)
+        return None
 
-    def _settle_failing(self, batch: Batch, result: JobResult, now: float) -> None:
+    def _settle_failing(self, batch: Batch, result: JobResult, now: float) -> list[str]:
         """After a job: paths rsync could not send become failing (their own backoff), paths
-        sent again are failing no more, deletions rsync skipped are sent again at once."""
+        sent again are failing no more (returned), deletions rsync skipped are sent again at once."""
         self.failing.record(result.failed_paths, now)
         cleared = self.failing.clear(batch.covered_paths(), keep=result.failed_paths)
         if result.failed_paths:
             self._log(logging.WARNING, "%s; retried with their own backoff while other changes go on",
                       self.failing.summary())
-        self.just_cleared = cleared
         if cleared:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
         for kind, paths in ((ChangeKind.REMOVED, result.removed_again), (ChangeKind.ENTRIES, result.entries_again),
@@ -304,6 +296,7 @@ class Replica:
         if self.full_sync_when_failing_clears and not self.failing:
             self.full_sync_when_failing_clears = False
             self.request_full_sync(now, at_once=True, reason="failing-cleared")
+        return cleared
 
     def _report_deletion_path(self, why: str) -> None:
         self._log(*self.deletion.describe(why, self.config.rsync_binary))
@@ -353,7 +346,6 @@ class Replica:
         self.policy.retry_max_interval, self.policy.time_limit = config.retry_max_interval, config.time_limit
         self.policy.release()
         self.deletion.reconfigure(config.deletion_mode)
-        self.exit_status = None
         self.next_retry = None
 
     # -- reporting --------------------------------------------------------------------------
