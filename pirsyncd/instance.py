@@ -311,7 +311,7 @@ class Instance:
 
     def _stop_now(self, why: str) -> None:
         for replica in self.replicas:
-            if replica.job is not None and replica.job.child is not None:
+            if replica.child is not None:
                 log.warning("%s: stopping rsync; the next start runs a full sync", why)
                 replica.stop_job(why, self.clock())
         self.policy.finish(exitcodes.OK)

@@ -4,10 +4,11 @@ little work done at once or a child the loop services (never a blocking call):
     [probe the rsync] ─> [scan hard links] ─> renames at the destination ─> rsync runs
     full sync: [empty source? list the destination] ─> rsync -a --delete
 
-The steps are a generator that yields each child and is sent its result, so the order
-reads top to bottom. What the job learnt travels back as a value: the last step returns a
-JobResult (the verdict, failing paths, deletions to send again, a source problem) that the
-replica acts on.
+The steps are a generator that yields each command it needs run (or a probe child started
+early) and is sent its ChildResult, so the order reads top to bottom; the job starts no
+process itself, so it runs as well on fabricated results. What the job learnt travels back
+as a value: the last step returns a JobResult (the verdict, failing paths, deletions to
+send again, a source problem) that the replica acts on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Generator, Mapping
 
 from pirsyncd.config.destination import DestinationKind
 from pirsyncd.config.parse import Config
-from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult, Command
 from pirsyncd.replica import rsync
 from pirsyncd.replica.batch import Batch, Move
 from pirsyncd.replica.deletions import DeletionProbe
@@ -39,7 +40,9 @@ from pirsyncd.source.identity import SourceProblem, inspect_source, wipe_refusal
 
 log = logging.getLogger("pirsyncd")
 
-Steps = Generator[Child, ChildResult, None]
+# What a step yields: a command for the edge to start, or a probe child started early.
+Request = Command | Child
+Steps = Generator[Request, ChildResult, None]
 NOTHING_SENT = Verdict(Outcome.OK, "nothing to send")
 
 
@@ -81,15 +84,17 @@ class JobResult:
 
 
 class SyncJob:
-    """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next child
-    to service, or the JobResult when the job is over."""
+    """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next command
+    to run (or a running probe child to service), or the JobResult when the job is over."""
 
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
                  on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
                  control_path: str | None = None, probe: DeletionProbe | None = None,
                  hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None,
                  kept_out: list[str] | None = None) -> None:
-        """``kept_out``: mount points below the source whose contents no run sends."""
+        """``kept_out``: mount points below the source whose contents no run sends. ``probe``:
+        the deletion probe's children, started early, when this job must learn the answer
+        (``delete_missing_args`` None); without one it answers False."""
         self.config = config
         self.kept_out = kept_out or []
         self.batch = batch
@@ -99,8 +104,7 @@ class SyncJob:
         self.control_path = control_path if config.destination.kind == DestinationKind.SSH else None
         self.hard_links = hard_links
         self.changed_inodes = changed_inodes or set()
-        self.child: Child | None = None
-        self.probe = probe  # started early (at start-up) by the replica, or None: started when needed
+        self.probe = probe  # started by the replica (early, at start-up, or for this job), or None
         self.probed: bool | None = None  # the probe's answer, when this job ran it
         self.rsync_version = ""
         # What the steps learn, handed over as the JobResult when they are done.
@@ -117,28 +121,22 @@ class SyncJob:
         self._steps = self._full_sync() if batch.full else self._batch()
 
     # -- driving ------------------------------------------------------------------
-    def start(self) -> Child | JobResult:
+    def start(self) -> Request | JobResult:
         return self._advance(None)
 
-    def child_exited(self, result: ChildResult) -> Child | JobResult:
+    def child_exited(self, result: ChildResult) -> Request | JobResult:
         return self._advance(result)
 
-    def _advance(self, result: ChildResult | None) -> Child | JobResult:
+    def _advance(self, result: ChildResult | None) -> Request | JobResult:
         try:
-            self.child = next(self._steps) if result is None else self._steps.send(result)
+            return next(self._steps) if result is None else self._steps.send(result)
         except StopIteration:
-            self.child = None
             return self._result()
-        return self.child
 
     def _result(self) -> JobResult:
         return JobResult(self._verdict, self._source_problem, self._switch_to_fallback, self._vanished,
                          dict(self._failed_paths), tuple(self._removed_again), tuple(self._entries_again),
                          tuple(self._whole_again), self._deletions_skipped_in_full)
-
-    def stop(self, reason: str) -> None:
-        if self.child is not None:
-            self.child.stop(reason)
 
     # -- the steps ------------------------------------------------------------------
     def _full_sync(self) -> Steps:
@@ -152,7 +150,7 @@ class SyncJob:
             if config.destination.kind == DestinationKind.LOCAL:
                 has_entries = local_destination_has_entries(config.destination.path)
             else:
-                listing = yield Child(rsync.build_listing_command(config), b"", "listing")
+                listing = yield Command(rsync.build_listing_command(config), b"", "listing")
                 has_entries = rsync.listing_shows_entries(listing.status, listing.stdout)
             if has_entries:
                 self._source_problem = wipe_refusal(config.source)
@@ -191,7 +189,7 @@ class SyncJob:
 
     def _probe(self) -> Steps:
         """Does this rsync handle --delete-missing-args with --files-from? (A tiny local transfer.)"""
-        probe, self.probe = self.probe or DeletionProbe.start(self.config.rsync_binary), None
+        probe, self.probe = self.probe, None
         if probe is None:
             self.probed = False
         else:
@@ -205,7 +203,7 @@ class SyncJob:
         if self.on_probed is not None:
             self.on_probed(self.probed, self.rsync_version)
 
-    def _other_hard_link_names(self) -> Generator[Child, ChildResult, list[str]]:
+    def _other_hard_link_names(self) -> Generator[Request, ChildResult, list[str]]:
         """A write through one name of a hard-linked file changes its other names too."""
         index = self.hard_links
         assert index is not None
@@ -214,12 +212,12 @@ class SyncJob:
         if not multi and not self.changed_inodes:
             return []
         if scan or index.incomplete(multi):
-            result = yield Child(build_scan_command(self.config.source, self.changed_inodes), b"", "hard links")
+            result = yield Command(build_scan_command(self.config.source, self.changed_inodes), b"", "hard links")
             index.load(result.stdout)
             multi, _ = index.examine(paths, self.changed_inodes)
         return index.other_names(paths, multi, self.changed_inodes)
 
-    def _rename_at_destination(self) -> Generator[Child, ChildResult, Renames]:
+    def _rename_at_destination(self) -> Generator[Request, ChildResult, Renames]:
         """Replay the batch's renames at the destination, so moved content is not sent again."""
         moves, destination = self.batch.moves, self.config.destination
         if not moves:
@@ -231,8 +229,8 @@ class SyncJob:
             return renames
         root = destination.path.rstrip("/") or "/"
         pairs = [f"{root}/{path}" for move in moves for path in (move.old_path, move.new_path)]
-        result = yield Child(rsync.build_remote_rename_command(self.config, self.control_path),
-                             rsync.encode_path_list(pairs, escape_comments=False), "remote renames")
+        result = yield Command(rsync.build_remote_rename_command(self.config, self.control_path),
+                               rsync.encode_path_list(pairs, escape_comments=False), "remote renames")
         if result.status != 0:
             # Whatever did not get renamed is sent by the quick check that follows.
             log.debug("remote renames exited %d (%s); the quick check sends the rest", result.status,
@@ -241,14 +239,14 @@ class SyncJob:
         return dataclasses.replace(renames, renamed_away=frozenset(move.old_path for move in moves))
 
     def _transfer(self, mode: RunMode, entries: list[str], paths: list[str] | None = None,
-                  deleted: list[str] | None = None) -> Generator[Child, ChildResult, bool]:
+                  deleted: list[str] | None = None) -> Generator[Request, ChildResult, bool]:
         """One rsync run; False when the job must end here (its verdict says why)."""
         config = self.config
         argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
                                          delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out)
         if config.debug_commands:
             log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
-        result = yield Child(argv, rsync.encode_path_list(entries), mode.value)
+        result = yield Command(argv, rsync.encode_path_list(entries), mode.value)
         paths = entries if paths is None else paths
         if mode == RunMode.CHANGES and rsync.is_broken_delete_missing_args(result.status, result.stderr_tail):
             self._switch_to_fallback = True

@@ -12,14 +12,14 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pirsyncd.config.parse import Config
-from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult, Command, start_child
 from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
-from pirsyncd.replica.deletions import DeletionPath
+from pirsyncd.replica.deletions import DeletionPath, DeletionProbe
 from pirsyncd.replica.failing import FailingPaths
 from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
@@ -38,14 +38,21 @@ HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; 
 
 
 class Replica:
-    def __init__(self, config: Config, rsync_output: RsyncOutputLog, name: str = "") -> None:
+    """One destination's pipeline. Its job asks for commands; the replica starts them with
+    ``start_child`` (the runner's, or a test's fake) and hands each Child to the instance,
+    whose loop services it and brings back the ChildResult."""
+
+    def __init__(self, config: Config, rsync_output: RsyncOutputLog, name: str = "",
+                 start: Callable[[Command], Child] = start_child) -> None:
         self.name = name
+        self.start_child = start
         self.config = config
         self.rsync_output = rsync_output
         self.pending = Pending(config.delay, config.full_sync_threshold)
         self.failing = FailingPaths(config.retry_max_interval)
         self.policy = ReplicaPolicy(config.retry_max_interval, config.time_limit)
         self.job: SyncJob | None = None
+        self.child: Child | None = None  # the running job's child, if any
         self.deletion = DeletionPath(config.deletion_mode)  # how deletions go; the probe, started at start-up
         self.changed_inodes: set[Key] = set()
         self.full_sync_when_failing_clears = False
@@ -111,18 +118,18 @@ class Replica:
         return table
 
     def on_timer(self, timer: Timer, now: float) -> None:
-        job = self.job
+        child = self.child
         if timer == Timer.FAILING:
             for path in self.failing.take_due(now):
                 self._retry_failing_path(path, now)
-        elif timer == Timer.TIME_LIMIT and job is not None and job.child is not None:
+        elif timer == Timer.TIME_LIMIT and child is not None:
             self._log(logging.ERROR, "rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
                       self.config.time_limit)
             self.policy.stop_requested(now)
-            job.stop("time limit")
-        elif timer == Timer.KILL and job is not None and job.child is not None:
-            self._log(logging.ERROR, "rsync ignored SIGTERM for a while (%s): killing it", job.child.stopped_for)
-            job.child.kill()
+            child.stop("time limit")
+        elif timer == Timer.KILL and child is not None:
+            self._log(logging.ERROR, "rsync ignored SIGTERM for a while (%s): killing it", child.stopped_for)
+            child.kill()
 
     def _retry_failing_path(self, path: str, now: float) -> None:
         """Send a failing path again, as what it is now."""
@@ -153,6 +160,8 @@ class Replica:
         over already."""
         batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
+        if probe is None and not batch.full and self.deletion.uses_missing_args is None:
+            probe = DeletionProbe.start(self.config.rsync_binary)  # not started early: the job waits for it
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
                            hard_links=hard_links, changed_inodes=self.changed_inodes, kept_out=kept_out)
@@ -169,14 +178,14 @@ class Replica:
         return self._next(self.job.child_exited(result), now)
 
     def stop_job(self, reason: str, now: float) -> None:
-        if self.job is not None and self.job.child is not None:
+        if self.child is not None:
             self.policy.stop_requested(now)
-            self.job.stop(reason)
+            self.child.stop(reason)
 
     def stop_job_and_wait(self, reason: str) -> None:
         """At exit: stop the running child, if any, and wait for it a little."""
         self.deletion.close_probe()
-        child = self.job.child if self.job else None
+        child = self.child
         if child is not None:
             child.stop(reason)
             child.wait(5.0)
@@ -187,10 +196,13 @@ class Replica:
         if not self.has_pending and self.job is None and self.synced_seq >= 0:
             self.synced_seq = seq
 
-    def _next(self, step: Child | JobResult, now: float) -> Child | ReplicaReport:
+    def _next(self, step: Command | Child | JobResult, now: float) -> Child | ReplicaReport:
+        """Start what the job asked for, or act on how it ended."""
         if isinstance(step, JobResult):
+            self.child = None
             return self._job_ended(step, now)
-        return step
+        self.child = self.start_child(step) if isinstance(step, Command) else step
+        return self.child
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
