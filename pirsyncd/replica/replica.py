@@ -154,7 +154,7 @@ class Replica:
         due = self.pending.deadline()
         return due is not None and (now >= due or stopping)
 
-    def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
+    def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex | None,
                       control_path: str | None, kept_out: list[str] | None = None) -> Child | ReplicaReport:
         """Start a job (see :meth:`job_due`); return its first child, or how it ended if it is
         over already."""
