@@ -5,6 +5,7 @@ rsync would end, the error lines rsync prints, and a loop that answers each comm
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from pirsyncd.edges.runner import Child, ChildResult, Command
 from pirsyncd.replica.replica import Replica
@@ -54,11 +55,31 @@ Answer = Callable[[Command], ChildResult]
 
 
 class FakeLoop:
-    """Services a replica's children as the instance's loop does, each answered at once by
-    ``answer``; every command it was asked to run is kept, in order."""
+    """Services children as the daemon's loop does, without processes: a replica's job
+    driven to its end (``run_job``), or, as the loop an Instance is given, the children it
+    watches answered when the test says (``answer``). Every command started is kept, in order."""
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        self.watched: list[tuple[FakeChild, Callable[[ChildResult], None]]] = []
+
+    # -- what an Instance asks of its loop (pirsyncd.edges.loop.Loop) -------------------------------
+    def watch_readable(self, fileobj: Any, callback: Callable[[], object]) -> None:
+        pass  # no file is ever readable here: changes are handed to the replicas directly
+
+    def forget(self, fileobj: Any) -> None:
+        pass
+
+    def watch_child(self, child: Child, on_exit: Callable[[ChildResult], None]) -> None:
+        assert isinstance(child, FakeChild), "the instance was handed a real child"
+        self.watched.append((child, on_exit))
+
+    def answer(self, answer: Answer) -> list[Command]:
+        """End every child watched now, each with what ``answer`` says; the commands ended."""
+        watched, self.watched = self.watched, []
+        for child, on_exit in watched:
+            on_exit(answer(child.command))
+        return [child.command for child, _ in watched]
 
     def start(self, command: Command) -> Child:
         """The replica's ``start`` (what the runner's start_child is in the daemon)."""
