@@ -93,8 +93,8 @@ class SyncJob:
                  hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None,
                  kept_out: list[str] | None = None) -> None:
         """``kept_out``: mount points below the source whose contents no run sends. ``probe``:
-        the deletion probe's children, started early, when this job must learn the answer
-        (``delete_missing_args`` None); without one it answers False."""
+        the deletion probe's children, started by the replica, when this job must learn the
+        answer (``delete_missing_args`` None); without one it answers False."""
         self.config = config
         self.kept_out = kept_out or []
         self.batch = batch
@@ -105,8 +105,6 @@ class SyncJob:
         self.hard_links = hard_links
         self.changed_inodes = changed_inodes or set()
         self.probe = probe  # started by the replica (early, at start-up, or for this job), or None
-        self.probed: bool | None = None  # the probe's answer, when this job ran it
-        self.rsync_version = ""
         # What the steps learn, handed over as the JobResult when they are done.
         self._verdict = NOTHING_SENT
         self._source_problem: SourceProblem | None = None
@@ -190,18 +188,17 @@ class SyncJob:
     def _probe(self) -> Steps:
         """Does this rsync handle --delete-missing-args with --files-from? (A tiny local transfer.)"""
         probe, self.probe = self.probe, None
-        if probe is None:
-            self.probed = False
-        else:
+        works, rsync_version = False, ""
+        if probe is not None:
             try:
                 version = yield probe.version
                 transfer = yield probe.transfer
-                self.probed, self.rsync_version = probe.answer(version, transfer)
+                works, rsync_version = probe.answer(version, transfer)
             finally:
                 probe.close()
-        self.delete_missing_args = self.probed
+        self.delete_missing_args = works
         if self.on_probed is not None:
-            self.on_probed(self.probed, self.rsync_version)
+            self.on_probed(works, rsync_version)
 
     def _other_hard_link_names(self) -> Generator[Request, ChildResult, list[str]]:
         """A write through one name of a hard-linked file changes its other names too."""
