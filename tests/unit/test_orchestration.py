@@ -12,7 +12,7 @@ import pytest
 
 from pirsyncd.config import exitcodes
 from pirsyncd.config.parse import Config, parse
-from pirsyncd.edges.runner import Command
+from pirsyncd.edges.runner import ChildResult, Command
 from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.policy import ReplicaState, Timer
@@ -48,13 +48,15 @@ class Mirror:
         self.replica.add(list(changes), set(), now, seq)
 
 
-def make_mirror(tmp_path: Path, deletion_mode: str = "parents", rsync_options: str = "") -> Mirror:
-    """A replica in sync (no initial full sync) from tmp_path/src to tmp_path/dst;
-    ``rsync_options``: more lines of the [rsync] section."""
+def make_mirror(tmp_path: Path, deletion_mode: str = "parents", rsync_options: str = "",
+                remote: str = "") -> Mirror:
+    """A replica in sync (no initial full sync) from tmp_path/src to tmp_path/dst (or to
+    ``remote``, a destination no test reaches); ``rsync_options``: more lines of the [rsync]
+    section."""
     source, destination = tmp_path / "src", tmp_path / "dst"
     source.mkdir()
     destination.mkdir()
-    config = parse(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = {DELAY}\n"
+    config = parse(f"[sync]\nsource = {source}\ndestination = {remote or destination}\ndelay = {DELAY}\n"
                    f"[rsync]\ndeletion_mode = {deletion_mode}\n{rsync_options}", "orchestration.conf")
     loop = FakeLoop()
     replica = Replica(config, RsyncOutputLog("none"), start=loop.start)
@@ -236,6 +238,28 @@ def test_a_rename_the_destination_cannot_replay_sends_both_ends_and_a_failed_bat
     assert not replica.has_pending
 
 
+def test_over_ssh_a_rename_is_replayed_by_one_remote_command_then_verified(tmp_path: Path) -> None:
+    mirror = make_mirror(tmp_path, remote="web1:/srv/www")
+    write_file(mirror.source / "new.txt")
+    mirror.change(0.0, Change(ChangeKind.MOVED, "new.txt", False, "old.txt"))
+    mirror.loop.run_job(mirror.replica, DELAY, succeed)
+    assert mirror.loop.labels() == ["remote renames", "verify"]
+    assert listed_paths(mirror.loop.commands[0]) == ["/srv/www/old.txt", "/srv/www/new.txt"]
+    assert listed_paths(mirror.loop.commands[1]) == ["new.txt"]
+
+
+def test_over_ssh_a_rename_that_failed_remotely_is_left_to_the_quick_check_and_the_parent_deletions(
+        tmp_path: Path) -> None:
+    mirror = make_mirror(tmp_path, remote="web1:/srv/www")
+    write_file(mirror.source / "new.txt")
+    mirror.change(0.0, Change(ChangeKind.MOVED, "new.txt", False, "old.txt"))
+    mirror.loop.run_job(mirror.replica, DELAY,
+                        lambda command: exited(255) if command.label == "remote renames" else exited(0))
+    runs = [(command.label, listed_paths(command)) for command in mirror.loop.commands[1:]]
+    assert runs == [("verify", ["new.txt"]), ("deletions", ["."])]  # new.txt sent, old.txt deleted
+    assert not mirror.replica.has_pending
+
+
 # -- full syncs -----------------------------------------------------------------------------------
 def test_an_overflow_means_a_full_sync_and_files_known_changed_are_compared_after_it(mirror: Mirror) -> None:
     write_file(mirror.source / "a.txt")
@@ -269,6 +293,22 @@ def test_a_full_sync_from_a_source_that_is_gone_sends_nothing_and_reports_the_pr
     assert report.source_problem is not None and report.synced is None
     assert replica.pending.full_sync_needed  # owed for when the source is back
     assert replica.policy.state == ReplicaState.IN_SYNC
+
+
+@pytest.mark.parametrize("listing, refused", [
+    (exited(0, stdout=b"drwxr-xr-x 4,096 2026/12/01 10:00:00 .\n-rw-r--r-- 5 2026/12/01 10:00:00 kept\n"), True),
+    (exited(0, stdout=b"drwxr-xr-x 4,096 2026/12/01 10:00:00 .\n"), False),
+    (exited(23), False),  # the destination directory is not there yet
+    (exited(255), True),  # cannot tell: never risk it
+])
+def test_an_empty_source_is_mirrored_to_a_remote_destination_only_if_its_listing_shows_nothing(
+        tmp_path: Path, listing: ChildResult, refused: bool) -> None:
+    mirror = make_mirror(tmp_path, remote="web1:/srv/www")
+    mirror.replica.request_full_sync(0.0, at_once=True, reason="source-back")
+    report = mirror.loop.run_job(mirror.replica, 0.0,
+                                 lambda command: listing if command.label == "listing" else exited(0))
+    assert mirror.loop.labels() == (["listing"] if refused else ["listing", "full"])
+    assert (report.source_problem is not None) == refused
 
 
 def test_an_empty_source_never_wipes_a_destination_that_has_files(mirror: Mirror) -> None:
