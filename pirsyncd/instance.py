@@ -29,6 +29,7 @@ from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy
 from pirsyncd.replica.policy import ReplicaState, Timer
 from pirsyncd.replica.preflight import local_destination_has_entries, preflight
 from pirsyncd.replica.replica import Replica, make_replicas
+from pirsyncd.replica.results import ReplicaReport
 from pirsyncd.replica.runlog import RsyncOutputLog
 from pirsyncd.replica.ssh import SharedConnections
 from pirsyncd.restart.keeper import StateKeeper, all_in_sync, default_state_path
@@ -229,25 +230,22 @@ class Instance:
         now = self.clock()
         self._after_step(replica, replica.child_exited(result, now), now)
 
-    def _after_step(self, replica: Replica, child: Child | None, now: float) -> None:
+    def _after_step(self, replica: Replica, step: Child | ReplicaReport, now: float) -> None:
         """After a job step: service its next child, or act on how the job ended."""
-        if child is not None:
-            self.loop.watch_child(child, lambda result: self._on_child_exit(replica, result))
+        if isinstance(step, Child):
+            self.loop.watch_child(step, lambda result: self._on_child_exit(replica, result))
             return
         self.keeper.activity = True
-        synced, replica.just_synced = replica.just_synced, None
-        if synced is not None:
-            self.ops.job_synced(replica.name or "default", synced)
-        if replica.source_problem is not None:
-            problem, replica.source_problem = replica.source_problem, None
-            self.lose_source(str(problem), now)
-        for path in self.source.watch_again(replica.just_cleared):
+        if step.synced is not None:
+            self.ops.job_synced(replica.name or "default", step.synced)
+        if step.source_problem is not None:
+            self.lose_source(str(step.source_problem), now)
+        for path in self.source.watch_again(list(step.cleared)):
             for each in self.replicas:
                 each.add([Change(ChangeKind.NEW_DIR, path, True)], set(), now)
-        replica.just_cleared = []
-        if replica.exit_status is not None and not self.policy.stopping and all(
+        if step.exit_status is not None and not self.policy.stopping and all(
                 other.policy.state == ReplicaState.FAILED for other in self.replicas):
-            self.policy.finish(replica.exit_status)
+            self.policy.finish(step.exit_status)
         self.publish(force=True)
 
     def save_state(self, now: float) -> None:
@@ -313,7 +311,7 @@ class Instance:
 
     def _stop_now(self, why: str) -> None:
         for replica in self.replicas:
-            if replica.job is not None and replica.job.child is not None:
+            if replica.child is not None:
                 log.warning("%s: stopping rsync; the next start runs a full sync", why)
                 replica.stop_job(why, self.clock())
         self.policy.finish(exitcodes.OK)

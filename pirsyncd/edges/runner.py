@@ -5,6 +5,9 @@ learnt through a pidfd, so the main loop services every child with select.
     >>> child = Child(["true"], b"", "example")
     >>> child.wait(5.0).status
     0
+
+A step that wants a child asks for a Command (a plain value) and is later handed the
+ChildResult; only the edge turns the Command into a running Child (``start_child``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ def _die_with_parent() -> None:
     """In the child before exec, where setpriv is missing: SIGKILL when pirsyncd dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A child to start: its argv, what to feed it on stdin, and a label for the journal.
+
+    >>> Command(["rsync", "--version"], b"", "rsync version").label
+    'rsync version'
+    """
+
+    argv: list[str]
+    stdin: bytes
+    label: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +197,11 @@ class Child:
                 self.read_stderr()
             if self.exit_fd in readable:
                 return self.finish()
+
+
+def start_child(command: Command) -> Child:
+    """Start what a step asked for."""
+    return Child(command.argv, command.stdin, command.label)
 
 
 def _read(fileno: int, buffer: bytearray, limit: int) -> bytes | None:

@@ -53,7 +53,7 @@ class Operations:
         self.inotify_overflows += overflow
 
     def job_synced(self, destination: str, synced: Any) -> None:
-        """A job succeeded (``synced``: a replica.SyncedJob): on_sync."""
+        """A job succeeded (``synced``: a replica.results.SyncedJob): on_sync."""
         self.hooks.synced(HookCall.after_sync(destination, *synced))
 
     def observe(self, destination: str, state: ReplicaState, reason: str, last_error: dict[str, Any] | None,

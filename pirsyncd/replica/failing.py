@@ -10,7 +10,7 @@ backoff so the rest of the mirror keeps its latency (pure, clock injected).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 SHOWN = 3  # paths named in a summary line
 
@@ -30,7 +30,7 @@ class FailingPaths:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def record(self, failed: dict[str, str], now: float) -> None:
+    def record(self, failed: Mapping[str, str], now: float) -> None:
         """Paths that failed in a run: back off 1 s, 2 s, 4 s ... up to retry_max_interval."""
         for path, reason in failed.items():
             known = self.paths.get(path)

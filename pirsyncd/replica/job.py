@@ -4,9 +4,11 @@ little work done at once or a child the loop services (never a blocking call):
     [probe the rsync] ─> [scan hard links] ─> renames at the destination ─> rsync runs
     full sync: [empty source? list the destination] ─> rsync -a --delete
 
-The steps are a generator that yields each child and is sent its result, so the order
-reads top to bottom. What the job learnt is left on it for the replica: the verdict,
-failing paths, deletions to send again, the probe's answer.
+The steps are a generator that yields each command it needs run (or a probe child started
+early) and is sent its ChildResult, so the order reads top to bottom; the job starts no
+process itself, so it runs as well on fabricated results. What the job learnt travels back
+as a value: the last step returns a JobResult (the verdict, failing paths, deletions to
+send again, a source problem) that the replica acts on.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import dataclasses
 import logging
 import os
 import stat
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 
 from pirsyncd.config.destination import DestinationKind
 from pirsyncd.config.parse import Config
-from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult, Command
 from pirsyncd.replica import rsync
 from pirsyncd.replica.batch import Batch, Move
 from pirsyncd.replica.deletions import DeletionProbe
@@ -38,7 +40,10 @@ from pirsyncd.source.identity import SourceProblem, inspect_source, wipe_refusal
 
 log = logging.getLogger("pirsyncd")
 
-Steps = Generator[Child, ChildResult, None]
+# What a step yields: a command for the edge to start, or a probe child started early.
+Request = Command | Child
+Steps = Generator[Request, ChildResult, None]
+NOTHING_SENT = Verdict(Outcome.OK, "nothing to send")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +57,44 @@ class RunRecord:
     figures: dict[str, int]
 
 
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """What a finished job produced, for the replica to act on.
+
+    ``verdict``: how the job ended (OK when every run did what it could). ``source_problem``:
+    the source was found unsafe to mirror, nothing was sent. ``switch_to_fallback``: this
+    rsync mishandles --delete-missing-args, the batch goes again by the parents path.
+    ``vanished``: files vanished while rsync ran, the batch's paths go again.
+    ``failed_paths``: source paths rsync could not send, with why (retried on their own).
+    Deletions rsync skipped, to send again at once: ``removed_again`` (removed paths),
+    ``entries_again`` (directories whose own entries to check), ``whole_again``
+    (directories sent whole). ``deletions_skipped_in_full``: a full sync's deletions were
+    skipped, so one follows once the failing paths are sent.
+    """
+
+    verdict: Verdict = NOTHING_SENT
+    source_problem: SourceProblem | None = None
+    switch_to_fallback: bool = False
+    vanished: bool = False
+    failed_paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    removed_again: tuple[str, ...] = ()
+    entries_again: tuple[str, ...] = ()
+    whole_again: tuple[str, ...] = ()
+    deletions_skipped_in_full: bool = False
+
+
 class SyncJob:
-    """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next child
-    to service, or None when the job is over (``verdict`` says how)."""
+    """Runs one batch: ``start()`` and then ``child_exited(result)`` return the next command
+    to run (or a running probe child to service), or the JobResult when the job is over."""
 
     def __init__(self, config: Config, batch: Batch, *, delete_missing_args: bool | None,
                  on_run: Callable[[RunRecord], None], on_probed: Callable[[bool, str], None] | None = None,
                  control_path: str | None = None, probe: DeletionProbe | None = None,
                  hard_links: HardLinkIndex | None = None, changed_inodes: set[Key] | None = None,
                  kept_out: list[str] | None = None) -> None:
-        """``kept_out``: mount points below the source whose contents no run sends."""
+        """``kept_out``: mount points below the source whose contents no run sends. ``probe``:
+        the deletion probe's children, started by the replica, when this job must learn the
+        answer (``delete_missing_args`` None); without one it answers False."""
         self.config = config
         self.kept_out = kept_out or []
         self.batch = batch
@@ -71,39 +104,37 @@ class SyncJob:
         self.control_path = control_path if config.destination.kind == DestinationKind.SSH else None
         self.hard_links = hard_links
         self.changed_inodes = changed_inodes or set()
-        self.child: Child | None = None
-        self.verdict = Verdict(Outcome.OK, "nothing to send")
-        self.source_problem: SourceProblem | None = None
-        self.probe = probe  # started early (at start-up) by the replica, or None: started when needed
-        self.probed: bool | None = None  # the probe's answer, when this job ran it
-        self.rsync_version = ""
-        self.switch_to_fallback = False
-        self.vanished = False
-        self.failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
-        self.redo: list[str] = []  # removed paths whose deletion rsync skipped: send again at once
-        self.redo_entries: list[str] = []  # directories whose entries check rsync skipped: again at once
-        self.redo_whole: list[str] = []  # directories sent whole whose deletions rsync skipped: again at once
+        self.probe = probe  # started by the replica (early, at start-up, or for this job), or None
+        # What the steps learn, handed over as the JobResult when they are done.
+        self._verdict = NOTHING_SENT
+        self._source_problem: SourceProblem | None = None
+        self._switch_to_fallback = False
+        self._vanished = False
+        self._failed_paths: dict[str, str] = {}  # existing source paths rsync could not send, with why
+        self._removed_again: list[str] = []  # removed paths whose deletion rsync skipped
+        self._entries_again: list[str] = []  # directories whose entries check rsync skipped
+        self._whole_again: list[str] = []  # directories sent whole whose deletions rsync skipped
         self._checking: list[str] = []  # the directories the running DELETIONS run checks
-        self.deletions_skipped_in_full = False
+        self._deletions_skipped_in_full = False
         self._steps = self._full_sync() if batch.full else self._batch()
 
     # -- driving ------------------------------------------------------------------
-    def start(self) -> Child | None:
+    def start(self) -> Request | JobResult:
         return self._advance(None)
 
-    def child_exited(self, result: ChildResult) -> Child | None:
+    def child_exited(self, result: ChildResult) -> Request | JobResult:
         return self._advance(result)
 
-    def _advance(self, result: ChildResult | None) -> Child | None:
+    def _advance(self, result: ChildResult | None) -> Request | JobResult:
         try:
-            self.child = next(self._steps) if result is None else self._steps.send(result)
+            return next(self._steps) if result is None else self._steps.send(result)
         except StopIteration:
-            self.child = None
-        return self.child
+            return self._result()
 
-    def stop(self, reason: str) -> None:
-        if self.child is not None:
-            self.child.stop(reason)
+    def _result(self) -> JobResult:
+        return JobResult(self._verdict, self._source_problem, self._switch_to_fallback, self._vanished,
+                         dict(self._failed_paths), tuple(self._removed_again), tuple(self._entries_again),
+                         tuple(self._whole_again), self._deletions_skipped_in_full)
 
     # -- the steps ------------------------------------------------------------------
     def _full_sync(self) -> Steps:
@@ -111,16 +142,16 @@ class SyncJob:
         try:
             empty = inspect_source(config.source)
         except SourceProblem as problem:
-            self.source_problem = problem
+            self._source_problem = problem
             return
         if empty and not config.allow_empty_source:
             if config.destination.kind == DestinationKind.LOCAL:
                 has_entries = local_destination_has_entries(config.destination.path)
             else:
-                listing = yield Child(rsync.build_listing_command(config), b"", "listing")
+                listing = yield Command(rsync.build_listing_command(config), b"", "listing")
                 has_entries = rsync.listing_shows_entries(listing.status, listing.stdout)
             if has_entries:
-                self.source_problem = wipe_refusal(config.source)
+                self._source_problem = wipe_refusal(config.source)
                 return
         if not (yield from self._transfer(RunMode.FULL, [])):
             return
@@ -156,21 +187,20 @@ class SyncJob:
 
     def _probe(self) -> Steps:
         """Does this rsync handle --delete-missing-args with --files-from? (A tiny local transfer.)"""
-        probe, self.probe = self.probe or DeletionProbe.start(self.config.rsync_binary), None
-        if probe is None:
-            self.probed = False
-        else:
+        probe, self.probe = self.probe, None
+        works, rsync_version = False, ""
+        if probe is not None:
             try:
                 version = yield probe.version
                 transfer = yield probe.transfer
-                self.probed, self.rsync_version = probe.answer(version, transfer)
+                works, rsync_version = probe.answer(version, transfer)
             finally:
                 probe.close()
-        self.delete_missing_args = self.probed
+        self.delete_missing_args = works
         if self.on_probed is not None:
-            self.on_probed(self.probed, self.rsync_version)
+            self.on_probed(works, rsync_version)
 
-    def _other_hard_link_names(self) -> Generator[Child, ChildResult, list[str]]:
+    def _other_hard_link_names(self) -> Generator[Request, ChildResult, list[str]]:
         """A write through one name of a hard-linked file changes its other names too."""
         index = self.hard_links
         assert index is not None
@@ -179,12 +209,12 @@ class SyncJob:
         if not multi and not self.changed_inodes:
             return []
         if scan or index.incomplete(multi):
-            result = yield Child(build_scan_command(self.config.source, self.changed_inodes), b"", "hard links")
+            result = yield Command(build_scan_command(self.config.source, self.changed_inodes), b"", "hard links")
             index.load(result.stdout)
             multi, _ = index.examine(paths, self.changed_inodes)
         return index.other_names(paths, multi, self.changed_inodes)
 
-    def _rename_at_destination(self) -> Generator[Child, ChildResult, Renames]:
+    def _rename_at_destination(self) -> Generator[Request, ChildResult, Renames]:
         """Replay the batch's renames at the destination, so moved content is not sent again."""
         moves, destination = self.batch.moves, self.config.destination
         if not moves:
@@ -196,8 +226,8 @@ class SyncJob:
             return renames
         root = destination.path.rstrip("/") or "/"
         pairs = [f"{root}/{path}" for move in moves for path in (move.old_path, move.new_path)]
-        result = yield Child(rsync.build_remote_rename_command(self.config, self.control_path),
-                             rsync.encode_path_list(pairs, escape_comments=False), "remote renames")
+        result = yield Command(rsync.build_remote_rename_command(self.config, self.control_path),
+                               rsync.encode_path_list(pairs, escape_comments=False), "remote renames")
         if result.status != 0:
             # Whatever did not get renamed is sent by the quick check that follows.
             log.debug("remote renames exited %d (%s); the quick check sends the rest", result.status,
@@ -206,17 +236,17 @@ class SyncJob:
         return dataclasses.replace(renames, renamed_away=frozenset(move.old_path for move in moves))
 
     def _transfer(self, mode: RunMode, entries: list[str], paths: list[str] | None = None,
-                  deleted: list[str] | None = None) -> Generator[Child, ChildResult, bool]:
-        """One rsync run; False when the job must end here (``verdict`` says why)."""
+                  deleted: list[str] | None = None) -> Generator[Request, ChildResult, bool]:
+        """One rsync run; False when the job must end here (its verdict says why)."""
         config = self.config
         argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
                                          delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out)
         if config.debug_commands:
             log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
-        result = yield Child(argv, rsync.encode_path_list(entries), mode.value)
+        result = yield Command(argv, rsync.encode_path_list(entries), mode.value)
         paths = entries if paths is None else paths
         if mode == RunMode.CHANGES and rsync.is_broken_delete_missing_args(result.status, result.stderr_tail):
-            self.switch_to_fallback = True
+            self._switch_to_fallback = True
         verdict = rsync.explain(rsync.classify_exit_status(result.status, result.stderr_tail), config)
         if result.stopped_for:
             verdict = Verdict(Outcome.RETRY, f"rsync stopped ({result.stopped_for})")
@@ -227,9 +257,9 @@ class SyncJob:
         if verdict.outcome == Outcome.VANISHED:
             # Files vanished while rsync ran: their events are queued, but send the batch's
             # paths again too rather than trust that.
-            self.vanished = True
+            self._vanished = True
         elif verdict.outcome != Outcome.OK:
-            self.verdict = verdict
+            self._verdict = verdict
             return False
         return True
 
@@ -251,16 +281,16 @@ class SyncJob:
                    if reason != "vanished" and facts.kind(path) is not None}
         if errors.deletions_skipped:
             if mode == RunMode.FULL:
-                self.deletions_skipped_in_full = True
+                self._deletions_skipped_in_full = True
             else:
                 if mode == RunMode.DELETIONS:
-                    self.redo_entries += [path for path in self._checking if _failing_ancestor(path, failing) is None]
+                    self._entries_again += [path for path in self._checking if _failing_ancestor(path, failing) is None]
                 removed = deleted if mode == RunMode.DELETIONS else [
                     path for path in paths if facts.kind(path) is None]
                 for path in removed:
                     parent = _failing_ancestor(path, failing)
                     if parent is None:
-                        self.redo.append(path)
+                        self._removed_again.append(path)
                     else:
                         failing.setdefault(path, failing[parent])
                 if mode in (RunMode.CHANGES, RunMode.VERIFY):
@@ -271,10 +301,10 @@ class SyncJob:
                         reason = failing.get(_failing_ancestor(path, failing) or "") or next(
                             (why for failed, why in failing.items() if failed.startswith(path + "/")), None)
                         if reason is None:
-                            self.redo_whole.append(path)
+                            self._whole_again.append(path)
                         else:  # it would fail again: sent again with the failing path's backoff
                             failing.setdefault(path, reason)
-        self.failed_paths.update(failing)
+        self._failed_paths.update(failing)
         if verdict.outcome == Outcome.VANISHED:
             return verdict
         return Verdict(Outcome.OK, f"{len(failing)} paths failing" if failing else "source paths gone")

@@ -12,24 +12,24 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pirsyncd.config.parse import Config
-from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult, Command, start_child
 from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
-from pirsyncd.replica.deletions import DeletionPath
+from pirsyncd.replica.deletions import DeletionPath, DeletionProbe
 from pirsyncd.replica.failing import FailingPaths
-from pirsyncd.replica.job import RunRecord, SyncJob
+from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
 from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.replica.results import ReplicaReport, SyncedJob
 from pirsyncd.replica.rsync import Outcome, RunMode
 from pirsyncd.replica.runlog import RsyncOutputLog, log_run
 from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
-from pirsyncd.source.identity import SourceProblem
 
 log = logging.getLogger("pirsyncd")
 
@@ -37,30 +37,26 @@ HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; 
                 "max_delete and reload")
 
 
-class SyncedJob(NamedTuple):
-    """A job that succeeded, for the on_sync hook."""
-
-    batch: Batch
-    bytes_sent: int
-    rsync_status: int
-
-
 class Replica:
-    def __init__(self, config: Config, rsync_output: RsyncOutputLog, name: str = "") -> None:
+    """One destination's pipeline. Its job asks for commands; the replica starts them with
+    ``start_child`` (the runner's, or a test's fake) and hands each Child to the instance,
+    whose loop services it and brings back the ChildResult."""
+
+    def __init__(self, config: Config, rsync_output: RsyncOutputLog, name: str = "",
+                 start: Callable[[Command], Child] = start_child) -> None:
         self.name = name
+        self.start_child = start
         self.config = config
         self.rsync_output = rsync_output
         self.pending = Pending(config.delay, config.full_sync_threshold)
         self.failing = FailingPaths(config.retry_max_interval)
         self.policy = ReplicaPolicy(config.retry_max_interval, config.time_limit)
         self.job: SyncJob | None = None
+        self.child: Child | None = None  # the running job's child, if any
         self.deletion = DeletionPath(config.deletion_mode)  # how deletions go; the probe, started at start-up
         self.changed_inodes: set[Key] = set()
         self.full_sync_when_failing_clears = False
-        self.source_problem: SourceProblem | None = None  # set when a job found the source unsafe
-        self.exit_status: int | None = None  # set when the destination refused us for good
         self.prefix = ""  # "web1: " in log lines when the instance has several destinations
-        self.just_cleared: list[str] = []  # paths the last job sent that were failing before
         # What it reports.
         self.synced_seq = -1
         self.last_full_sync: float | None = None  # wall clock; carried over a warm start
@@ -75,7 +71,6 @@ class Replica:
         self.full_sync_reason = ""
         self.bytes_sent_in_job = 0
         self.last_rsync_status = 0
-        self.just_synced: SyncedJob | None = None
 
     def _log(self, level: int, message: str, *arguments: object) -> None:
         fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
@@ -123,18 +118,18 @@ class Replica:
         return table
 
     def on_timer(self, timer: Timer, now: float) -> None:
-        job = self.job
+        child = self.child
         if timer == Timer.FAILING:
             for path in self.failing.take_due(now):
                 self._retry_failing_path(path, now)
-        elif timer == Timer.TIME_LIMIT and job is not None and job.child is not None:
+        elif timer == Timer.TIME_LIMIT and child is not None:
             self._log(logging.ERROR, "rsync ran longer than time_limit (%g s): stopping it; the batch is retried",
                       self.config.time_limit)
             self.policy.stop_requested(now)
-            job.stop("time limit")
-        elif timer == Timer.KILL and job is not None and job.child is not None:
-            self._log(logging.ERROR, "rsync ignored SIGTERM for a while (%s): killing it", job.child.stopped_for)
-            job.child.kill()
+            child.stop("time limit")
+        elif timer == Timer.KILL and child is not None:
+            self._log(logging.ERROR, "rsync ignored SIGTERM for a while (%s): killing it", child.stopped_for)
+            child.kill()
 
     def _retry_failing_path(self, path: str, now: float) -> None:
         """Send a failing path again, as what it is now."""
@@ -159,11 +154,14 @@ class Replica:
         due = self.pending.deadline()
         return due is not None and (now >= due or stopping)
 
-    def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex,
-                      control_path: str | None, kept_out: list[str] | None = None) -> Child | None:
-        """Start a job (see :meth:`job_due`); return its first child, None if it is over already."""
+    def start_due_job(self, now: float, change_seq: int, hard_links: HardLinkIndex | None,
+                      control_path: str | None, kept_out: list[str] | None = None) -> Child | ReplicaReport:
+        """Start a job (see :meth:`job_due`); return its first child, or how it ended if it is
+        over already."""
         batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
+        if probe is None and not batch.full and self.deletion.uses_missing_args is None:
+            probe = DeletionProbe.start(self.config.rsync_binary)  # not started early: the job waits for it
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
                            hard_links=hard_links, changed_inodes=self.changed_inodes, kept_out=kept_out)
@@ -174,19 +172,20 @@ class Replica:
         self.policy.job_started(now, batch.full)
         return self._next(self.job.start(), now)
 
-    def child_exited(self, result: ChildResult, now: float) -> Child | None:
+    def child_exited(self, result: ChildResult, now: float) -> Child | ReplicaReport:
+        """The job's child ended: the job's next child, or how the job ended."""
         assert self.job is not None
         return self._next(self.job.child_exited(result), now)
 
     def stop_job(self, reason: str, now: float) -> None:
-        if self.job is not None and self.job.child is not None:
+        if self.child is not None:
             self.policy.stop_requested(now)
-            self.job.stop(reason)
+            self.child.stop(reason)
 
     def stop_job_and_wait(self, reason: str) -> None:
         """At exit: stop the running child, if any, and wait for it a little."""
         self.deletion.close_probe()
-        child = self.job.child if self.job else None
+        child = self.child
         if child is not None:
             child.stop(reason)
             child.wait(5.0)
@@ -197,10 +196,13 @@ class Replica:
         if not self.has_pending and self.job is None and self.synced_seq >= 0:
             self.synced_seq = seq
 
-    def _next(self, child: Child | None, now: float) -> Child | None:
-        if child is None:
-            self._job_ended(now)
-        return child
+    def _next(self, step: Command | Child | JobResult, now: float) -> Child | ReplicaReport:
+        """Start what the job asked for, or act on how it ended."""
+        if isinstance(step, JobResult):
+            self.child = None
+            return self._job_ended(step, now)
+        self.child = self.start_child(step) if isinstance(step, Command) else step
+        return self.child
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
@@ -219,44 +221,47 @@ class Replica:
         self.deletion.uses_missing_args, self.deletion.rsync_version = works, version
         self._report_deletion_path("probed")
 
-    def _job_ended(self, now: float) -> None:
+    def _job_ended(self, result: JobResult, now: float) -> ReplicaReport:
+        """Act on how the job ended (put-backs, failing paths, the policy) and say what the
+        instance must act on."""
         job, self.job = self.job, None
         assert job is not None
         self.collect_probe()
-        if job.source_problem is not None:
+        if result.source_problem is not None:
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-            self.source_problem = job.source_problem
-            return
-        if job.switch_to_fallback:
+            return ReplicaReport(source_problem=result.source_problem)
+        if result.switch_to_fallback:
             self.deletion.uses_missing_args = False
             self._log(logging.WARNING, "this rsync mishandles --delete-missing-args; switching to the fallback")
             self.policy.job_abandoned()
             self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-            return
-        if job.verdict.outcome == Outcome.OK:
-            self._job_succeeded(job, now)
-        else:
-            self._job_failed(job, now)
+            return ReplicaReport()
+        if result.verdict.outcome == Outcome.OK:
+            return self._job_succeeded(job.batch, result, now)
+        return ReplicaReport(exit_status=self._job_failed(job.batch, result, now))
 
-    def _job_succeeded(self, job: SyncJob, now: float) -> None:
-        if job.vanished and not job.batch.full:
+    def _job_succeeded(self, batch: Batch, result: JobResult, now: float) -> ReplicaReport:
+        if result.vanished and not batch.full:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
-            self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
-        self._settle_failing(job, now)
-        if not job.vanished:
-            self.synced_seq = max(self.synced_seq, job.batch.change_seq)
+            self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
+        cleared = self._settle_failing(batch, result, now)
+        if not result.vanished:
+            self.synced_seq = max(self.synced_seq, batch.change_seq)
         self.policy.job_succeeded()
-        if job.batch.full:
+        if batch.full:
             self.full_sync_reason, self.last_full_sync = "", time.time()
-        self.just_synced = SyncedJob(job.batch, self.bytes_sent_in_job, self.last_rsync_status)
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
+        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status),
+                             cleared=tuple(cleared))
 
-    def _job_failed(self, job: SyncJob, now: float) -> None:
-        verdict = job.verdict
-        self.pending.put_back(job.batch, now, SourceFacts(self.config.source).kind)
+    def _job_failed(self, batch: Batch, result: JobResult, now: float) -> int | None:
+        """Keep the batch and back off, hold or fail; the exit status when the destination
+        refused us for good."""
+        verdict = result.verdict
+        self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
         retry_at = self.policy.job_failed(verdict.outcome, now, verdict.meaning)
         if verdict.outcome == Outcome.DELETE_LIMIT:
             # Retrying would delete max_delete more each time: hold until a person decides.
@@ -268,7 +273,7 @@ class Replica:
                           verdict.meaning, verdict.fix)
             else:
                 self._log(logging.ERROR, "stopping: %s; %s, then start pirsyncd again", verdict.meaning, verdict.fix)
-            self.exit_status = verdict.exit_status
+            return verdict.exit_status
         elif retry_at is not None:
             wait = retry_at - now
             self.next_retry = time.time() + wait
@@ -278,31 +283,32 @@ class Replica:
             level = logging.WARNING if early else logging.ERROR
             self._log(level, "sync failed (%s); %d paths kept, retry in %.0f s", verdict.meaning,
                     self.pending_count, wait)
+        return None
 
-    def _settle_failing(self, job: SyncJob, now: float) -> None:
+    def _settle_failing(self, batch: Batch, result: JobResult, now: float) -> list[str]:
         """After a job: paths rsync could not send become failing (their own backoff), paths
-        sent again are failing no more, deletions rsync skipped are sent again at once."""
-        self.failing.record(job.failed_paths, now)
-        cleared = self.failing.clear(job.batch.covered_paths(), keep=job.failed_paths)
-        if job.failed_paths:
+        sent again are failing no more (returned), deletions rsync skipped are sent again at once."""
+        self.failing.record(result.failed_paths, now)
+        cleared = self.failing.clear(batch.covered_paths(), keep=result.failed_paths)
+        if result.failed_paths:
             self._log(logging.WARNING, "%s; retried with their own backoff while other changes go on",
                       self.failing.summary())
-        self.just_cleared = cleared
         if cleared:
             self._log(logging.INFO, "no longer failing: %s", ", ".join(sorted(cleared)[:10]))
-        for kind, paths in ((ChangeKind.REMOVED, job.redo), (ChangeKind.ENTRIES, job.redo_entries),
-                            (ChangeKind.NEW_DIR, job.redo_whole)):
+        for kind, paths in ((ChangeKind.REMOVED, result.removed_again), (ChangeKind.ENTRIES, result.entries_again),
+                            (ChangeKind.NEW_DIR, result.whole_again)):
             for path in paths:
                 self.pending.add(Change(kind, path, True), now)
-        if job.deletions_skipped_in_full:
+        if result.deletions_skipped_in_full:
             self._log(logging.WARNING, "rsync skipped the deletions of this full sync because of the failing paths; "
                         "a full sync follows once they are sent")
             self.full_sync_when_failing_clears = True
-        elif job.batch.full:
+        elif batch.full:
             self.full_sync_when_failing_clears = False
         if self.full_sync_when_failing_clears and not self.failing:
             self.full_sync_when_failing_clears = False
             self.request_full_sync(now, at_once=True, reason="failing-cleared")
+        return cleared
 
     def _report_deletion_path(self, why: str) -> None:
         self._log(*self.deletion.describe(why, self.config.rsync_binary))
@@ -352,7 +358,6 @@ class Replica:
         self.policy.retry_max_interval, self.policy.time_limit = config.retry_max_interval, config.time_limit
         self.policy.release()
         self.deletion.reconfigure(config.deletion_mode)
-        self.exit_status = None
         self.next_retry = None
 
     # -- reporting --------------------------------------------------------------------------

@@ -17,16 +17,9 @@ from pirsyncd.replica import rsync
 from pirsyncd.replica.failing import FailingPaths
 from pirsyncd.replica.plan import SourceFacts, deletion_parents
 from pirsyncd.source.identity import describe_identity_change, source_identity
+from tests.support.fabricated import PARTIAL_SUMMARY, sender_line
 
 SOURCE = "/srv/www"
-SUMMARY = ("rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
-           "at main.c(1347) [sender=3.2.7]")
-
-
-def sender_line(quoted_path: str, action: str = "send_files failed to open",
-                after: str = ": Permission denied (13)") -> str:
-    """One line as rsync prints it: ``rsync: [sender] opendir "/srv/www/d" failed: Permission denied (13)``."""
-    return f'rsync: [sender] {action} "{quoted_path}"{after}'
 
 
 # -- analyse_errors: sender-side errors about source paths -----------------------------------
@@ -47,7 +40,7 @@ def sender_line(quoted_path: str, action: str = "send_files failed to open",
     ("日本/ファイル", "日本/ファイル"),
 ])
 def test_an_unreadable_file_is_a_failed_path_named_as_on_disk(printed: str, relative: str) -> None:
-    errors = rsync.analyse_errors(f"{sender_line(f'{SOURCE}/{printed}')}\n{SUMMARY}\n", SOURCE)
+    errors = rsync.analyse_errors(f"{sender_line(f'{SOURCE}/{printed}')}\n{PARTIAL_SUMMARY}\n", SOURCE)
     assert errors == rsync.RunErrors({relative: "Permission denied"}, False, False)
 
 
@@ -59,7 +52,7 @@ def test_unreadable_directories_and_several_failures_in_one_run() -> None:
         sender_line(f"{SOURCE}/gone", "change_dir", " failed: No such file or directory (2)"),
         sender_line(f"{SOURCE}/file-now/x", "link_stat", " failed: Not a directory (20)"),
         "IO error encountered -- skipping file deletion",
-        SUMMARY,
+        PARTIAL_SUMMARY,
     ])
     errors = rsync.analyse_errors(stderr, SOURCE + "/")  # a trailing slash on the source changes nothing
     assert errors.failed == {"-d/#sub": "Permission denied", "locked": "Permission denied",
@@ -89,13 +82,13 @@ def test_vanished_files_are_named_but_not_trouble() -> None:
     "ERROR: sub/growing failed verification -- update retained.",
 ])
 def test_a_file_that_changed_while_rsync_read_it_is_not_failing(line: str) -> None:
-    assert rsync.analyse_errors(f"{line}\n{SUMMARY}\n", SOURCE) == rsync.RunErrors({"sub/growing": "vanished"},
+    assert rsync.analyse_errors(f"{line}\n{PARTIAL_SUMMARY}\n", SOURCE) == rsync.RunErrors({"sub/growing": "vanished"},
                                                                                   False, False)
 
 
 def test_no_errors_at_all() -> None:
     assert rsync.analyse_errors("", SOURCE) == rsync.RunErrors({}, False, False)
-    assert rsync.analyse_errors(f"\n   \n{SUMMARY}\n", SOURCE) == rsync.RunErrors({}, False, False)
+    assert rsync.analyse_errors(f"\n   \n{PARTIAL_SUMMARY}\n", SOURCE) == rsync.RunErrors({}, False, False)
 
 
 # -- analyse_errors: everything else is destination trouble (whole-batch retry) ---------------
@@ -112,7 +105,7 @@ def test_no_errors_at_all() -> None:
     sender_line("/srv/wwwx"),
 ])
 def test_errors_not_about_one_source_path_are_destination_trouble(line: str) -> None:
-    errors = rsync.analyse_errors(f"{sender_line(f'{SOURCE}/sub/secret')}\n{line}\n{SUMMARY}\n", SOURCE)
+    errors = rsync.analyse_errors(f"{sender_line(f'{SOURCE}/sub/secret')}\n{line}\n{PARTIAL_SUMMARY}\n", SOURCE)
     assert errors.destination_trouble, line
     assert errors.failed == {"sub/secret": "Permission denied"}  # still parsed, for the log
 
@@ -125,7 +118,7 @@ def test_deletions_skipped_alone() -> None:
 def test_deletions_skipped_is_said_on_stdout() -> None:
     """rsync 3.2.7 and 3.5.0 print it as an informational message: on stdout, among the stats."""
     stdout = "sending incremental file list\nIO error encountered -- skipping file deletion\nNumber of files: 4\n"
-    stderr = sender_line(f"{SOURCE}/locked", "opendir", " failed: Permission denied (13)") + "\n" + SUMMARY
+    stderr = sender_line(f"{SOURCE}/locked", "opendir", " failed: Permission denied (13)") + "\n" + PARTIAL_SUMMARY
     assert rsync.analyse_errors(stderr, SOURCE, stdout=stdout) == rsync.RunErrors(
         {"locked": "Permission denied"}, False, True)
     assert not rsync.analyse_errors(stderr, SOURCE, stdout="Number of files: 4\n").deletions_skipped
