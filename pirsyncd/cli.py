@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 valid, 78 not)")
     parser.add_argument("--examples", action="store_true", help="print a worked example for every option and exit")
-    parser.add_argument("--sample-config", action="store_true", help="print a commented sample config and exit")
+    parser.add_argument("--sample-config", action="store_true",
+                        help="print a sample config, every key commented out with its default, and exit")
     parser.add_argument("--version", action="version", version=f"pirsyncd {__version__}")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS:
