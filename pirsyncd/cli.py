@@ -201,19 +201,38 @@ def _status_path(arguments: argparse.Namespace) -> str:
     return path
 
 
+def _not_configured(verb: str, arguments: argparse.Namespace) -> str | None:
+    """Why the instance named on the command line is none: its config file is missing; None when it
+    is configured (or none is named)."""
+    if not arguments.name:
+        return None
+    path = os.path.join(_config_dir(arguments), f"{arguments.name}.conf")
+    if os.path.exists(path):
+        return None
+    return (f"pirsyncd {verb}: no instance {arguments.name!r} is configured: {path} does not exist; "
+            "name a configured instance, or create it (pirsyncd --sample-config)")
+
+
 def _status_command(argv: list[str]) -> int:
-    from pirsyncd.ops.status import format_status, read_status, wait_until_synced
+    from pirsyncd.ops.status import format_status, read_status, running_status, wait_until_synced
 
     parser = _subcommand_parser(argv[0])
+    parser.add_argument("--config-dir", metavar="DIR",
+                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
     waiting = argv[0] == "wait"
     if waiting:
-        parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+        parser.add_argument("--timeout", type=float, default=600.0,
+                            help="give up after this many seconds (a daemon that is starting is waited for)")
         parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
     else:
         parser.add_argument("--json", action="store_true", help="print the raw JSON")
     arguments = parser.parse_args(argv[1:])
     path = _status_path(arguments)
     if waiting:
+        problem = _not_configured("wait", arguments) if running_status(path) is None else None
+        if problem is not None:  # nothing will come up: say so now rather than after the timeout
+            print(problem, file=sys.stderr)
+            return exitcodes.USAGE
         return wait_until_synced(path, arguments.timeout, destination=arguments.destination,
                                  print_error=lambda text: print(text, file=sys.stderr))
     status = read_status(path)
