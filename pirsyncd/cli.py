@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pirsyncd",
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
-        epilog="Also: 'pirsyncd status [NAME]', 'pirsyncd wait NAME [--timeout S]', 'pirsyncd pause NAME' and "
+        epilog="Also: 'pirsyncd status [NAME]' (no NAME: every instance), 'pirsyncd wait NAME [--timeout S]', "
+               "'pirsyncd pause NAME' and "
                "'pirsyncd resume NAME'. " + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
@@ -225,8 +226,15 @@ def _status_command(argv: list[str]) -> int:
                             help="give up after this many seconds (a daemon that is starting is waited for)")
         parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
     else:
-        parser.add_argument("--json", action="store_true", help="print the raw JSON")
+        parser.add_argument("--json", action="store_true",
+                            help="print the raw JSON (with no NAME: a list, one entry per instance and destination)")
+        parser.add_argument("--status-dir", metavar="DIR",
+                            help="with no NAME: where the running instances' NAME.json are (default /run/pirsyncd)")
     arguments = parser.parse_args(argv[1:])
+    if not waiting and not arguments.name and not arguments.status_file:
+        return _overview(arguments)
+    if not waiting and arguments.status_dir:
+        raise UsageError("--status-dir is for 'pirsyncd status' with no NAME; give --status-file FILE for one")
     path = _status_path(arguments)
     if waiting:
         problem = _not_configured("wait", arguments) if running_status(path) is None else None
@@ -242,6 +250,17 @@ def _status_command(argv: list[str]) -> int:
         return exitcodes.UNAVAILABLE
     print(json.dumps(status, indent=1, sort_keys=True) if arguments.json else format_status(status))
     return exitcodes.OK
+
+
+def _overview(arguments: argparse.Namespace) -> int:
+    """``pirsyncd status`` with no NAME: every instance, running or configured (pirsyncd.ops.overview)."""
+    from pirsyncd.ops.overview import collect_rows, format_rows, overview_exit_status, rows_as_json
+    from pirsyncd.ops.status import default_status_path
+
+    status_dir = arguments.status_dir or os.path.dirname(default_status_path("NAME") or "/run/pirsyncd/NAME.json")
+    rows = collect_rows(status_dir, _config_dir(arguments))
+    print(json.dumps(rows_as_json(rows), indent=1) if arguments.json else format_rows(rows))
+    return overview_exit_status(rows)
 
 
 def _pause_command(argv: list[str]) -> int:
