@@ -182,12 +182,30 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
 
 
-def _subcommand_parser(verb: str) -> argparse.ArgumentParser:
-    """The arguments every subcommand about a running instance takes: NAME and --status-file."""
+SUBCOMMANDS = ("status", "wait", "pause", "resume")
+
+
+def subcommand_parser(verb: str) -> argparse.ArgumentParser:
+    """The arguments of ``pirsyncd VERB`` (one of :data:`SUBCOMMANDS`): NAME and --status-file for
+    each, and what the verb adds."""
     parser = _Parser(prog=f"pirsyncd {verb}")
     parser.add_argument("name", nargs="?", metavar="NAME")
     parser.add_argument("--status-file", metavar="FILE",
                         help="the daemon's status file (default /run/pirsyncd/NAME.json)")
+    if verb in ("status", "wait"):
+        parser.add_argument("--config-dir", metavar="DIR",
+                            help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    if verb == "wait":
+        parser.add_argument("--timeout", type=float, default=600.0,
+                            help="give up after this many seconds (a daemon that is starting is waited for)")
+        parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
+    elif verb == "status":
+        parser.add_argument("--json", action="store_true",
+                            help="print the raw JSON (with no NAME: a list, one entry per instance and destination)")
+        parser.add_argument("--status-dir", metavar="DIR",
+                            help="with no NAME: where the running instances' NAME.json are (default /run/pirsyncd)")
+    else:
+        parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
     return parser
 
 
@@ -217,20 +235,8 @@ def _not_configured(verb: str, arguments: argparse.Namespace) -> str | None:
 def _status_command(argv: list[str]) -> int:
     from pirsyncd.ops.status import format_status, read_status, running_status, wait_until_synced
 
-    parser = _subcommand_parser(argv[0])
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
     waiting = argv[0] == "wait"
-    if waiting:
-        parser.add_argument("--timeout", type=float, default=600.0,
-                            help="give up after this many seconds (a daemon that is starting is waited for)")
-        parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
-    else:
-        parser.add_argument("--json", action="store_true",
-                            help="print the raw JSON (with no NAME: a list, one entry per instance and destination)")
-        parser.add_argument("--status-dir", metavar="DIR",
-                            help="with no NAME: where the running instances' NAME.json are (default /run/pirsyncd)")
-    arguments = parser.parse_args(argv[1:])
+    arguments = subcommand_parser(argv[0]).parse_args(argv[1:])
     if not waiting and not arguments.name and not arguments.status_file:
         return _overview(arguments)
     if not waiting and arguments.status_dir:
@@ -270,9 +276,7 @@ def _pause_command(argv: list[str]) -> int:
     from pirsyncd.ops.status import read_status, wait_for_pause
 
     pausing = argv[0] == "pause"
-    parser = _subcommand_parser(argv[0])
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
-    arguments = parser.parse_args(argv[1:])
+    arguments = subcommand_parser(argv[0]).parse_args(argv[1:])
     status_path = _status_path(arguments)
 
     status = read_status(status_path) or {}
