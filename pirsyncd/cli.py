@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pirsyncd",
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
-        epilog="Also: 'pirsyncd status [NAME]', 'pirsyncd wait NAME [--timeout S]', 'pirsyncd pause NAME' and "
+        epilog="Also: 'pirsyncd status [NAME]' (no NAME: every instance), 'pirsyncd wait NAME [--timeout S]', "
+               "'pirsyncd pause NAME' and "
                "'pirsyncd resume NAME'. " + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 valid, 78 not)")
     parser.add_argument("--examples", action="store_true", help="print a worked example for every option and exit")
-    parser.add_argument("--sample-config", action="store_true", help="print a commented sample config and exit")
+    parser.add_argument("--sample-config", action="store_true",
+                        help="print a sample config, every key commented out with its default, and exit")
     parser.add_argument("--version", action="version", version=f"pirsyncd {__version__}")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS:
@@ -180,12 +182,30 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
 
 
-def _subcommand_parser(verb: str) -> argparse.ArgumentParser:
-    """The arguments every subcommand about a running instance takes: NAME and --status-file."""
+SUBCOMMANDS = ("status", "wait", "pause", "resume")
+
+
+def subcommand_parser(verb: str) -> argparse.ArgumentParser:
+    """The arguments of ``pirsyncd VERB`` (one of :data:`SUBCOMMANDS`): NAME and --status-file for
+    each, and what the verb adds."""
     parser = _Parser(prog=f"pirsyncd {verb}")
     parser.add_argument("name", nargs="?", metavar="NAME")
     parser.add_argument("--status-file", metavar="FILE",
                         help="the daemon's status file (default /run/pirsyncd/NAME.json)")
+    if verb in ("status", "wait"):
+        parser.add_argument("--config-dir", metavar="DIR",
+                            help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    if verb == "wait":
+        parser.add_argument("--timeout", type=float, default=600.0,
+                            help="give up after this many seconds (a daemon that is starting is waited for)")
+        parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
+    elif verb == "status":
+        parser.add_argument("--json", action="store_true",
+                            help="print the raw JSON (with no NAME: a list, one entry per instance and destination)")
+        parser.add_argument("--status-dir", metavar="DIR",
+                            help="with no NAME: where the running instances' NAME.json are (default /run/pirsyncd)")
+    else:
+        parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
     return parser
 
 
@@ -200,19 +220,33 @@ def _status_path(arguments: argparse.Namespace) -> str:
     return path
 
 
-def _status_command(argv: list[str]) -> int:
-    from pirsyncd.ops.status import format_status, read_status, wait_until_synced
+def _not_configured(verb: str, arguments: argparse.Namespace) -> str | None:
+    """Why the instance named on the command line is none: its config file is missing; None when it
+    is configured (or none is named)."""
+    if not arguments.name:
+        return None
+    path = os.path.join(_config_dir(arguments), f"{arguments.name}.conf")
+    if os.path.exists(path):
+        return None
+    return (f"pirsyncd {verb}: no instance {arguments.name!r} is configured: {path} does not exist; "
+            "name a configured instance, or create it (pirsyncd --sample-config)")
 
-    parser = _subcommand_parser(argv[0])
+
+def _status_command(argv: list[str]) -> int:
+    from pirsyncd.ops.status import format_status, read_status, running_status, wait_until_synced
+
     waiting = argv[0] == "wait"
-    if waiting:
-        parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
-        parser.add_argument("--destination", metavar="NAME", help="wait for this destination only (default: all)")
-    else:
-        parser.add_argument("--json", action="store_true", help="print the raw JSON")
-    arguments = parser.parse_args(argv[1:])
+    arguments = subcommand_parser(argv[0]).parse_args(argv[1:])
+    if not waiting and not arguments.name and not arguments.status_file:
+        return _overview(arguments)
+    if not waiting and arguments.status_dir:
+        raise UsageError("--status-dir is for 'pirsyncd status' with no NAME; give --status-file FILE for one")
     path = _status_path(arguments)
     if waiting:
+        problem = _not_configured("wait", arguments) if running_status(path) is None else None
+        if problem is not None:  # nothing will come up: say so now rather than after the timeout
+            print(problem, file=sys.stderr)
+            return exitcodes.USAGE
         return wait_until_synced(path, arguments.timeout, destination=arguments.destination,
                                  print_error=lambda text: print(text, file=sys.stderr))
     status = read_status(path)
@@ -224,6 +258,17 @@ def _status_command(argv: list[str]) -> int:
     return exitcodes.OK
 
 
+def _overview(arguments: argparse.Namespace) -> int:
+    """``pirsyncd status`` with no NAME: every instance, running or configured (pirsyncd.ops.overview)."""
+    from pirsyncd.ops.overview import collect_rows, format_rows, overview_exit_status, rows_as_json
+    from pirsyncd.ops.status import default_status_path
+
+    status_dir = arguments.status_dir or os.path.dirname(default_status_path("NAME") or "/run/pirsyncd/NAME.json")
+    rows = collect_rows(status_dir, _config_dir(arguments))
+    print(json.dumps(rows_as_json(rows), indent=1) if arguments.json else format_rows(rows))
+    return overview_exit_status(rows)
+
+
 def _pause_command(argv: list[str]) -> int:
     """``pirsyncd pause|resume NAME``: create or remove the pause file, then SIGUSR2 and wait
     until the daemon's status says it took it (docs/CONTRACT.md)."""
@@ -231,9 +276,7 @@ def _pause_command(argv: list[str]) -> int:
     from pirsyncd.ops.status import read_status, wait_for_pause
 
     pausing = argv[0] == "pause"
-    parser = _subcommand_parser(argv[0])
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon to confirm")
-    arguments = parser.parse_args(argv[1:])
+    arguments = subcommand_parser(argv[0]).parse_args(argv[1:])
     status_path = _status_path(arguments)
 
     status = read_status(status_path) or {}

@@ -90,6 +90,24 @@ class Option:
         config and the man pages give it: '... (-1: no limit). Allowed: -1 or more.'"""
         return self.help + (f" Allowed: {self.bounds.describe()}." if self.bounds is not None else "")
 
+    def default_text(self) -> str:
+        """The default as a config file writes it, for the sample config's commented line
+        ('#delay = 1'); empty when the option has none (an empty value leaves it unset).
+
+        >>> OPTIONS_BY_KEY["delay"].default_text(), OPTIONS_BY_KEY["partial"].default_text()
+        ('1', 'no')
+        """
+        value = self.default
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, tuple):
+            return "\n".join(str(word) for word in value)
+        return str(value)
+
     def allowed(self) -> str | None:
         """What the value may be, for --help and the docs when the kind alone does not say it:
         '1 or more', 'auto, full or none', 'journal, none or an absolute path'."""

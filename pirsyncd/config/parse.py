@@ -298,20 +298,23 @@ def _check_destinations(values: dict[str, Any], where: dict[str, str], specs: li
 
 
 def render_sample_config() -> str:
-    """A commented example config covering every option, generated from the option table."""
+    """A commented config covering every option, generated from the option table: each commented
+    line shows the key's default (``#delay = 1``; ``#state_file =`` when it has none), so
+    uncommenting it changes nothing. Examples are ``pirsyncd --examples``'s job."""
     lines = ["# pirsyncd instance configuration: copy to /etc/pirsyncd/NAME.conf and",
              "# start it with: systemctl enable --now pirsyncd@NAME",
-             "# Every key can also be given on the command line as --key-name.", ""]
+             "# Every key can also be given on the command line as --key-name.",
+             "# A commented line shows the key's default (an empty value: unset);",
+             "# pirsyncd --examples shows an example of each.", ""]
     for section in SECTIONS:
         lines.append(f"[{section}]")
         for option in OPTIONS:
             if option.section != section:
                 continue
             lines.append(f"# {option.help_with_bounds()}")
-            example = option.example.replace("\n", "\n#     ")
             if option.required:
-                lines.append(f"{option.key} = {example}")
+                lines.append(f"{option.key} = {option.example}".replace("\n", "\n    "))
             else:
-                lines.append(f"#{option.key} = {example}")
+                lines.append(f"#{option.key} = {option.default_text()}".rstrip().replace("\n", "\n#     "))
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"

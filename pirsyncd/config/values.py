@@ -109,6 +109,8 @@ def convert(option: Option, raw: str) -> Any:
     """
     kind = option.kind
     text = raw.strip()
+    if not text and option.default is None and not option.required:
+        return None  # 'state_file =' leaves a setting that has no default unset
     if kind is Kind.BOOL:
         if text.lower() not in _BOOLEANS:
             raise ValueError(f"not yes or no: {raw!r}")

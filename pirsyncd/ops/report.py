@@ -19,7 +19,8 @@ log = logging.getLogger("pirsyncd")
 PUBLISH_INTERVAL = 1.0
 # A change in any of these is worth telling readers about.
 _WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
-                 "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows")
+                 "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows",
+                 "oldest_unsent")
 
 
 class MetricsWriter(Protocol):
@@ -52,6 +53,7 @@ def combine_destinations(views: list[dict[str, Any]]) -> dict[str, Any]:
     retries = [view["next_retry"] for view in views if view["next_retry"]]
     syncs = [view["last_sync"] for view in views if view["last_sync"]]
     errors = [view["last_error"] for view in views if view["last_error"]]
+    unsent = [view["oldest_unsent"] for view in views if view.get("oldest_unsent") is not None]
     failing = [f"{view['name']}: {view['failing']}" for view in views if view["failing"]]
     return {
         **first, "state": state, "destination": ", ".join(view["destination"] for view in views),
@@ -60,7 +62,8 @@ def combine_destinations(views: list[dict[str, Any]]) -> dict[str, Any]:
         "last_success": None if None in successes else min(successes),
         "last_sync": max(syncs, key=lambda entry: entry["time"]) if syncs else None,
         "last_error": max(errors, key=lambda entry: entry["time"]) if errors else None,
-        "next_retry": min(retries) if retries else None, "failing": "; ".join(failing) or None,
+        "next_retry": min(retries) if retries else None,
+        "oldest_unsent": min(unsent) if unsent else None, "failing": "; ".join(failing) or None,
         "failing_paths": [dict(entry, destination=view["name"]) for view in views for entry in view["failing_paths"]],
         "files_sent_in_job": sum(view["files_sent_in_job"] for view in views),
         "warning": "; ".join(f"{view['name']}: {view['warning']}" for view in views if view["warning"]) or None,

@@ -136,19 +136,44 @@ def _progress(status: dict[str, Any], destination: str | None) -> dict[str, Any]
     return None
 
 
+def running_status(path: str) -> dict[str, Any] | None:
+    """The status of the daemon writing ``path`` while it runs; None when none does (no file yet,
+    or the file a stopped or crashed daemon left)."""
+    status = read_status(path)
+    if status is None or not process_alive(status.get("pid")) or status.get("state") == "stopped":
+        return None
+    return status
+
+
+def wait_until_running(path: str, deadline: float, poll: Callable[[float], None] = time.sleep
+                       ) -> dict[str, Any] | None:
+    """The running daemon's status, waiting for one that is starting to write it until ``deadline``
+    (monotonic); None when none came up by then."""
+    while True:
+        status = running_status(path)
+        remaining = deadline - time.monotonic()
+        if status is not None or remaining <= 0:
+            return status
+        poll(min(0.05, remaining))
+
+
 def wait_until_synced(path: str, timeout: float, poll: Callable[[float], None] = time.sleep,
                       print_error: Callable[[str], None] = print, destination: str | None = None) -> int:
     """Block until every change made before the call is at the destination (every one,
-    or the one named).
+    or the one named). A daemon that is starting (no status file yet, or the one its
+    previous run left) is waited for within the same ``timeout``.
 
     Sends SIGUSR1 (a sync barrier): the daemon drains inotify, so every change made
     before this call is queued, and reports the change sequence number that covers
     them; then this waits for ``synced_seq`` to reach it.
     """
     deadline = time.monotonic() + timeout
-    status = read_status(path)
-    if status is None or not process_alive(status.get("pid")):
-        print_error(f"pirsyncd wait: no running pirsyncd writes {path}; start it first")
+    status = running_status(path)
+    if status is None:
+        print_error(f"pirsyncd wait: no pirsyncd is running yet; waiting up to {timeout:g} s for one to write {path}")
+        status = wait_until_running(path, deadline, poll)
+    if status is None:
+        print_error(f"pirsyncd wait: no running pirsyncd wrote {path} within {timeout:g} s; start it first")
         return exitcodes.UNAVAILABLE
     if _progress(status, destination) is None:
         names = ", ".join(str(entry.get("name")) for entry in status.get("destinations") or ())

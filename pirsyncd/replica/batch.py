@@ -27,6 +27,7 @@ class Batch:
     directories: list[str] = dataclasses.field(default_factory=list)  # metadata changed: quick check
     entries: list[str] = dataclasses.field(default_factory=list)  # directories whose own entries to check
     change_seq: int = 0
+    first_change_at: float | None = None  # when its oldest change was read (clock of the pending set)
 
     @property
     def path_count(self) -> int:

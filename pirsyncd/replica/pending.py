@@ -66,6 +66,8 @@ class Pending:
         self.compare_after_full: set[str] = set()
         self.moves: list[Move] = []
         self.oldest_change_at: float | None = None  # when the oldest change not taken yet was read
+        # The same, for the lag readers see: make_due leaves it be, put_back keeps a batch's own.
+        self.first_change_at: float | None = None
 
     def __bool__(self) -> bool:
         return self.full_sync_needed or self.count > 0 or bool(self.moves) or bool(self.writing)
@@ -110,6 +112,17 @@ class Pending:
     def _touch(self, now: float) -> None:
         if self.oldest_change_at is None:
             self.oldest_change_at = now
+        if self.first_change_at is None:
+            self.first_change_at = now
+
+    @property
+    def oldest_unsent_at(self) -> float | None:
+        """When the oldest change still here was read (a file kept aside: when its writing began);
+        None when nothing is pending. The lag is the time since."""
+        times = [since for since, _seq in self.writing.values()]
+        if self and self.first_change_at is not None:
+            times.append(self.first_change_at)
+        return min(times) if times else None
 
     def make_due(self, now: float) -> None:
         """Make what is pending due now, as if its oldest change were ``delay`` old: a full
@@ -301,7 +314,7 @@ class Pending:
         if self.writing:
             _since, seq = next(iter(self.writing.values()))
             change_seq = min(change_seq, seq - 1)
-        batch = Batch(full=self.full_sync_needed, change_seq=change_seq)
+        batch = Batch(full=self.full_sync_needed, change_seq=change_seq, first_change_at=self.first_change_at)
         if batch.full:
             batch.changed = sorted(self.compare_after_full)
         else:
@@ -331,6 +344,7 @@ class Pending:
             for path in batch.changed:
                 self._compare(path)
             self._touch(now)
+            self._keep_first_change(batch)
             return
 
         for path in batch.covered_paths():  # not sent: it goes as it is now (and again at its close)
@@ -365,6 +379,12 @@ class Pending:
             if any("/".join(components[:depth]) in unsent for depth in range(1, len(components) + 1)):
                 kind = ChangeKind.NEW_DIR if move.is_dir else ChangeKind.CHANGED
                 self.add(Change(kind, move.new_path, move.is_dir), now)
+        self._keep_first_change(batch)
+
+    def _keep_first_change(self, batch: Batch) -> None:
+        """A batch put back is as old as its oldest change, not as the moment it came back."""
+        if batch.first_change_at is not None and self:
+            self.first_change_at = min(batch.first_change_at, self.first_change_at or batch.first_change_at)
 
 
 def _walk(node: _Node) -> Iterator[_Node]:

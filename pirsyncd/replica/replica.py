@@ -102,6 +102,14 @@ class Replica:
         return self.pending.count + len(self.pending.writing) + owed + running
 
     @property
+    def oldest_unsent_at(self) -> float | None:
+        """When the oldest change not yet at the destination was read (pending, or in the running
+        job's batch); None when everything is there. The lag is the time since."""
+        times = [self.pending.oldest_unsent_at, self.job.batch.first_change_at if self.job else None]
+        known = [each for each in times if each is not None]
+        return min(known) if known else None
+
+    @property
     def has_pending(self) -> bool:
         return bool(self.pending)
 
@@ -373,6 +381,7 @@ class Replica:
             "job": None if self.job is None else ("full" if self.job.batch.full else "batch"),
             "warning": HELD_WARNING if self.policy.state == ReplicaState.HELD else None,
             "full_sync_owed": self.pending.full_sync_needed,
+            "oldest_unsent": None if (oldest := self.oldest_unsent_at) is None else round(oldest + wall_offset, 1),
             "counters": self.tally.snapshot(),
         }
 

@@ -81,12 +81,16 @@ class Daemon:
     the PID is the daemon's. The caller makes ``workdir`` writable by that user (the status file is
     replaced atomically inside it; the log is opened here and inherited) and the source readable,
     the destination writable; nothing here changes permissions.
+
+    ``status_file`` puts the status file elsewhere (default ``workdir/status.json``), e.g. as
+    ``DIR/NAME.json`` beside other instances' for ``pirsyncd status --status-dir DIR``.
     """
 
     def __init__(self, workdir: Path, *arguments: str, env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None, notify: NotifySocket | None = None) -> None:
+                 prefix: list[str] | None = None, notify: NotifySocket | None = None,
+                 status_file: Path | None = None) -> None:
         self.workdir = workdir
-        self.status_file = workdir / "status.json"
+        self.status_file = status_file or workdir / "status.json"
         self.log_file = workdir / "pirsyncd.log"
         self.prefix = list(prefix or [])
         self.arguments = list(arguments)

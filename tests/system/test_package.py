@@ -158,6 +158,10 @@ def test_install_upgrade_remove_purge(container: Container, packages: tuple[Path
     container.run(["install", "-d", "-o", "pirsyncd", "-g", "pirsyncd", DESTINATION])
     container.write_file("/etc/pirsyncd/www.conf", WWW_CONF)
     container.run(["pirsyncd", "--check", "www"])
+    # bash completion, as installed: the instance name completes (example.conf is no instance).
+    completed = container.run(["bash", "-c", "source /usr/share/bash-completion/completions/pirsyncd; "
+                               "COMP_WORDS=(pirsyncd status w); COMP_CWORD=2; _pirsyncd; echo \"${COMPREPLY[@]}\""])
+    assert completed.stdout.split() == ["www"], completed.stdout
     # The generator writes the instance's ReadWritePaths= from www.conf.
     container.run(["systemctl", "daemon-reload"])
     container.run(["systemctl", "enable", "--now", "pirsyncd@www"])

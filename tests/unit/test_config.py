@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pirsyncd.config.destination import DestinationError, DestinationKind, parse_destination
 from pirsyncd.config.options import OPTIONS, Kind, Option
 from pirsyncd.config.parse import ConfigError, parse, render_sample_config
-from pirsyncd.config.values import parse_duration
+from pirsyncd.config.values import convert, parse_duration
 
 MINIMAL = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
 
@@ -138,7 +140,41 @@ def test_sample_config_parses_and_names_every_key() -> None:
     config = parse(sample, "example.conf")
     assert config.source == "/srv/www"
     for option in OPTIONS:
-        assert f"{option.key} = " in sample, option.key
+        assert re.search(rf"^#?{option.key} =", sample, re.MULTILINE), option.key
+
+
+def commented_values(sample: str) -> dict[str, str]:
+    """Key -> the value of its commented line (``#delay = 1``) in a sample config."""
+    values = {}
+    for line in sample.splitlines():
+        match = re.fullmatch(r"#(\w+) =(?: (.*))?", line)
+        if match:
+            values[match[1]] = match[2] or ""
+    return values
+
+
+OPTIONAL = [option for option in OPTIONS if not option.required]
+
+
+@pytest.mark.parametrize("option", OPTIONAL, ids=lambda option: option.key)
+def test_the_sample_configs_commented_line_is_the_keys_default(option: Option) -> None:
+    shown = commented_values(render_sample_config())
+    assert option.key in shown, f"no '#{option.key} = ...' line in the sample config"
+    assert convert(option, shown[option.key]) == option.default, (
+        f"the sample config shows '#{option.key} = {shown[option.key]}'; the default is {option.default!r}")
+
+
+def test_uncommenting_every_line_of_the_sample_config_changes_nothing() -> None:
+    sample = render_sample_config()
+    uncommented = re.sub(r"^#(\w+ =)", r"\1", sample, flags=re.MULTILINE)
+    assert uncommented != sample
+    assert parse(uncommented, "example.conf") == parse(sample, "example.conf")
+
+
+def test_an_empty_value_leaves_a_setting_without_a_default_unset() -> None:
+    config = parse(MINIMAL + "state_file =\n[rsync]\nmax_size =\n[remote]\nssh_port =\n", "www.conf")
+    assert (config.state_file, config.max_size, config.ssh_port) == (None, None, None)
+    assert any("delay: not a number" in problem for problem in problems_of(MINIMAL + "delay =\n"))
 
 
 def test_the_shipped_example_config_is_the_generated_one() -> None:

@@ -202,6 +202,25 @@ def test_renaming_a_new_directory_is_not_replayed() -> None:
     assert batch.moves == [] and batch.new_dirs == ["final"] and batch.removed == ["tmp"]
 
 
+def test_the_oldest_unsent_change_is_when_it_was_read_through_make_due_and_a_put_back() -> None:
+    """The lag readers see: from the oldest change not yet sent, not from when a batch came back
+    or was made due early."""
+    pending = Pending(delay=1.0, full_sync_threshold=1000)
+    assert pending.oldest_unsent_at is None
+    pending.add(Change(ChangeKind.CHANGED, "f"), 100.0)
+    pending.add(Change(ChangeKind.CHANGED, "g"), 105.0)
+    pending.make_due(110.0)
+    assert pending.oldest_unsent_at == 100.0
+    batch = pending.take()
+    assert batch.first_change_at == 100.0 and pending.oldest_unsent_at is None
+    pending.add(Change(ChangeKind.CHANGED, "h"), 120.0)
+    pending.put_back(batch, 130.0)  # the run failed: f and g are as old as before
+    assert pending.oldest_unsent_at == 100.0
+    pending.take()
+    pending.add(Change(ChangeKind.WRITING, "open"), 140.0)  # kept aside while written
+    assert pending.oldest_unsent_at == 140.0
+
+
 def test_the_deadline_is_the_oldest_change_plus_the_delay_however_many_follow() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     assert pending.deadline() is None

@@ -154,3 +154,15 @@ def test_man_pages_give_the_range_of_a_number_from_the_table(option: Option, man
         else:
             assert f"Allowed: {option.bounds.describe()}." in entry, (
                 f"{page}: end the entry of {option.key} with 'Allowed: {option.bounds.describe()}.'")
+
+
+@pytest.mark.parametrize("option", [option for option in OPTIONS if option.default_text()], ids=options_ids)
+def test_man_pages_give_the_default_of_the_table(option: Option, man8_options: str,
+                                                 man5_sections: dict[str, str]) -> None:
+    """The default the sample config shows (``#delay = 1``) is the one both man pages give."""
+    man5 = _entry(man5_sections[f"[{option.section}]"], f"**{option.key}** = ", r"^\*\*\w+\*\* = ")
+    man8 = _entry(man8_options, f"**{option.flag}**", r"^\*\*--")
+    assert f"Default: ``{option.default_text()}``." in man5, (
+        f"{MAN5.name}: the entry of {option.key} must say 'Default: ``{option.default_text()}``.'")
+    assert f"default: ``{option.default_text()}``" in man8, (
+        f"{MAN8.name}: the entry of {option.flag} must say 'default: ``{option.default_text()}``'")

@@ -4,11 +4,13 @@ the metrics rendering, and the new options."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pirsyncd.config.parse import ConfigError, parse
 from pirsyncd.ops.hooks import HookCall
+from pirsyncd.ops.overview import Row, format_rows, overview_exit_status
 from pirsyncd.ops.pause import PauseSwitch, default_pause_path, write_pause_file
 from pirsyncd.ops.report import status_line
 from pirsyncd.replica.batch import Batch, Move
@@ -113,3 +115,34 @@ def test_prometheus_client_is_not_imported_without_a_metrics_file() -> None:
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[2]).stdout
     assert output.strip() == "False", "start-up memory: import prometheus_client only when metrics_file is set"
+
+
+def overview_row(instance: str, state: str, running: bool = True, **fields: Any) -> Row:
+    values: dict[str, Any] = {"instance": instance, "destination": "-", "state": state, "running": running,
+                              "configured": True, "lag_s": None, "pending": 0, "last_success": None,
+                              "last_error": None, "status_file": None}
+    return Row(**{**values, **fields})
+
+
+@pytest.mark.parametrize(("states", "expected"), [
+    ((("www", "in-sync", True), ("api", "paused", True), ("web", "syncing", True)), 0),
+    ((("www", "in-sync", True), ("api", "retrying", True)), 1),
+    ((("www", "held", True),), 1),
+    ((("www", "source-lost", True),), 1),
+    ((("www", "failed", True), ("old", "stopped", False)), 69),
+])
+def test_status_with_no_name_fails_when_an_instance_is_in_trouble_or_stopped(
+        states: tuple[tuple[str, str, bool], ...], expected: int) -> None:
+    rows = [overview_row(name, state, running) for name, state, running in states]
+    assert overview_exit_status(rows) == expected
+
+
+def test_the_overview_table_shows_lag_pending_and_ages() -> None:
+    rows = [overview_row("www", "retrying", destination="web2", lag_s=125.0, pending=1234, last_success=900.0,
+                         last_error="connection refused\nmore"),
+            overview_row("old", "stopped", running=False, pending=None, last_error="not running")]
+    lines = format_rows(rows, now=1000.0).splitlines()
+    assert lines[1].split() == ["www", "web2", "retrying", "2", "min", "1,234", "1", "min", "ago", "connection",
+                                "refused"]
+    assert lines[2].split() == ["old", "-", "stopped", "-", "-", "-", "not", "running"]
+    assert format_rows([]) == "no pirsyncd instance is configured or running"
