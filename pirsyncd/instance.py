@@ -209,8 +209,8 @@ class Instance:
         # Round robin from the replica after the one started last, within parallel_syncs.
         order = self.replicas[self._next_start:] + self.replicas[:self._next_start]
         for replica in order:
-            if running >= self.config.parallel_syncs:
-                return
+            if running >= self.config.parallel_syncs or not self.may_send:
+                return  # may_send: a job that ended at once may have found the source lost
             if not replica.job_due(now, self.policy.stopping):
                 continue
             running += 1

@@ -119,6 +119,18 @@ def test_a_source_problem_a_job_found_stops_all_sending_until_the_source_is_back
     assert all(replica.pending.full_sync_needed for replica in daemon.instance.replicas)
 
 
+def test_a_source_problem_found_by_one_job_keeps_the_next_from_starting_in_the_same_turn(
+        daemon: Daemon, tmp_path: Path) -> None:
+    """web1's full sync refuses to mirror an empty source over its files (an unmounted source
+    looks like that); web2, due in the same turn with a batch of deletions, must not start."""
+    write_file(tmp_path / "web1" / "kept.txt")
+    daemon.instance.replicas[0].request_full_sync(0.0, at_once=True, reason="overflow")
+    daemon.instance.replicas[1].add([Change(ChangeKind.REMOVED, "kept.txt")], set(), 0.0, 1)
+    daemon.turn(0.5)
+    assert daemon.instance.policy.source_lost
+    assert daemon.loop.commands == [] and daemon.running() == []
+
+
 def test_losing_the_source_stops_the_running_jobs_and_keeps_their_batches(daemon: Daemon) -> None:
     daemon.change("a.txt")
     daemon.turn(0.5)
