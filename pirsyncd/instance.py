@@ -40,6 +40,7 @@ from pirsyncd.source.intake import SourceSide
 log = logging.getLogger("pirsyncd")
 
 Deadline = tuple[float, Timer, "Replica | None"]
+AT_ONCE = float("-inf")  # a deadline due in this turn of the loop (after it has read what is ready)
 
 
 class Instance:
@@ -123,6 +124,8 @@ class Instance:
                       replica.deadlines(self.policy.stopping, self.may_send).items()
                       if not (full and timer == Timer.BATCH)]
         table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
+        if self.source.walking:
+            table.append((AT_ONCE, Timer.WALK, None))
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
@@ -156,6 +159,8 @@ class Instance:
             self.ops.hooks.on_timer(now)
         elif timer == Timer.STATE:
             self.save_state(now)
+        elif timer == Timer.WALK:
+            self._note_unwatched(self.source.walk_step(), now)
 
     def healthy(self, now: float) -> bool:
         """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
@@ -180,7 +185,10 @@ class Instance:
         elif intake.overflow and not self.policy.source_lost:
             # Renames and new directories were lost with the events: rebuild every watch.
             self._rewatch(now, "after the overflow")
-        if intake.newly_unwatched:
+        self._note_unwatched(intake.newly_unwatched, now)
+
+    def _note_unwatched(self, newly_unwatched: bool, now: float) -> None:
+        if newly_unwatched:
             self.policy.schedule_full_resync(now, unwatched=True)  # covered by full syncs
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL) or self.warning
 
@@ -200,7 +208,9 @@ class Instance:
     # -- jobs -------------------------------------------------------------------------------------
     @property
     def may_send(self) -> bool:
-        return not (self.policy.source_lost or self.ops.paused)
+        """Jobs may start: the source is there, not paused, and every directory is watched
+        (after an overflow, the full sync starts once the re-watch is complete)."""
+        return not (self.policy.source_lost or self.ops.paused or self.source.walking)
 
     def start_jobs(self, now: float) -> None:
         if not self.may_send:

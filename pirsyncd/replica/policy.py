@@ -40,6 +40,7 @@ class Timer(enum.Enum):
     PUBLISH = "publish"  # a throttled status update is due
     HOOK = "hook"  # a hook ran past hook_timeout: stop it, then kill it
     STATE = "state"  # everything is in sync: write the restart state (watermark)
+    WALK = "walk"  # a tree walk has more to watch: its next bounded step, in the next turn
 
 
 class ReplicaState(enum.Enum):

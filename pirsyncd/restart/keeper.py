@@ -45,8 +45,10 @@ def default_state_path(instance: str, state_directory: str | None = None) -> str
 
 def all_in_sync(source: SourceSide, replicas: Sequence[Replica], source_lost: bool) -> bool:
     """Every destination has everything (but those held or failed): the watermark may advance."""
-    if source_lost or source.watcher is None or source.watcher.limit_reached:
-        return False  # (a directory that cannot be listed is not in the index: a warm start sends it whole)
+    if source_lost or source.watcher is None or source.watcher.limit_reached or source.walking:
+        # (A directory that cannot be listed is not in the index: a warm start sends it whole.
+        # One still being walked may not be watched yet, nor sent.)
+        return False
     out = (ReplicaState.HELD, ReplicaState.FAILED)
     return all(in_sync(replica) or replica.policy.state in out for replica in replicas) and any(
         in_sync(replica) for replica in replicas)
@@ -80,7 +82,7 @@ class StateKeeper:
                 scan = self._prepare(config, source)
             except StateUnusable as problem:
                 reason = str(problem)
-        source.watch()
+        source.watch(at_once=True)  # before READY=1, and the scan judges the whole tree
         if scan is not None and source.watcher is not None and source.watcher.limit_reached:
             scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
         if scan is not None and source.watcher is not None:

@@ -73,15 +73,19 @@ class SourceSide:
         self._limit_warning = ""
 
     # -- watching --------------------------------------------------------------------
-    def watch(self, expected: SourceIdentity | None = None) -> None:
+    def watch(self, expected: SourceIdentity | None = None, at_once: bool = False) -> None:
         """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
-        SourceProblem when the source is not ``expected``, the directory watched before)."""
+        SourceProblem when the source is not ``expected``, the directory watched before).
+        The root is watched now, what is below it by :meth:`walk_step` while :attr:`walking`
+        (``at_once``: before this returns, as at start)."""
         watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         try:
             identity = source_identity(self.source)
             if expected is not None and not identity.same_directory(expected):
                 raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
-            watcher.watch_root()
+            # The walk goes through the root's descriptor, so it stays in the directory checked
+            # here; the source's path changing later is the root's watch's news (or moved_away's).
+            watcher.watch_root(walk_all=at_once)
             if not source_identity(self.source).same_directory(identity):
                 raise SourceProblem(f"the source {self.source} changed while it was being watched",
                                     exitcodes.NO_SOURCE)
@@ -142,6 +146,21 @@ class SourceSide:
     def root_alive(self) -> bool:
         return self.watcher is not None and self.watcher.root_alive
 
+    @property
+    def walking(self) -> bool:
+        """Directories are still being walked: until they are watched, nothing is sent (a run
+        could pass a directory before its watch exists and miss what changes there next) and
+        nothing is called in sync."""
+        return self.watcher is not None and self.watcher.walking
+
+    def walk_step(self) -> bool:
+        """The next bounded step of the walks; True when it found directories that could not
+        be watched (covered by full syncs)."""
+        if self.watcher is None:
+            return False
+        self.watcher.walk_step()
+        return self._note_unwatched()
+
     def moved_away(self) -> str | None:
         """Why the source path no longer leads to the directory watched, or None."""
         return None if self.identity is None else describe_identity_change(self.source, self.identity)
@@ -178,10 +197,14 @@ class SourceSide:
                     # Not a file with one name being written (or gone already): nothing to wait for.
                     kept = Change(ChangeKind.CHANGED, kept.path)
             intake.changes.append(kept)
-        if len(self.watcher.unwatched) > self._unwatched_seen:
-            intake.newly_unwatched = True
-        self._unwatched_seen = len(self.watcher.unwatched)
+        intake.newly_unwatched = self._note_unwatched()
         return intake
+
+    def _note_unwatched(self) -> bool:
+        """Whether directories that could not be watched appeared since the last look."""
+        assert self.watcher is not None
+        seen, self._unwatched_seen = self._unwatched_seen, len(self.watcher.unwatched)
+        return self._unwatched_seen > seen
 
     def _filter(self, change: Change) -> Change | None:
         """Drop excluded paths; a rename into or out of an excluded name is a create or a delete."""

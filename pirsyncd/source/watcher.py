@@ -27,6 +27,7 @@ from pirsyncd.source.events import (
     join,
 )
 from pirsyncd.source.mounts import MountsBelow, MountTable
+from pirsyncd.source.walks import MAX_OPEN_LEVELS, STEP_SECONDS, Walks
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -41,17 +42,6 @@ log = logging.getLogger("pirsyncd")
 WATCH_BY_DESCRIPTOR_MASK = WATCH_MASK & ~IN_DONT_FOLLOW
 
 
-class _Level:
-    """One open directory of the branch the watch walk is on, with the subdirectories left."""
-
-    __slots__ = ("fd", "node", "owned", "path", "subdirectories")
-
-    def __init__(self, path: str, node: WatchedDir, fd: int, subdirectories: list[str], owned: bool) -> None:
-        self.path, self.node, self.fd = path, node, fd
-        self.subdirectories = subdirectories
-        self.owned = owned  # opened by the walk, so closed by it
-
-
 class WatchLimitReached(Exception):
     """fs.inotify.max_user_watches is exhausted."""
 
@@ -60,8 +50,10 @@ class Watcher:
     """Watches every directory below ``source`` that is not excluded.
 
     ``read_changes()`` drains the inotify queue and returns Changes; new directories
-    are watched and scanned for subdirectories right away, so nothing created before
-    their watch existed is missed (the batch sends new directories whole).
+    are watched and listed right away, so nothing created before their watch existed is
+    missed (the batch sends new directories whole). What lies below them is watched by
+    walks in bounded steps (:mod:`pirsyncd.source.walks`): one at the end of each read,
+    the rest by :meth:`walk_step` while :attr:`walking`.
     """
 
     def __init__(self, source: str, excluder: Excluder, debug_events: bool = False,
@@ -80,11 +72,16 @@ class Watcher:
         # The source's device when its file system counts subdirectories in a directory's link
         # count (st_nlink == 2: no subdirectories), checked at the root; None: scan every directory.
         self.leaf_device: int | None = None
+        self.walks = Walks(self)
+        # The budget of the walk step at the end of each read (tests make it small).
+        self.step_directories: int | None = None
+        self.step_seconds: float | None = STEP_SECONDS
 
     def fileno(self) -> int:
         return self.inotify.fileno()
 
     def close(self) -> None:
+        self.walks.close()
         self.inotify.close()
         self.mount_table.close()
 
@@ -96,8 +93,20 @@ class Watcher:
     def root_alive(self) -> bool:
         return self.tree.root is not None and self.tree.root.wd in self.tree.by_wd
 
-    def watch_root(self) -> None:
-        """Watch the source root and everything below it. Raises OSError for the root."""
+    @property
+    def walking(self) -> bool:
+        """Some directories below watched ones are still to be walked (and watched)."""
+        return bool(self.walks)
+
+    def walk_step(self, max_directories: int | None = None, seconds: float | None = STEP_SECONDS) -> bool:
+        """Walk on for at most ``max_directories`` directories or ``seconds`` (None: no such
+        bound); return whether walks are left."""
+        return self.walks.step(max_directories, seconds)
+
+    def watch_root(self, walk_all: bool = True) -> None:
+        """Watch the source root, and everything below it at once or (``walk_all=False``) by
+        :meth:`walk_step`. Raises OSError for the root."""
+        self.walks.close()
         self.tree = WatchTree()
         self.translator = EventTranslator(self.tree)
         self.unwatched.clear()
@@ -110,62 +119,21 @@ class Watcher:
             status = os.fstat(root_fd)
             self.mounts.root_device = status.st_dev
             self.mounts.note(self.mount_table.read())
-            self.tree.add(wd, "", status.st_ino)
-            self._watch_below("", root_fd)
-        finally:
+            root = self.tree.add(wd, "", status.st_ino)
+            subdirectories = self.subdirectories(root_fd, "")
+            if subdirectories is not None:
+                self.leaf_device = _leaf_device(status, len(subdirectories))
+        except BaseException:
             os.close(root_fd)
+            raise
+        self.walks.begin(root, root_fd, subdirectories)
+        if walk_all:
+            self.walks.finish()
 
     def _absolute(self, relative: str) -> str:
         return join(self.source, relative) if relative else self.source
 
-    def _watch_below(self, relative: str, directory_fd: int) -> None:
-        """Watch every directory below the watched one at ``relative``, open as ``directory_fd``
-        (not closed here). Depth first; each level is opened from its parent's descriptor
-        without following symlinks, so only real paths are walked; one descriptor is open
-        per level of the current branch."""
-        start = self.tree.find(relative)
-        if start is None:
-            return
-        subdirectories = self._subdirectories(directory_fd, relative)
-        if subdirectories is None:
-            return
-        if not relative:
-            self.leaf_device = _leaf_device(os.fstat(directory_fd), len(subdirectories))
-        branch = [_Level(relative, start, directory_fd, subdirectories, owned=False)]
-        try:
-            while branch:
-                level = branch[-1]
-                if not level.subdirectories:
-                    branch.pop()
-                    if level.owned:
-                        os.close(level.fd)
-                    continue
-                name = level.subdirectories.pop()
-                path = f"{level.path}/{name}" if level.path else name
-                if self.excluder and self.excluder.excludes(path, True):
-                    continue
-                child_fd = self._open(level.fd, name, path)
-                if child_fd is None:
-                    continue
-                try:
-                    status = os.fstat(child_fd)
-                    node = self._watch_open_directory(child_fd, status, level.node, name, path)
-                    # Its link count read before the watch existed could miss a subdirectory
-                    # made in between (whose event then never comes): looked at again after.
-                    below = None if node is None else self._subdirectories(child_fd, path)
-                except BaseException:
-                    os.close(child_fd)
-                    raise
-                if node is not None and below:
-                    branch.append(_Level(path, node, child_fd, below, owned=True))
-                else:
-                    os.close(child_fd)
-        finally:
-            for level in branch:
-                if level.owned:
-                    os.close(level.fd)
-
-    def _subdirectories(self, directory_fd: int, relative: str) -> list[str] | None:
+    def subdirectories(self, directory_fd: int, relative: str) -> list[str] | None:
         """The names of the subdirectories (never symlinks) of an open, watched directory;
         [] for a leaf told by its link count (a stat costs a fraction of a listing); None when
         unreadable."""
@@ -181,7 +149,7 @@ class Watcher:
                 self._note_unwatched(relative, error)
             return None
 
-    def _open(self, parent_fd: int, name: str, relative: str) -> int | None:
+    def open_subdirectory(self, parent_fd: int, name: str, relative: str) -> int | None:
         """Open a subdirectory without following a symlink; None when it is gone, no longer a
         directory (its event follows) or cannot be opened (noted as unwatched)."""
         try:
@@ -191,7 +159,7 @@ class Watcher:
                 self._note_unwatched(relative, error)
             return None
 
-    def _watch_open_directory(self, directory_fd: int, status: os.stat_result, parent: WatchedDir | None,
+    def watch_open_directory(self, directory_fd: int, status: os.stat_result, parent: WatchedDir | None,
                               name: str, relative: str) -> WatchedDir | None:
         """Put a kernel watch on the open directory and enter it into the tree at ``relative``
         (under ``parent`` when known); None when it cannot be watched or placed, or stays out
@@ -231,6 +199,7 @@ class Watcher:
         """After the mount table changed: watch each place below the source where a file system
         was mounted or unmounted afresh and send it whole (kept out: as an empty directory)."""
         changes = []
+        self.walks.tree_moved()
         for path in self.mounts.note(self.mount_table.read()):
             parent = self.tree.find(path.rpartition("/")[0])
             if parent is None or (self.excluder and self.excluder.excludes(path, True)):
@@ -252,9 +221,9 @@ class Watcher:
         return changes
 
     def _watch_directory(self, relative: str) -> bool:
-        """Watch the directory at ``relative`` (its parent is watched) and everything below it;
-        False when it is gone, no longer a directory or cannot be watched. A mount point kept out
-        of the mirror is not watched, and is there: True."""
+        """Watch the directory at ``relative`` (its parent is watched) and begin a walk of what
+        is below it; False when it is gone, no longer a directory or cannot be watched. A mount
+        point kept out of the mirror is not watched, and is there: True."""
         try:
             directory_fd = dirfd.open_relative(self.source, relative)
         except OSError as error:
@@ -264,13 +233,18 @@ class Watcher:
         try:
             status = os.fstat(directory_fd)
             if self.mounts.kept_out_reason(status.st_dev) is not None:
+                os.close(directory_fd)
                 return True
-            if self._watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative) is None:
-                return False
-            self._watch_below(relative, directory_fd)
-            return True
-        finally:
+            node = self.watch_open_directory(directory_fd, status, None, relative.rpartition("/")[2], relative)
+            subdirectories = None if node is None else self.subdirectories(directory_fd, relative)
+        except BaseException:
             os.close(directory_fd)
+            raise
+        if node is None:
+            os.close(directory_fd)
+            return False
+        self.walks.begin(node, directory_fd, subdirectories)
+        return True
 
     def _register(self, wd: int, relative: str, ino: int) -> WatchedDir | None:
         """Enter a kernel watch into the tree at ``relative``, moving a stale entry of it."""
@@ -325,6 +299,11 @@ class Watcher:
         if self.debug_events:
             for event in events:
                 log.debug("inotify event wd=%d mask=%#x cookie=%d name=%r", *event)
+        if self.walks:
+            # The new directories of this read are walked first (a small one is done in this
+            # step); the descriptors the walks keep open stay bounded.
+            self.walks.step(self.step_directories, self.step_seconds)
+            self.walks.step(seconds=None, max_levels=MAX_OPEN_LEVELS)
         return result
 
     def _moved_out(self, change: Change) -> Change:
@@ -341,6 +320,7 @@ class Watcher:
 
     def _handle(self, changes: list[Change], result: list[Change]) -> None:
         """Act on changes in kernel order, so each one meets the tree as it was then."""
+        self.walks.tree_moved()
         for wd in self.translator.watches_to_remove:
             with contextlib.suppress(OSError):  # already gone with its directory
                 self.inotify.rm_watch(wd)

@@ -11,15 +11,8 @@ import pytest
 from pirsyncd.config.filters import Excluder
 from pirsyncd.source.events import Change, ChangeKind, WatchedDir
 from pirsyncd.source.watcher import Watcher
-
-
-def _directories(root: Path) -> set[str]:
-    found = {""}
-    for parent, names, _ in os.walk(root):
-        relative = os.path.relpath(parent, root)
-        found |= {name if relative == "." else f"{relative}/{name}" for name in names
-                  if not os.path.islink(os.path.join(parent, name))}
-    return found
+from tests.support.processes import unwatched_directories
+from tests.support.trees import real_directories
 
 
 def test_every_directory_is_watched_and_new_ones_in_leaves_are_seen(tmp_path: Path) -> None:
@@ -32,7 +25,7 @@ def test_every_directory_is_watched_and_new_ones_in_leaves_are_seen(tmp_path: Pa
     try:
         watcher.watch_root()
         watched = {watcher.tree.path_of(node) for node in watcher.tree.by_wd.values()}
-        assert watched == _directories(source)
+        assert watched == real_directories(source)
         (source / "a" / "leaf" / "new").mkdir()
         (source / "a" / "leaf" / "new" / "deeper").mkdir()
         changes = watcher.read_changes()
@@ -65,7 +58,7 @@ def test_a_directory_replaced_by_a_symlink_is_never_watched_through(tmp_path: Pa
             path.rmdir()
         (source / "d2" / "d1").symlink_to("../top/d1")  # ... and is replaced before we read
         watcher.read_changes()
-        assert _watched_paths(watcher) == _directories(source)
+        assert _watched_paths(watcher) == real_directories(source)
         (source / "top" / "d1" / "x" / "written-later").write_text("w")
         changes = watcher.read_changes()
         assert "top/d1/x/written-later" in {change.path for change in changes}, changes
@@ -91,13 +84,6 @@ def test_a_renamed_directory_met_by_a_walk_before_its_rename_event_moves_there(t
         watcher.close()
 
 
-def _unwatched(source: Path, watcher: Watcher) -> set[str]:
-    """The real directories of the source the kernel has no watch on, by inode."""
-    with open(f"/proc/self/fdinfo/{watcher.fileno()}", encoding="ascii") as info:
-        watched = {int(line.split("ino:")[1].split()[0], 16) for line in info if line.startswith("inotify wd:")}
-    return {path for path in _directories(source) if (source / path).stat().st_ino not in watched}
-
-
 def test_a_subdirectory_made_while_its_parent_is_walked_is_watched(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """``mkdir -p`` racing the walk: a subdirectory made after a directory was opened and
@@ -106,7 +92,7 @@ def test_a_subdirectory_made_while_its_parent_is_walked_is_watched(tmp_path: Pat
     source = tmp_path / "source"
     (source / "a").mkdir(parents=True)
     watcher = Watcher(str(source), Excluder(()))
-    walk = watcher._watch_open_directory
+    walk = watcher.watch_open_directory
 
     def racing(directory_fd: int, status: os.stat_result, parent: WatchedDir | None, name: str,
                relative: str) -> WatchedDir | None:
@@ -117,10 +103,10 @@ def test_a_subdirectory_made_while_its_parent_is_walked_is_watched(tmp_path: Pat
     try:
         watcher.watch_root()
         assert watcher.leaf_device is not None or os.stat(source).st_nlink == 1, "the link-count shortcut is on"
-        monkeypatch.setattr(watcher, "_watch_open_directory", racing)
+        monkeypatch.setattr(watcher, "watch_open_directory", racing)
         (source / "a" / "new" / "child").mkdir(parents=True)
         watcher.read_changes()
-        assert _unwatched(source, watcher) == set()
+        assert unwatched_directories(source, watcher.fileno()) == set()
         assert "a/new/child/made-meanwhile" in _watched_paths(watcher)
     finally:
         watcher.close()
@@ -141,7 +127,7 @@ def test_a_directory_moved_out_and_back_in_one_read_stays_watched_and_is_sent_wh
         (outside / "d").rename(source / "d")
         changes = watcher.read_changes()
         assert [change for change in changes if change.path == "d"][-1] == Change(ChangeKind.NEW_DIR, "d", True)
-        assert _unwatched(source, watcher) == set()
+        assert unwatched_directories(source, watcher.fileno()) == set()
         (source / "d" / "sub" / "g").write_text("g")
         assert "d/sub/g" in {change.path for change in watcher.read_changes()}
     finally:

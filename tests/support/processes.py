@@ -12,6 +12,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from tests.support.trees import real_directories
+
 STOP_TIMEOUT = 10.0
 
 
@@ -121,3 +123,18 @@ def inotify_watched_inodes(pid: int) -> list[int]:
         except OSError:
             continue
     return inodes
+
+
+def unwatched_directories(source: str | os.PathLike[str], inotify_fd: int) -> set[str]:
+    """The real directories below ``source`` (relative paths, '' for itself, symlinks not
+    followed) that the inotify instance ``inotify_fd`` of this process has no watch on, by inode."""
+    with open(f"/proc/self/fdinfo/{inotify_fd}", encoding="ascii") as info:
+        watched = {int(line.split("ino:")[1].split()[0], 16) for line in info if line.startswith("inotify wd:")}
+    return {path for path in real_directories(source) if os.lstat(os.path.join(source, path)).st_ino not in watched}
+
+
+def watched_inode_count(inotify_fd: int) -> int:
+    """How many watches the inotify instance ``inotify_fd`` of this process holds."""
+    with open(f"/proc/self/fdinfo/{inotify_fd}", encoding="ascii") as info:
+        return sum(line.startswith("inotify wd:") for line in info)
+

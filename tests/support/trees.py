@@ -328,3 +328,14 @@ def wait_until_equal(
         return "\n  ".join(lines)
 
     wait_for(trees_equal, timeout, describe_differences, poll)
+
+
+def real_directories(root: str | os.PathLike[str]) -> set[str]:
+    """Every directory below ``root`` by its real path, relative ('' for ``root``); symlinks
+    to directories are not followed nor counted."""
+    found = {""}
+    for parent, names, _ in os.walk(root):
+        relative = os.path.relpath(parent, root)
+        found |= {name if relative == "." else f"{relative}/{name}" for name in names
+                  if not os.path.islink(os.path.join(parent, name))}
+    return found
