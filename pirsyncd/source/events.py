@@ -56,6 +56,16 @@ class WatchedDir:
         self.children: dict[str, WatchedDir] | None = None
 
 
+def subtree(node: WatchedDir) -> Iterator[WatchedDir]:
+    """A directory and every directory below it in the tree, parents before children."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if current.children:
+            stack.extend(current.children.values())
+
+
 class WatchTree:
     """Watched directories by watch descriptor and by position in the tree."""
 
@@ -154,15 +164,10 @@ class WatchTree:
         siblings = node.parent.children if node.parent is not None else None
         if siblings is not None and siblings.get(node.name) is node:
             del siblings[node.name]
-        removed = []
-        stack = [node]
-        while stack:
-            current = stack.pop()
+        removed = list(subtree(node))
+        for current in removed:
             if self.by_wd.get(current.wd) is current:
                 del self.by_wd[current.wd]
-            removed.append(current)
-            if current.children:
-                stack.extend(current.children.values())
         return removed
 
     def put_back(self, node: WatchedDir, path: str) -> bool:
@@ -300,15 +305,10 @@ class EventTranslator:
 
     def _stop_holding(self, node: WatchedDir) -> list[WatchedDir]:
         """The nodes of a directory held since its MOVED_FROM, no longer held."""
-        nodes = []
-        stack = [node]
-        while stack:
-            current = stack.pop()
+        nodes = list(subtree(node))
+        for current in nodes:
             if self.moved_away.get(current.wd) is current:
                 del self.moved_away[current.wd]
-            nodes.append(current)
-            if current.children:
-                stack.extend(current.children.values())
         return nodes
 
     def _place(self, node: WatchedDir | None, path: str) -> bool:

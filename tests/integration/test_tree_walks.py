@@ -14,7 +14,7 @@ import pytest
 
 from pirsyncd.config import exitcodes
 from pirsyncd.ops.status import wait_until_synced
-from tests.support.daemon import Daemon, start_with_a_small_inotify_queue
+from tests.support.daemon import Daemon, burst_while_stopped, start_with_a_small_inotify_queue
 from tests.support.notify import NotifySocket
 from tests.support.trees import differences, wait_for, write_file
 
@@ -114,12 +114,7 @@ def test_after_an_overflow_the_full_sync_waits_for_the_rewatch_done_in_steps(
         assert wait_until_synced(str(daemon.status_file), 120, poll=drain) == exitcodes.OK, daemon.describe()
         watched = count + 8  # the root and d0 ... d6
         assert daemon.status()["watched_dirs"] == watched
-        daemon.signal(signal.SIGSTOP)  # it cannot read while the burst overflows its queue
-        try:
-            for index in range(500):
-                write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
-        finally:
-            daemon.signal(signal.SIGCONT)
+        burst_while_stopped(daemon, source)
         seen: list[dict[str, Any]] = []
 
         def rewatched() -> bool:

@@ -275,17 +275,23 @@ def start_with_a_small_inotify_queue(start: Callable[[], _Started], events: int 
         _QUEUE_KNOB.write_text(original)
 
 
+def burst_while_stopped(daemon: Daemon, source: Path) -> None:
+    """500 new files in ``source``/d0 ... d6 (watched already) while the daemon is stopped
+    (SIGSTOP), so that it cannot read: a queue of 256 events overflows."""
+    daemon.signal(signal.SIGSTOP)
+    try:
+        for index in range(500):
+            write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
+    finally:
+        daemon.signal(signal.SIGCONT)
+
+
 def overflow_the_inotify_queue(daemon: Daemon, source: Path, destination: Path) -> None:
     """Make a daemon started with a small queue overflow it, and wait until it says so and the
     mirror is whole again: seven watched directories, then 500 files while it cannot read."""
     for index in range(7):
         (source / f"d{index}").mkdir()
     wait_until_equal(source, destination, 20)  # watched now, so the burst below makes events
-    daemon.signal(signal.SIGSTOP)  # it cannot read while the burst fills its queue
-    try:
-        for index in range(500):
-            write_file(source / f"d{index % 7}" / f"f{index}", f"{index}\n")
-    finally:
-        daemon.signal(signal.SIGCONT)
+    burst_while_stopped(daemon, source)
     daemon.wait_log("inotify queue overflowed")
     wait_until_equal(source, destination, 30)
