@@ -29,12 +29,18 @@ class InstanceState(enum.Enum):
 
 @dataclasses.dataclass
 class InstancePolicy:
-    """The daemon's own state: running, source lost, stopping; its timers."""
+    """The daemon's own state: running, source lost, stopping; its timers.
+
+    :attr:`state` is derived from the facts that decide (started, the lost source's reason,
+    the stop deadline, the exit status), so it can never disagree with them. Stopping and a
+    lost source are two facts: while stopping, a lost source still keeps everything unsent
+    (``source_lost``), and the state says STOPPING.
+    """
 
     stop_timeout: float
     full_resync_interval: float = 0.0
     watchdog_interval: float | None = None
-    state: InstanceState = InstanceState.STARTING
+    running: bool = False
     lost_reason: str = ""
     source_check_at: float | None = None
     stop_deadline: float | None = None
@@ -42,8 +48,18 @@ class InstancePolicy:
     next_watchdog_at: float | None = None
     exit_status: int | None = None
 
+    @property
+    def state(self) -> InstanceState:
+        if self.exit_status is not None:
+            return InstanceState.STOPPED
+        if self.stop_deadline is not None:
+            return InstanceState.STOPPING
+        if self.lost_reason:
+            return InstanceState.SOURCE_LOST
+        return InstanceState.RUNNING if self.running else InstanceState.STARTING
+
     def started(self, now: float, unwatched: bool = False) -> None:
-        self.state = InstanceState.RUNNING
+        self.running = True
         self.schedule_full_resync(now, unwatched)
         if self.watchdog_interval:
             self.next_watchdog_at = now
@@ -56,9 +72,7 @@ class InstancePolicy:
 
     def lose_source(self, reason: str, now: float) -> bool:
         """Stop sending; return True when this is news (not lost already)."""
-        news = self.state != InstanceState.SOURCE_LOST
-        if self.state != InstanceState.STOPPING:
-            self.state = InstanceState.SOURCE_LOST
+        news = not self.lost_reason
         self.lost_reason = reason
         self.source_check_at = now + SOURCE_RECHECK_INTERVAL
         return news
@@ -67,8 +81,6 @@ class InstancePolicy:
         self.source_check_at = now + SOURCE_RECHECK_INTERVAL
 
     def source_back(self) -> None:
-        if self.state == InstanceState.SOURCE_LOST:
-            self.state = InstanceState.RUNNING
         self.lost_reason, self.source_check_at = "", None
 
     @property
@@ -83,7 +95,6 @@ class InstancePolicy:
         """Start stopping; return False when already stopping (a second signal: stop now)."""
         if self.stop_deadline is not None:
             return False
-        self.state = InstanceState.STOPPING
         self.stop_deadline = now + self.stop_timeout
         return True
 

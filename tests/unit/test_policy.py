@@ -182,8 +182,21 @@ def test_stopping_does_not_wait_for_a_failing_destination_or_a_lost_source() -> 
     assert instance.may_exit([(held, True)])
     sendable = ReplicaPolicy(retry_max_interval=300.0)
     instance.lose_source("gone", 2.0)
-    assert instance.state == InstanceState.STOPPING  # stopping wins
+    assert instance.state == InstanceState.STOPPING and instance.source_lost  # stopping wins the state
+    assert instance.lose_source("still gone", 3.0) is False  # not news while stopping either
     assert instance.may_exit([(sendable, True)])
+    instance.finish(0)
+    assert instance.state == InstanceState.STOPPED
+
+
+def test_the_instance_state_follows_its_facts() -> None:
+    instance = InstancePolicy(stop_timeout=30.0)
+    assert instance.state == InstanceState.STARTING
+    instance.started(0.0)
+    instance.lose_source("unmounted", 1.0)
+    assert instance.state == InstanceState.SOURCE_LOST
+    instance.source_back()
+    assert instance.state == InstanceState.RUNNING
 
 
 def test_the_watchdog_and_periodic_full_syncs_are_in_the_table() -> None:
