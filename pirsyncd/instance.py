@@ -25,7 +25,7 @@ from pirsyncd.ops.metrics import MetricsFile
 from pirsyncd.ops.operations import Operations
 from pirsyncd.ops.report import Reporter, combine_destinations
 from pirsyncd.ops.status import default_status_path
-from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy
+from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, InstanceState
 from pirsyncd.replica.policy import ReplicaState, Timer
 from pirsyncd.replica.preflight import local_destination_has_entries, preflight
 from pirsyncd.replica.replica import Replica, make_replicas
@@ -387,12 +387,11 @@ class Instance:
         views = [{"name": replica.name, "destination": replica.config.destination.text,
                   **replica.snapshot(wall_offset)} for replica in self.replicas]
         whole = combine_destinations(views)
+        mode = self.policy.state
         if self.final_state is not None:
             whole["state"] = self.final_state
-        elif self.policy.stopping:
-            whole["state"] = "stopping"
-        elif self.policy.source_lost:
-            whole["state"] = "source-lost"
+        elif mode in (InstanceState.STOPPING, InstanceState.SOURCE_LOST):
+            whole["state"] = mode.value
         elif self.ops.paused:
             whole["state"] = "paused"
         identity = self.source.identity
