@@ -1,7 +1,9 @@
 """Turn inotify events into changes of the source tree (pure: no I/O).
 
-The :class:`WatchTree` maps watch descriptors to directories and follows renames in
-O(1): each node knows only its parent and its name, so a path is built on demand.
+The :class:`WatchTree` maps watch descriptors to directories; each node knows only its
+parent and its name, so a path is built on demand. A renamed directory is taken out of the
+tree at its MOVED_FROM and put back at its MOVED_TO (:meth:`WatchTree.take_out`,
+:meth:`WatchTree.put_back`), which costs a pass over the directories below it.
 :class:`EventTranslator` reads events in kernel order, pairs moves by cookie and
 keeps the tree right as it goes, so every event is resolved against the tree as it
 was when the kernel queued it.
@@ -199,27 +201,6 @@ class WatchTree:
                 stack.extend(current.children.values())
         return True
 
-    def move(self, old_path: str, new_path: str) -> bool:
-        """Follow a directory rename; False when the old path was not watched."""
-        node = self.find(old_path)
-        new_parent_path, _, new_name = new_path.rpartition("/")
-        new_parent = self.find(new_parent_path)
-        if node is None or node.parent is None or new_parent is None or self._is_within(new_parent, node):
-            # The last case cannot happen on disk; it means our map is stale: rebuild that part.
-            return False
-        self.version += 1
-        replaced = new_parent.children.get(new_name) if new_parent.children else None
-        if replaced is not None and replaced is not node:
-            self.detach(replaced)
-        if node.parent.children is not None and node.parent.children.get(node.name) is node:
-            del node.parent.children[node.name]
-        node.name = new_name
-        node.parent = new_parent
-        if new_parent.children is None:
-            new_parent.children = {}
-        new_parent.children[new_name] = node
-        return True
-
     @staticmethod
     def _is_within(node: WatchedDir, ancestor: WatchedDir) -> bool:
         current: WatchedDir | None = node
@@ -228,7 +209,6 @@ class WatchTree:
                 return True
             current = current.parent
         return False
-
 
 
 class ChangeKind(enum.Enum):
