@@ -308,15 +308,11 @@ class Watcher:
 
     def _moved_out(self, change: Change) -> Change:
         """A directory moved out of the tree, told after what came later (its MOVED_TO was
-        waited for): when a directory is at its path again (the same one moved back, or
-        another), that one is watched and sent whole instead."""
+        waited for): its path is handled as a lost watch's, so that a directory there again
+        (the same one moved back, or another) is watched and sent whole instead."""
         if not change.is_dir or (self.excluder and self.excluder.excludes(change.path, True)):
             return change
-        try:
-            os.close(dirfd.open_relative(self.source, change.path))
-        except OSError:
-            return change  # gone (or unreadable: then its parent's own events tell)
-        return Change(ChangeKind.NEW_DIR, change.path, True)
+        return Change(ChangeKind.LOST_WATCH, change.path, True)
 
     def _handle(self, changes: list[Change], result: list[Change]) -> None:
         """Act on changes in kernel order, so each one meets the tree as it was then."""
@@ -328,7 +324,8 @@ class Watcher:
         for change in changes:
             if change.kind == ChangeKind.LOST_WATCH:
                 # The watch vanished while the directory may still exist (e.g. an unmount below
-                # the root): watch it again if it is there and send it whole.
+                # the root), or a directory moved out may be back: watch what is there and send
+                # it whole.
                 if self._watch_directory(change.path):
                     change = Change(ChangeKind.NEW_DIR, change.path, True)
                 else:
