@@ -279,6 +279,10 @@ class SyncJob:
         facts = SourceFacts(source)  # a path through a symlink is gone, not failing
         failing = {path: reason for path, reason in errors.failed.items()
                    if reason != "vanished" and facts.kind(path) is not None}
+        if any(reason == "vanished" for reason in errors.failed.values()):
+            # As for status 24: what vanished may have been renamed, and its new name must
+            # not be renamed from a stale copy at the destination. Send the batch again.
+            self._vanished = True
         if errors.deletions_skipped:
             if mode == RunMode.FULL:
                 self._deletions_skipped_in_full = True

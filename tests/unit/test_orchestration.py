@@ -150,6 +150,31 @@ def test_files_that_vanished_while_rsync_ran_send_the_batch_again_before_it_coun
     assert replica.synced_seq == 3
 
 
+def test_a_file_renamed_while_a_partial_run_sent_it_is_sent_in_full_under_its_new_name(mirror: Mirror) -> None:
+    # Status 23 (another path failed) with a vanished file: the CI failure of seed 2002. The
+    # destination still has the old content under the old name; replaying the rename there
+    # and quick-checking the new name would keep it when size and mtime match.
+    write_file(mirror.source / "a.txt", "new content")
+    write_file(mirror.destination / "a.txt", "old content")
+    write_file(mirror.source / "locked.txt")
+    mirror.change(0.0, changed("a.txt"), changed("locked.txt"), seq=3)
+    replica, loop = mirror.replica, mirror.loop
+
+    def renamed_while_sent(command: Command) -> ChildResult:
+        (mirror.source / "a.txt").rename(mirror.source / "b.txt")
+        mirror.change(0.1, Change(ChangeKind.MOVED, "b.txt", old_path="a.txt"), seq=4)
+        stderr = "\n".join([f'file has vanished: "{mirror.source}/a.txt"',
+                            sender_line(f"{mirror.source}/locked.txt"), PARTIAL_SUMMARY])
+        return exited(23, stderr + "\n")
+
+    report = loop.run_job(replica, DELAY, renamed_while_sent, change_seq=3)
+    assert report.synced is not None and replica.synced_seq == 0 and list(replica.failing.paths) == ["locked.txt"]
+    loop.run_job(replica, 2 * DELAY, succeed, change_seq=4)
+    changes = [command for command in loop.commands[1:] if command.label == "changes"]
+    assert any("b.txt" in listed_paths(command) for command in changes), loop.labels()
+    assert replica.synced_seq == 4
+
+
 # -- failing paths --------------------------------------------------------------------------------
 def test_a_failing_path_is_kept_and_retried_on_its_own_while_the_rest_is_synced(mirror: Mirror) -> None:
     write_file(mirror.source / "a.txt")
