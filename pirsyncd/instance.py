@@ -4,7 +4,11 @@ deadline due, a signal, a child that exited.
 
     SourceSide ──changes──> Replica ... (one per destination)
         │                      └─ jobs: children the loop services
-        └─ identity ──> InstancePolicy: running / source lost / stopping; its timers
+        └─ identity ──> InstancePolicy: its facts and timers
+
+Everything that decides reads the instance's one state (:attr:`Instance.state`: a phase,
+starting / running / stopping / stopped, and what holds sending back, if anything: a lost
+source, a pause, a tree walk), never the facts it is made of.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pirsyncd.ops.metrics import MetricsFile
 from pirsyncd.ops.operations import Operations
 from pirsyncd.ops.report import Reporter, combine_destinations
 from pirsyncd.ops.status import default_status_path
-from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, InstancePolicy, InstanceState
+from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, Hold, InstancePolicy, InstanceState
 from pirsyncd.replica.policy import ReplicaState, Timer
 from pirsyncd.replica.preflight import local_destination_has_entries, preflight
 from pirsyncd.replica.replica import Replica, make_replicas
@@ -68,6 +72,11 @@ class Instance:
     @property
     def exit_status(self) -> int | None:
         return self.policy.exit_status
+
+    @property
+    def state(self) -> InstanceState:
+        """The one state everything that decides reads (see :mod:`pirsyncd.policy`)."""
+        return self.policy.state(paused=self.ops.paused, walking=self.source.walking)
 
     # -- start and end ------------------------------------------------------------------
     def start(self) -> int | None:
@@ -119,9 +128,10 @@ class Instance:
         table: list[Deadline] = [(at, timer, None) for timer, at in self.policy.deadlines().items()]
         # At parallel_syncs running jobs, a replica waiting for a slot is woken by a job's end.
         full = sum(replica.job is not None for replica in self.replicas) >= self.config.parallel_syncs
+        state = self.state
         for replica in self.replicas:
             table += [(at, timer, replica) for timer, at in
-                      replica.deadlines(self.policy.stopping, self.may_send).items()
+                      replica.deadlines(state.stopping, state.may_send).items()
                       if not (full and timer == Timer.BATCH)]
         table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
         if self.source.walking:
@@ -129,7 +139,7 @@ class Instance:
         publish = self.reporter.due()
         if publish is not None:
             table.append((publish, Timer.PUBLISH, None))
-        if self.keeper.activity and all_in_sync(self.source, self.replicas, self.policy.source_lost):
+        if self.keeper.activity and all_in_sync(self.source, self.replicas, state.source_settled):
             table.append((self.keeper.next_write, Timer.STATE, None))
         return table
 
@@ -164,7 +174,7 @@ class Instance:
 
     def healthy(self, now: float) -> bool:
         """For the watchdog: the source is watched (or known lost) and no job outlived its limit."""
-        if not (self.source.root_alive or self.policy.source_lost):
+        if not (self.source.root_alive or self.state.hold == Hold.SOURCE_LOST):
             return False
         return all(replica.policy.healthy(now) for replica in self.replicas)
 
@@ -182,7 +192,7 @@ class Instance:
                 replica.request_full_sync(now, reason="overflow")
         if intake.root_lost:
             self.lose_source("the source root was deleted, moved or unmounted", now)
-        elif intake.overflow and not self.policy.source_lost:
+        elif intake.overflow and self.state.hold != Hold.SOURCE_LOST:
             # Renames and new directories were lost with the events: rebuild every watch.
             self._rewatch(now, "after the overflow")
         self._note_unwatched(intake.newly_unwatched, now)
@@ -206,22 +216,20 @@ class Instance:
         return True
 
     # -- jobs -------------------------------------------------------------------------------------
-    @property
-    def may_send(self) -> bool:
-        """Jobs may start: the source is there, not paused, and every directory is watched
-        (after an overflow, the full sync starts once the re-watch is complete)."""
-        return not (self.policy.source_lost or self.ops.paused or self.source.walking)
-
     def start_jobs(self, now: float) -> None:
-        if not self.may_send:
+        """Start the jobs that are due, while the state lets them (the source is there, not
+        paused, every directory watched: after an overflow, the full sync starts once the
+        re-watch is complete)."""
+        if not self.state.may_send:
             return
         running = sum(replica.job is not None for replica in self.replicas)
         # Round robin from the replica after the one started last, within parallel_syncs.
         order = self.replicas[self._next_start:] + self.replicas[:self._next_start]
         for replica in order:
-            if running >= self.config.parallel_syncs or not self.may_send:
-                return  # may_send: a job that ended at once may have found the source lost
-            if not replica.job_due(now, self.policy.stopping):
+            state = self.state  # again: a job that ended at once may have found the source lost
+            if running >= self.config.parallel_syncs or not state.may_send:
+                return
+            if not replica.job_due(now, state.stopping):
                 continue
             running += 1
             self._next_start = (self.replicas.index(replica) + 1) % len(self.replicas)
@@ -253,13 +261,14 @@ class Instance:
         for path in self.source.watch_again(list(step.cleared)):
             for each in self.replicas:
                 each.add([Change(ChangeKind.NEW_DIR, path, True)], set(), now)
-        if step.exit_status is not None and not self.policy.stopping and all(
+        if step.exit_status is not None and not self.state.stopping and all(
                 other.policy.state == ReplicaState.FAILED for other in self.replicas):
             self.policy.finish(step.exit_status)
         self.publish(force=True)
 
     def save_state(self, now: float) -> None:
-        self.keeper.save(self.take_changes, self.config, self.source, self.replicas, self.policy.source_lost, now)
+        self.keeper.save(self.take_changes, self.config, self.source, self.replicas,
+                         lambda: self.state.source_settled, now)
 
     # -- the source ----------------------------------------------------------------------------------
     def lose_source(self, reason: str, now: float) -> None:
@@ -328,13 +337,15 @@ class Instance:
 
     def check_stopped(self) -> None:
         """While stopping: exit once nothing more can be sent."""
+        state = self.state
         if self.ops.hooks.busy or not self.policy.may_exit(
-                [(replica.policy, replica.has_pending and not self.ops.paused) for replica in self.replicas]):
+                state, [(replica.policy, replica.has_pending) for replica in self.replicas]):
             return
         pending = sum(replica.pending_count for replica in self.replicas)
         if pending:
-            log.warning("stopping with %d changes not sent (%s); the next start runs a full sync", pending,
-                        "paused" if self.ops.paused else self.policy.lost_reason or "the destination is failing")
+            why = ("paused" if state.hold == Hold.PAUSED else self.policy.lost_reason
+                   if state.hold == Hold.SOURCE_LOST else "the destination is failing")
+            log.warning("stopping with %d changes not sent (%s); the next start runs a full sync", pending, why)
         self.policy.finish(exitcodes.OK)
 
     # -- reload -------------------------------------------------------------------------------------
@@ -367,7 +378,7 @@ class Instance:
             self.source = source
             self.policy.source_back()
             self.warning = None
-        elif self.policy.source_lost:
+        elif self.state.hold == Hold.SOURCE_LOST:
             self.source.identity = None  # a reload names the source anew: take what is there now
             self.policy.source_check_at = now
         self.config = new
@@ -387,13 +398,11 @@ class Instance:
         views = [{"name": replica.name, "destination": replica.config.destination.text,
                   **replica.snapshot(wall_offset)} for replica in self.replicas]
         whole = combine_destinations(views)
-        mode = self.policy.state
+        label = self.state.label
         if self.final_state is not None:
             whole["state"] = self.final_state
-        elif mode in (InstanceState.STOPPING, InstanceState.SOURCE_LOST):
-            whole["state"] = mode.value
-        elif self.ops.paused:
-            whole["state"] = "paused"
+        elif label is not None:
+            whole["state"] = label
         identity = self.source.identity
         return {
             **whole, "instance": self.config.instance, "source": self.config.source,

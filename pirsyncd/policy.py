@@ -1,11 +1,19 @@
-"""When the daemon may act, as a pure state machine (clock injected): running, source lost,
-stopping; its timers join the replicas' in the loop's one table
-(:mod:`pirsyncd.replica.policy`).
+"""When the daemon may act, as a pure state machine (clock injected): its one state, and
+its timers, which join the replicas' in the loop's one table (:mod:`pirsyncd.replica.policy`).
+
+The instance's state has two axes, because they are independent: a stop can begin while
+the source is lost or the instance is paused, and what happens then depends on both.
+
+    phase:  STARTING ─> RUNNING ─> STOPPING ─> STOPPED
+    hold:   why nothing is sent now, the strongest reason first:
+            SOURCE_LOST (until it is back) > PAUSED (until resumed) > WALKING (for a moment)
 
     >>> policy = InstancePolicy(stop_timeout=30, full_resync_interval=3600)
     >>> policy.started(now=0.0)
-    >>> policy.state, policy.next_full_sync_at
-    (<InstanceState.RUNNING: 'running'>, 3600.0)
+    >>> policy.state(paused=False, walking=False), policy.next_full_sync_at
+    (InstanceState(phase=<Phase.RUNNING: 'running'>, hold=None), 3600.0)
+    >>> policy.state(paused=True, walking=True).label
+    'paused'
 """
 
 from __future__ import annotations
@@ -19,22 +27,66 @@ SOURCE_RECHECK_INTERVAL = 5.0
 UNWATCHED_RESYNC_INTERVAL = 60.0
 
 
-class InstanceState(enum.Enum):
+class Phase(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
-    SOURCE_LOST = "source-lost"  # the source is gone or is another directory: nothing is sent
-    STOPPING = "stopping"  # sending what is pending, then exit
+    STOPPING = "stopping"  # sending what is pending (what can be sent), then exit
     STOPPED = "stopped"
+
+
+class Hold(enum.Enum):
+    """Why nothing is sent now (changes are still read and kept)."""
+
+    SOURCE_LOST = "source-lost"  # the source is gone or is another directory
+    PAUSED = "paused"  # pirsyncd pause: until pirsyncd resume
+    WALKING = "walking"  # a tree walk is adding watches: sent once every directory is watched
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceState:
+    """The instance's one state, read by everything that decides: whether jobs may start,
+    whether a stop may end, whether the restart state may advance, what readers are told."""
+
+    phase: Phase
+    hold: Hold | None = None
+
+    @property
+    def may_send(self) -> bool:
+        """Jobs may start."""
+        return self.phase in (Phase.RUNNING, Phase.STOPPING) and self.hold is None
+
+    @property
+    def stopping(self) -> bool:
+        return self.phase == Phase.STOPPING
+
+    @property
+    def held_for_long(self) -> bool:
+        """Nothing will be sent until something outside changes (the source comes back, a
+        person resumes): a stop does not wait for it. A walk ends by itself."""
+        return self.hold in (Hold.SOURCE_LOST, Hold.PAUSED)
+
+    @property
+    def source_settled(self) -> bool:
+        """The source is there and every directory of it is watched."""
+        return self.hold not in (Hold.SOURCE_LOST, Hold.WALKING)
+
+    @property
+    def label(self) -> str | None:
+        """What readers see as the instance's state when it overrides the destinations'
+        (None: the destinations' own states tell); a walk is not news."""
+        if self.phase in (Phase.STOPPING, Phase.STOPPED):
+            return self.phase.value
+        if self.hold in (Hold.SOURCE_LOST, Hold.PAUSED):
+            return self.hold.value
+        return None
 
 
 @dataclasses.dataclass
 class InstancePolicy:
-    """The daemon's own state: running, source lost, stopping; its timers.
+    """The facts the instance's state is made of, and its timers.
 
-    :attr:`state` is derived from the facts that decide (started, the lost source's reason,
-    the stop deadline, the exit status), so it can never disagree with them. Stopping and a
-    lost source are two facts: while stopping, a lost source still keeps everything unsent
-    (``source_lost``), and the state says STOPPING.
+    The state (:meth:`state`) is derived from them and from the two facts that live where
+    they are kept (the pause file, the source's walk), so it can never disagree with them.
     """
 
     stop_timeout: float
@@ -48,15 +100,17 @@ class InstancePolicy:
     next_watchdog_at: float | None = None
     exit_status: int | None = None
 
-    @property
-    def state(self) -> InstanceState:
+    def state(self, paused: bool, walking: bool) -> InstanceState:
+        """The one state, from the policy's facts and ``paused`` (the pause file) and
+        ``walking`` (a tree walk is adding watches)."""
         if self.exit_status is not None:
-            return InstanceState.STOPPED
-        if self.stop_deadline is not None:
-            return InstanceState.STOPPING
-        if self.lost_reason:
-            return InstanceState.SOURCE_LOST
-        return InstanceState.RUNNING if self.running else InstanceState.STARTING
+            phase = Phase.STOPPED
+        elif self.stop_deadline is not None:
+            phase = Phase.STOPPING
+        else:
+            phase = Phase.RUNNING if self.running else Phase.STARTING
+        hold = Hold.SOURCE_LOST if self.lost_reason else Hold.PAUSED if paused else Hold.WALKING if walking else None
+        return InstanceState(phase, hold)
 
     def started(self, now: float, unwatched: bool = False) -> None:
         self.running = True
@@ -83,14 +137,6 @@ class InstancePolicy:
     def source_back(self) -> None:
         self.lost_reason, self.source_check_at = "", None
 
-    @property
-    def source_lost(self) -> bool:
-        return bool(self.lost_reason)
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop_deadline is not None
-
     def begin_stop(self, now: float) -> bool:
         """Start stopping; return False when already stopping (a second signal: stop now)."""
         if self.stop_deadline is not None:
@@ -102,15 +148,15 @@ class InstancePolicy:
         if self.exit_status is None:
             self.exit_status = exit_status
 
-    def may_exit(self, replicas: list[tuple[ReplicaPolicy, bool]]) -> bool:
+    def may_exit(self, state: InstanceState, replicas: list[tuple[ReplicaPolicy, bool]]) -> bool:
         """While stopping: exit once no job runs and nothing is left that could be sent now
         (``replicas`` pairs each policy with whether it has pending changes)."""
-        if not self.stopping:
+        if not state.stopping:
             return False
         for policy, has_pending in replicas:
             if policy.busy:
                 return False
-            if has_pending and not self.source_lost and policy.state not in (
+            if has_pending and not state.held_for_long and policy.state not in (
                     ReplicaState.RETRYING, ReplicaState.HELD, ReplicaState.FAILED):
                 return False
         return True

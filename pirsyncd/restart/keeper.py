@@ -43,9 +43,10 @@ def default_state_path(instance: str, state_directory: str | None = None) -> str
     return os.path.join(state_directory, f"{instance}.state") if instance and state_directory else None
 
 
-def all_in_sync(source: SourceSide, replicas: Sequence[Replica], source_lost: bool) -> bool:
-    """Every destination has everything (but those held or failed): the watermark may advance."""
-    if source_lost or source.watcher is None or source.watcher.limit_reached or source.walking:
+def all_in_sync(source: SourceSide, replicas: Sequence[Replica], source_settled: bool) -> bool:
+    """Every destination has everything (but those held or failed): the watermark may advance
+    (``source_settled``: the instance's state says the source is there and fully watched)."""
+    if not source_settled or source.watcher is None or source.watcher.limit_reached:
         # (A directory that cannot be listed is not in the index: a warm start sends it whole.
         # One still being walked may not be watched yet, nor sent.)
         return False
@@ -212,11 +213,12 @@ class StateKeeper:
             self._cannot_write(error)
 
     def save(self, drain: Callable[[], None], config: Config, source: SourceSide, replicas: Sequence[Replica],
-             source_lost: bool, now: float) -> None:
-        """Read what is queued (``drain``), then, if still all in sync, write the statefile."""
+             source_settled: Callable[[], bool], now: float) -> None:
+        """Read what is queued (``drain``), then, if still all in sync (``source_settled``
+        asked after the drain, which may have lost the source), write the statefile."""
         taken = time.time()
         drain()
-        if all_in_sync(source, replicas, source_lost):
+        if all_in_sync(source, replicas, source_settled()):
             self.write(taken - statefile.MARGIN, config, source, replicas, now)
 
     def write(self, watermark: float, config: Config, source: SourceSide, replicas: Sequence[Replica],

@@ -15,6 +15,7 @@ from pirsyncd.config import exitcodes
 from pirsyncd.config.parse import parse
 from pirsyncd.edges.runner import Command
 from pirsyncd.instance import Instance
+from pirsyncd.policy import Hold
 from pirsyncd.replica.policy import ReplicaState
 from pirsyncd.source.events import Change, ChangeKind
 from tests.support.fabricated import FakeLoop, exited, succeed
@@ -49,6 +50,7 @@ class Daemon:
                        f"[rsync]\ndeletion_mode = parents\n{sections}", "instance.conf")
         self.clock, self.loop = Clock(), FakeLoop()
         self.instance = Instance(config, None, self.loop, self.clock)
+        self.instance.policy.started(0.0)  # its phase is RUNNING: jobs may start
         for replica in self.instance.replicas:
             replica.start_child = self.loop.start
             replica.start_full(0.0, run=False)
@@ -112,7 +114,7 @@ def test_a_source_problem_a_job_found_stops_all_sending_until_the_source_is_back
         replica.request_full_sync(0.0, at_once=True, reason="overflow")
     daemon.source.rmdir()
     daemon.turn(0.0)
-    assert daemon.loop.commands == [] and daemon.instance.policy.source_lost
+    assert daemon.loop.commands == [] and daemon.instance.state.hold == Hold.SOURCE_LOST
     assert daemon.instance.warning is not None and "source" in daemon.instance.warning
     daemon.turn(100.0)
     assert daemon.loop.commands == [] and daemon.running() == []
@@ -127,7 +129,7 @@ def test_a_source_problem_found_by_one_job_keeps_the_next_from_starting_in_the_s
     daemon.instance.replicas[0].request_full_sync(0.0, at_once=True, reason="overflow")
     daemon.instance.replicas[1].add([Change(ChangeKind.REMOVED, "kept.txt")], set(), 0.0, 1)
     daemon.turn(0.5)
-    assert daemon.instance.policy.source_lost
+    assert daemon.instance.state.hold == Hold.SOURCE_LOST
     assert daemon.loop.commands == [] and daemon.running() == []
 
 
@@ -173,3 +175,31 @@ def test_a_second_sigterm_stops_the_running_rsyncs_at_once(daemon: Daemon) -> No
     daemon.instance.on_signal(signal.SIGTERM)
     assert [child.stopped_for for child in children] == ["second SIGTERM"] * 2
     assert daemon.instance.exit_status == exitcodes.OK
+
+
+def test_a_paused_instance_starts_no_job_shows_paused_and_a_stop_does_not_wait_for_it(daemon: Daemon) -> None:
+    pause_file = daemon.instance.ops.pause.path
+    assert pause_file is not None
+    Path(pause_file).write_text("paused by a test\n")
+    daemon.instance.on_signal(signal.SIGUSR2)
+    daemon.change("a.txt")
+    daemon.turn(5.0)
+    assert daemon.running() == [] and daemon.instance.snapshot()["state"] == "paused"
+    daemon.instance.on_signal(signal.SIGTERM)
+    assert daemon.instance.snapshot()["state"] == "stopping"
+    daemon.turn(5.1)  # nothing can be sent until resumed: the stop ends at once, changes kept
+    assert daemon.loop.commands == [] and daemon.instance.exit_status == exitcodes.OK
+    assert all(replica.has_pending for replica in daemon.instance.replicas)
+
+
+def test_resuming_sends_what_was_kept_while_paused(daemon: Daemon) -> None:
+    pause_file = Path(daemon.instance.ops.pause.path or "")
+    pause_file.write_text("paused by a test\n")
+    daemon.instance.on_signal(signal.SIGUSR2)
+    daemon.change("a.txt")
+    daemon.turn(5.0)
+    assert daemon.running() == []
+    pause_file.unlink()
+    daemon.instance.on_signal(signal.SIGUSR2)
+    daemon.turn(5.1)
+    assert daemon.running() == list(NAMES)

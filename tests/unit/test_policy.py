@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-from pirsyncd.policy import SOURCE_RECHECK_INTERVAL, UNWATCHED_RESYNC_INTERVAL, InstancePolicy, InstanceState
+from pirsyncd.policy import (
+    SOURCE_RECHECK_INTERVAL,
+    UNWATCHED_RESYNC_INTERVAL,
+    Hold,
+    InstancePolicy,
+    InstanceState,
+    Phase,
+)
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.policy import KILL_GRACE, ReplicaPolicy, ReplicaState, Timer
 from pirsyncd.replica.rsync import Outcome
@@ -144,12 +151,13 @@ def test_source_lost_and_back() -> None:
     instance.started(0.0)
     assert instance.lose_source("unmounted", 5.0) is True
     assert instance.lose_source("unmounted", 6.0) is False  # not news: logged once
-    assert instance.state == InstanceState.SOURCE_LOST and instance.source_lost
+    assert state(instance) == InstanceState(Phase.RUNNING, Hold.SOURCE_LOST)
+    assert state(instance).label == "source-lost" and not state(instance).may_send
     assert instance.deadlines() == {Timer.SOURCE_CHECK: 6.0 + SOURCE_RECHECK_INTERVAL}
     instance.source_still_lost(20.0)
     assert instance.deadlines()[Timer.SOURCE_CHECK] == 20.0 + SOURCE_RECHECK_INTERVAL
     instance.source_back()
-    assert instance.state == InstanceState.RUNNING and not instance.source_lost
+    assert state(instance) == InstanceState(Phase.RUNNING) and state(instance).may_send
     assert Timer.SOURCE_CHECK not in instance.deadlines()
 
 
@@ -161,11 +169,12 @@ def test_stopping_waits_for_work_that_can_still_be_sent() -> None:
     replica.job_succeeded()
     assert instance.begin_stop(10.0) is True
     assert instance.deadlines()[Timer.STOP] == 40.0
-    assert not instance.may_exit([(replica, True)])  # pending and sendable
+    assert not instance.may_exit(state(instance), [(replica, True)])  # pending and sendable
+    assert not instance.may_exit(state(instance, walking=True), [(replica, True)])  # sendable once walked
     replica.job_started(10.0, full=False)
-    assert not instance.may_exit([(replica, False)])  # a job runs
+    assert not instance.may_exit(state(instance), [(replica, False)])  # a job runs
     replica.job_succeeded()
-    assert instance.may_exit([(replica, False)])
+    assert instance.may_exit(state(instance), [(replica, False)])
     assert instance.begin_stop(11.0) is False  # a second signal: the caller stops at once
 
 
@@ -176,27 +185,41 @@ def test_stopping_does_not_wait_for_a_failing_destination_or_a_lost_source() -> 
     failing.job_started(0.0, full=False)
     failing.job_failed(Outcome.RETRY, 0.0)
     instance.begin_stop(1.0)
-    assert instance.may_exit([(failing, True)])
+    assert instance.may_exit(state(instance), [(failing, True)])
     held = ReplicaPolicy(retry_max_interval=300.0)
     held.job_failed(Outcome.DELETE_LIMIT, 0.0)
-    assert instance.may_exit([(held, True)])
+    assert instance.may_exit(state(instance), [(held, True)])
     sendable = ReplicaPolicy(retry_max_interval=300.0)
+    assert not instance.may_exit(state(instance), [(sendable, True)])
+    assert instance.may_exit(state(instance, paused=True), [(sendable, True)])  # paused: kept for the next start
     instance.lose_source("gone", 2.0)
-    assert instance.state == InstanceState.STOPPING and instance.source_lost  # stopping wins the state
+    assert state(instance) == InstanceState(Phase.STOPPING, Hold.SOURCE_LOST)
+    assert state(instance).label == "stopping"  # stopping is what readers are told
     assert instance.lose_source("still gone", 3.0) is False  # not news while stopping either
-    assert instance.may_exit([(sendable, True)])
+    assert instance.may_exit(state(instance), [(sendable, True)])
     instance.finish(0)
-    assert instance.state == InstanceState.STOPPED
+    assert state(instance).phase == Phase.STOPPED
+
+
+def state(policy: InstancePolicy, paused: bool = False, walking: bool = False) -> InstanceState:
+    return policy.state(paused=paused, walking=walking)
 
 
 def test_the_instance_state_follows_its_facts() -> None:
     instance = InstancePolicy(stop_timeout=30.0)
-    assert instance.state == InstanceState.STARTING
+    assert state(instance) == InstanceState(Phase.STARTING) and not state(instance).may_send
     instance.started(0.0)
+    assert state(instance, walking=True) == InstanceState(Phase.RUNNING, Hold.WALKING)
+    assert state(instance, walking=True).label is None  # a walk is not news to readers
+    assert not state(instance, walking=True).source_settled
+    assert state(instance, paused=True, walking=True) == InstanceState(Phase.RUNNING, Hold.PAUSED)
+    assert state(instance, paused=True).source_settled and not state(instance, paused=True).may_send
     instance.lose_source("unmounted", 1.0)
-    assert instance.state == InstanceState.SOURCE_LOST
+    assert state(instance, paused=True) == InstanceState(Phase.RUNNING, Hold.SOURCE_LOST)  # the strongest hold
     instance.source_back()
-    assert instance.state == InstanceState.RUNNING
+    assert state(instance) == InstanceState(Phase.RUNNING)
+    instance.begin_stop(2.0)
+    assert state(instance).stopping and state(instance).may_send
 
 
 def test_the_watchdog_and_periodic_full_syncs_are_in_the_table() -> None:
