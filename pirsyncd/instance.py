@@ -30,9 +30,10 @@ from pirsyncd.ops.operations import Operations
 from pirsyncd.ops.report import Reporter, combine_destinations
 from pirsyncd.ops.status import default_status_path
 from pirsyncd.policy import UNWATCHED_RESYNC_INTERVAL, Hold, InstancePolicy, InstanceState
+from pirsyncd.replica.fleet import make_replicas
 from pirsyncd.replica.policy import ReplicaState, Timer
 from pirsyncd.replica.preflight import local_destination_has_entries, preflight
-from pirsyncd.replica.replica import Replica, make_replicas
+from pirsyncd.replica.replica import Replica
 from pirsyncd.replica.results import ReplicaReport
 from pirsyncd.replica.runlog import RsyncOutputLog
 from pirsyncd.replica.ssh import SharedConnections

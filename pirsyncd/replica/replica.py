@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pirsyncd.config.parse import Config
@@ -385,26 +385,3 @@ class Replica:
             "counters": self.tally.snapshot(),
         }
 
-
-def make_replicas(config: Config, rsync_output: RsyncOutputLog, keep: Sequence[Replica] = (),
-                  now: float = 0.0, old: Config | None = None) -> list[Replica]:
-    """One replica per destination; on a reload (from ``old``), those that stay keep their
-    state, and those with another source, destination or excludes run a full sync."""
-    known = {replica.name: replica for replica in keep}
-    configs = config.per_destination()
-    replicas = []
-    for each in configs:
-        replica = known.pop(each.destination_name, None)
-        if replica is None:
-            replica = Replica(each, rsync_output, each.destination_name)
-        else:
-            was = replica.config
-            replica.reconfigure(each)
-        if old is not None and (replica not in keep or old.mirror_key(was) != config.mirror_key(each)):
-            replica.request_full_sync(now, at_once=True, reason="reload")
-        replica.prefix = f"{each.destination_name}: " if len(configs) > 1 else ""
-        replicas.append(replica)
-    for gone in known.values():
-        gone.stop_job("destination removed", now)
-        gone.deletion.close_probe()
-    return replicas

@@ -203,3 +203,31 @@ def test_resuming_sends_what_was_kept_while_paused(daemon: Daemon) -> None:
     daemon.instance.on_signal(signal.SIGUSR2)
     daemon.turn(5.1)
     assert daemon.running() == list(NAMES)
+
+
+def test_a_reload_keeps_the_destinations_that_stay_and_fully_syncs_a_new_one(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    daemon.change("a.txt")
+    daemon.turn(0.5)
+    web1, web2 = daemon.instance.replicas
+    assert daemon.running() == ["web1", "web2"]
+    daemon.loop.answer(lambda command: exited(10) if destination_of(command) == "web1" else exited(0))
+    assert web1.has_pending and not web2.has_pending  # web1 failed: its batch is kept for the retry
+    (tmp_path / "web3").mkdir()
+    old = daemon.instance.config
+    new = parse(f"[sync]\nsource = {daemon.source}\ndelay = 0.5\nstatus_file = {old.status_file}\n"
+                f"state_file = {old.state_file}\n[rsync]\ndeletion_mode = parents\n"
+                f"[destination web1]\ndestination = {tmp_path / 'web1'}\n"
+                f"[destination web3]\ndestination = {tmp_path / 'web3'}\n", "instance.conf")
+    daemon.instance._apply(new)
+    kept, added = daemon.instance.replicas
+    assert (kept, kept.name, added.name) == (web1, "web1", "web3")
+    assert kept.has_pending and not kept.pending.full_sync_needed  # its changes, not a full sync
+    assert added.pending.full_sync_needed  # a new destination starts with a full sync
+    added.start_child = daemon.loop.start
+    daemon.turn(0.6)  # web3's full sync is due at once; web1 keeps its backoff (1 s)
+    assert daemon.running() == ["web3"]
+    daemon.loop.answer(succeed)
+    daemon.turn(1.5)
+    assert daemon.running() == ["web1"]
+    assert [destination_of(command) for command in daemon.loop.commands[2:]] == ["web3", "web1"]
