@@ -85,7 +85,7 @@ class Instance:
         config = self.config
         self.ssh.open([replica.config for replica in self.replicas])
         for replica in self.replicas:  # the probe of the rsync runs while the source is walked
-            replica.deletion.start_probe(replica.config.rsync_binary)
+            replica.deletion.start_probe(replica.config.rsync_binary, replica.start_child)
         now = self.clock()
         try:
             self.keeper.start(config, self.source, self.replicas, now)  # watches, starts each replica

@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
-from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.edges.runner import Child, ChildResult, Command, start_child
 from pirsyncd.replica import rsync
 
 # deletion_mode -> whether batches use --delete-missing-args (None: probe the rsync)
@@ -38,8 +39,9 @@ class DeletionProbe:
         self.scratch, self.version, self.transfer = scratch, version, transfer
 
     @classmethod
-    def start(cls, binary: str) -> DeletionProbe | None:
-        """None when the scratch directory cannot be made: the batch then answers False."""
+    def start(cls, binary: str, start: Callable[[Command], Child] = start_child) -> DeletionProbe | None:
+        """None when the scratch directory cannot be made: the batch then answers False
+        (``start``: how a Command becomes a running Child, the runner's or a test's)."""
         try:
             scratch = tempfile.mkdtemp(prefix="pirsyncd-probe-")
         except OSError:
@@ -51,8 +53,8 @@ class DeletionProbe:
             for path in (os.path.join(source, "present"), os.path.join(target, "ghost")):
                 with open(path, "w"):
                     pass
-            version = Child([binary, "--version"], b"", "rsync version")
-            transfer = Child(rsync.build_probe_command(binary, source, target), rsync.PROBE_INPUT, "probe")
+            version = start(Command([binary, "--version"], b"", "rsync version"))
+            transfer = start(Command(rsync.build_probe_command(binary, source, target), rsync.PROBE_INPUT, "probe"))
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
             return None
@@ -87,9 +89,9 @@ class DeletionPath:
         """For the status: ``missing-args``, ``parents``, or None (not probed yet)."""
         return None if self.uses_missing_args is None else ("missing-args" if self.uses_missing_args else "parents")
 
-    def start_probe(self, binary: str) -> None:
+    def start_probe(self, binary: str, start: Callable[[Command], Child] = start_child) -> None:
         if self.uses_missing_args is None and self.probe is None:
-            self.probe = DeletionProbe.start(binary)
+            self.probe = DeletionProbe.start(binary, start)
 
     def collect(self) -> bool:
         """Take the probe's answer if both its children have ended (never waits); True if so."""

@@ -169,7 +169,7 @@ class Replica:
         batch = self.pending.take(change_seq, now)
         probe = None if batch.full else self.deletion.take_probe()
         if probe is None and not batch.full and self.deletion.uses_missing_args is None:
-            probe = DeletionProbe.start(self.config.rsync_binary)  # not started early: the job waits for it
+            probe = DeletionProbe.start(self.config.rsync_binary, self.start_child)  # not started early: waited for
         self.job = SyncJob(self.config, batch, delete_missing_args=self.deletion.uses_missing_args, probe=probe,
                            on_run=self._on_run, on_probed=self._on_probed, control_path=control_path,
                            hard_links=hard_links, changed_inodes=self.changed_inodes, kept_out=kept_out)

@@ -4,6 +4,7 @@ rsync would end, the error lines rsync prints, and a loop that answers each comm
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,8 @@ class FakeChild(Child):
         self.argv, self.label = command.argv, command.label
         self.stopped_for: str | None = None
         self.killed = False
+        self.stdout = io.BytesIO()
+        self.stdout.close()  # as a reaped child's: nothing left to reap
 
     def stop(self, reason: str) -> None:
         self.stopped_for = self.stopped_for or reason

@@ -413,3 +413,33 @@ def test_an_rsync_that_mishandles_missing_args_switches_to_the_parents_path_and_
     assert "--delete-missing-args" in loop.commands[0].argv
     loop.run_job(replica, 2 * DELAY, succeed)
     assert "--delete-missing-args" not in loop.commands[1].argv
+
+
+@pytest.mark.parametrize("works", [True, False])
+def test_the_first_batch_asks_the_rsync_probe_which_deletion_path_to_use(tmp_path: Path, works: bool) -> None:
+    mirror = make_mirror(tmp_path, deletion_mode="auto")
+    replica, loop = mirror.replica, mirror.loop
+    (mirror.destination / "gone.txt").write_text("x")
+    mirror.change(0.0, Change(ChangeKind.REMOVED, "gone.txt"))
+
+    scratch: list[Path] = []
+
+    def rsync(command: Command) -> ChildResult:
+        if command.label == "probe":
+            scratch.append(Path(command.argv[-1]).parent)
+        if command.label == "rsync version":
+            return exited(0, stdout=b"rsync  version 3.5.0  protocol version 32\n")
+        if command.label == "probe" and works:  # what a sound rsync does with the missing entries
+            target = Path(command.argv[-1])
+            (target / "ghost").unlink()
+            (target / "ghost-dir").rmdir()
+        return exited(0)
+
+    loop.run_job(replica, DELAY, rsync)
+    assert loop.labels()[:2] == ["rsync version", "probe"]
+    assert replica.deletion.name == ("missing-args" if works else "parents")
+    assert replica.deletion.rsync_version == "3.5.0"
+    batch = loop.commands[2]
+    assert ("--delete-missing-args" in batch.argv) is works
+    assert listed_paths(batch) == (["gone.txt"] if works else ["."])
+    assert scratch and not scratch[0].exists()  # the probe's scratch directory is gone
