@@ -141,8 +141,15 @@ def test_the_overview_table_shows_lag_pending_and_ages() -> None:
     rows = [overview_row("www", "retrying", destination="web2", lag_s=125.0, pending=1234, last_success=900.0,
                          last_error="connection refused\nmore"),
             overview_row("old", "stopped", running=False, pending=None, last_error="not running")]
+    rows.append(overview_row("big", "initial-sync", lag_s=7300.0, pending=1, progress={
+        "reason": "initial", "active": True, "percent": 31, "files_done": 1234567, "files_total": 4012000,
+        "files_total_final": True, "rate": 100000000, "eta_s": 22320}))
     lines = format_rows(rows, now=1000.0).splitlines()
-    assert lines[1].split() == ["www", "web2", "retrying", "2", "min", "1,234", "1", "min", "ago", "connection",
+    assert lines[0].split() == ["INSTANCE", "DESTINATION", "STATE", "LAG", "PENDING", "LAST", "SUCCESS", "PROGRESS",
+                                "LAST", "ERROR"]
+    assert lines[1].split() == ["www", "web2", "retrying", "2", "min", "1,234", "1", "min", "ago", "-", "connection",
                                 "refused"]
-    assert lines[2].split() == ["old", "-", "stopped", "-", "-", "-", "not", "running"]
+    assert lines[2].split() == ["old", "-", "stopped", "-", "-", "-", "-", "not", "running"]
+    assert lines[3].split() == ["big", "-", "initial-sync", "2", "h", "1", "never", "31%", "·", "1,234,567", "of",
+                                "4,012,000", "files", "·", "95", "MiB/s", "·", "ETA", "6h", "12m", "-"]
     assert format_rows([]) == "no pirsyncd instance is configured or running"
