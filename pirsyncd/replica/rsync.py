@@ -14,6 +14,7 @@ import re
 from pirsyncd.config import exitcodes
 from pirsyncd.config.destination import DestinationKind
 from pirsyncd.config.parse import Config
+from pirsyncd.replica.itemize import OUT_FORMAT
 
 
 class RunMode(enum.Enum):
@@ -221,6 +222,20 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
     return argv
 
 
+def build_dry_run_command(config: Config, kept_out: list[str] | None = None) -> list[str]:
+    """argv of ``pirsyncd plan``: the full sync the daemon would run, with the same options and
+    filters, as a dry run that itemizes each entry it would create, update or delete
+    (:mod:`pirsyncd.replica.itemize`), with no ``--max-delete`` so that every deletion is counted.
+
+    >>> build_dry_run_command(config)  # doctest: +SKIP
+    ['rsync', '-a', '--stats', '--timeout=60', '--delete', '--force', '--dry-run', '--out-format=%i %n',
+     '/srv/www/', '/backup/www/']
+    """
+    argv = build_rsync_command(config, RunMode.FULL, kept_out=kept_out)
+    options = [word for word in argv[:-2] if not word.startswith("--max-delete=")]
+    return [*options, "--dry-run", OUT_FORMAT, *argv[-2:]]
+
+
 def kept_out_rules(directories: list[str]) -> list[str]:
     """rsync options that keep the contents of these directories (relative to the source) out
     of a run, the directories themselves in; wildcard characters in a path are escaped. ``**``,
@@ -378,6 +393,9 @@ _STAT_LINES = {
     "Total bytes sent": "bytes_sent",
     "Number of regular files transferred": "files_transferred",
     "Number of deleted files": "files_deleted",
+    "Number of files": "files",
+    "Number of created files": "files_created",
+    "Total transferred file size": "transferred_size",
 }
 
 

@@ -45,7 +45,8 @@ def test_the_shipped_completion_is_the_generated_one() -> None:
 
 def test_subcommands_and_instance_names_complete_the_first_word(config_dir: Path) -> None:
     assert complete("st", config_dir=config_dir) == ["status"]
-    assert sorted(complete("", config_dir=config_dir)) == ["pause", "resume", "status", "wait", "web-api", "www"]
+    assert sorted(complete("", config_dir=config_dir)) == ["pause", "plan", "resume", "status", "wait", "web-api",
+                                                                  "www"]
     assert complete("w", config_dir=config_dir) == ["wait", "web-api", "www"]
 
 
