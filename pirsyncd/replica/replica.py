@@ -8,6 +8,7 @@ A second destination is a second Replica fed the same changes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -21,6 +22,7 @@ from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
 from pirsyncd.replica.deletions import DeletionPath, DeletionProbe
 from pirsyncd.replica.failing import FailingPaths
+from pirsyncd.replica.itemize import ItemizedChanges, ItemizeReader
 from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
@@ -33,6 +35,11 @@ from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
 
 log = logging.getLogger("pirsyncd")
+
+# Entries rsync created, updated or deleted that on_sync is told of, per call (past it the hook is
+# told its list is not complete: PIRSYNCD_COMPLETE=0).
+CHANGED_PATHS_LIMIT = 100_000
+_RSYNC_RUNS = frozenset(mode.value for mode in RunMode)  # the labels of a job's rsync runs
 
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
@@ -75,6 +82,8 @@ class Replica:
         # How far the running (or last) full sync is; its rsync output is read as it comes.
         self.progress: FullSyncProgress | None = None
         self.full_sync_entries: int | None = None  # what the last full sync listed: the next one's estimate
+        # What rsync changed since the last job that succeeded (on_sync only): read from its runs' output.
+        self.changed_by_rsync = ItemizedChanges(CHANGED_PATHS_LIMIT)
 
     def _log(self, level: int, message: str, *arguments: object) -> None:
         fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
@@ -218,9 +227,16 @@ class Replica:
             self.child = None
             return self._job_ended(step, now)
         self.child = self.start_child(step) if isinstance(step, Command) else step
-        if isinstance(step, Command) and step.label == RunMode.FULL.value and self.progress is not None:
-            self.progress.new_attempt()
-            self.child.stdout_sink = self._progress_reader(self.progress)
+        if isinstance(step, Command) and step.label in _RSYNC_RUNS:
+            sinks: list[Callable[[bytes], bytes]] = []
+            if step.label == RunMode.FULL.value and self.progress is not None:
+                self.progress.new_attempt()
+                sinks.append(self._progress_reader(self.progress))
+            if self.config.on_sync:
+                sinks.append(ItemizeReader(CHANGED_PATHS_LIMIT, self.changed_by_rsync).feed)
+            if sinks:
+                self.child.stdout_sink = functools.reduce(
+                    lambda first, then: lambda data: then(first(data)), sinks)
         return self.child
 
     @staticmethod
@@ -290,7 +306,9 @@ class Replica:
                 self.full_sync_entries = self.progress.listed or None
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
-        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status),
+        changed, self.changed_by_rsync = self.changed_by_rsync, ItemizedChanges(CHANGED_PATHS_LIMIT)
+        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status,
+                                              changed if self.config.on_sync else None),
                              cleared=tuple(cleared))
 
     def _job_failed(self, batch: Batch, result: JobResult, now: float) -> int | None:

@@ -168,11 +168,12 @@ def remote_shell_words(config: Config, control_path: str | None) -> list[str]:
 
 def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | None = None,
                         delete_missing_args: bool = True, kept_out: list[str] | None = None,
-                        progress: bool = False) -> list[str]:
+                        progress: bool = False, itemize: bool = False) -> list[str]:
     """argv for one rsync run; paths for every mode but FULL are read from stdin. ``kept_out``:
     directories (relative to the source) whose contents stay out (:func:`kept_out_rules`).
     ``progress``: rsync reports how far it is (``--info=progress2``, read by
-    :mod:`pirsyncd.replica.progress`; run it with ``LC_ALL=C``).
+    :mod:`pirsyncd.replica.progress`; run it with ``LC_ALL=C``). ``itemize``: rsync names each entry
+    it creates, updates or deletes (:data:`pirsyncd.replica.itemize.OUT_FORMAT`, for on_sync).
 
     >>> build_rsync_command(config, RunMode.CHANGES)  # doctest: +SKIP
     ['rsync', '-a', '--stats', '--timeout=60', '-r', '--files-from=-', '--from0',
@@ -181,6 +182,8 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
     argv = [config.rsync_binary, "-a", "--stats", f"--timeout={max(1, round(config.io_timeout))}"]
     if progress:
         argv.append("--info=progress2")
+    if itemize:
+        argv.append(OUT_FORMAT)
     if config.max_delete >= 0:
         argv.append(f"--max-delete={config.max_delete}")
     if config.partial:

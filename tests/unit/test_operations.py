@@ -15,6 +15,7 @@ from pirsyncd.ops.pause import PauseSwitch, default_pause_path, write_pause_file
 from pirsyncd.ops.report import status_line
 from pirsyncd.replica.batch import Batch, Move
 from pirsyncd.replica.counters import RunTally
+from pirsyncd.replica.itemize import read_itemized
 
 BASE = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
 
@@ -40,6 +41,18 @@ def test_a_sync_call_tells_the_batch_paths_and_a_renames_old_path() -> None:
     assert env["PIRSYNCD_KIND"] == "batch" and env["PIRSYNCD_BYTES"] == "123" and env["PIRSYNCD_DESTINATION"] == "web1"
     full = HookCall.after_sync("web1", Batch(full=True), 9, 0)
     assert (full.kind, full.paths, full.path_count) == ("full", [], 0)
+
+
+def test_a_sync_call_adds_what_rsync_changed_and_says_when_the_list_was_cut() -> None:
+    changed, _ = read_itemized(b"cd+++++++++ web/\n>f+++++++++ web/index.html\n*deleting   old/a\n", limit=10)
+    call = HookCall.after_sync("web1", Batch(new_dirs=["web"], removed=["old"]), 1, 0, changed)
+    assert call.paths == ["old", "web", "web/index.html", "old/a"] and call.complete
+    assert call.environment("www", "on_sync")["PIRSYNCD_COMPLETE"] == "1"
+    cut, _ = read_itemized(b">f+++++++++ a\n>f+++++++++ b\n", limit=1)
+    full = HookCall.after_sync("web1", Batch(full=True), 9, 0, cut)
+    assert (full.kind, full.paths, full.complete) == ("full", ["a"], False)
+    assert full.environment("www", "on_sync")["PIRSYNCD_COMPLETE"] == "0"
+    assert not call.coalesce(full).complete and call.coalesce(call).complete
 
 
 def test_waiting_calls_coalesce() -> None:
