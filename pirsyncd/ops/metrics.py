@@ -56,6 +56,9 @@ class _SnapshotCollector:
                         labels=per_destination)
         last_sync = gauge("pirsyncd_last_sync_timestamp_seconds", "When the last sync succeeded (epoch).",
                           labels=per_destination)
+        oldest = gauge("pirsyncd_oldest_unsent_timestamp_seconds", "When the oldest change not yet at the "
+                       "destination was read (epoch; absent when none waits): the lag is time() minus it.",
+                       labels=per_destination)
         runs = counter("pirsyncd_rsync_runs", "rsync runs by kind (full, batch), mode and result.",
                        labels=[*per_destination, "kind", "mode", "result"])
         seconds = counter("pirsyncd_rsync_seconds", "Seconds spent in rsync runs.",
@@ -88,6 +91,8 @@ class _SnapshotCollector:
             failing.add_metric(labels, len(view.get("failing_paths") or []))
             if view.get("last_success"):
                 last_sync.add_metric(labels, view["last_success"])
+            if view.get("oldest_unsent") is not None:
+                oldest.add_metric(labels, view["oldest_unsent"])
             counters = view.get("counters") or {}
             for kind, mode, result, count in counters.get("runs", []):
                 runs.add_metric([*labels, kind, mode, result], count)
@@ -108,7 +113,7 @@ class _SnapshotCollector:
                 full_bytes.add_metric(with_reason, progress.get("bytes") or 0)
                 if progress.get("eta_s") is not None:
                     eta.add_metric(with_reason, progress["eta_s"])
-        yield from (pending, state, failing, last_sync, runs, seconds, sent, transferred, deleted, full_syncs,
+        yield from (pending, state, failing, last_sync, oldest, runs, seconds, sent, transferred, deleted, full_syncs,
                     ratio, entries_done, entries_total, full_bytes, eta)
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
