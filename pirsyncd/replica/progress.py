@@ -16,12 +16,13 @@ rsync's own percent was not chosen either: it is the bytes *transferred* over th
 size, so a full sync of a tree that is mostly there ends at a few percent.
 
 So the percent is entries checked over entries listed, shown once the total means something:
-rsync's list is complete, or an earlier full sync of this destination counted the tree (its
-total is the estimate while rsync still lists). The figures never go backwards (a retried full
-sync goes on from the figures of the attempt before), the percent stays below 100 until the
-sync has succeeded, and an ETA is given only after ``ETA_AFTER`` seconds and 1 %, from the rate
-of entries checked over the last ``RATE_WINDOW`` seconds. rsync's output feeds only these
-figures, never the watchdog (that is the loop's own timer).
+rsync's list is complete, or an earlier full sync of this destination since the daemon started
+counted the tree (its total is the estimate while rsync still lists; not kept over a restart).
+The figures never go backwards (a retried full sync goes on from the figures of the attempt
+before), the percent stays below 100 until the sync has succeeded, and an ETA is given only
+after ``ETA_AFTER`` seconds and 1 %, from the rate of entries checked over the last
+``RATE_WINDOW`` seconds. rsync's output feeds only these figures, never the watchdog (that is
+the loop's own timer).
 
     >>> parser = ProgressParser()
     >>> line = b"\\r     20,000  0%  1.00MB/s  0:00:00 (xfr#1, to-chk=9/12)\\r"
@@ -32,6 +33,7 @@ figures, never the watchdog (that is the loop's own timer).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from typing import Any
@@ -108,7 +110,7 @@ class FullSyncProgress:
         self.percent: int | None = None
         self.finished: float | None = None
         self._attempt_bytes = 0
-        self._window: list[tuple[float, int, int]] = []  # (time, bytes, checked)
+        self._window: collections.deque[tuple[float, int, int]] = collections.deque()  # (time, bytes, checked)
 
     @property
     def active(self) -> bool:
@@ -131,7 +133,7 @@ class FullSyncProgress:
             self.percent = max(self.percent or 0, min(99, 100 * self.checked // total))
         self._window.append((now, self.bytes_done, self.checked))
         while len(self._window) > 2 and self._window[1][0] <= now - RATE_WINDOW:
-            self._window.pop(0)
+            self._window.popleft()
 
     @property
     def total(self) -> int | None:
