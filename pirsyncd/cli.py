@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
         epilog="Also: 'pirsyncd status [NAME]' (no NAME: every instance), 'pirsyncd wait NAME [--timeout S]', "
-               "'pirsyncd pause NAME' and "
-               "'pirsyncd resume NAME'. " + exitcodes.help_text())
+               "'pirsyncd pause NAME', 'pirsyncd resume NAME' and 'pirsyncd plan NAME [--json]' (what a full sync "
+               "would send and delete, changing nothing). " + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
     parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-config", action="store_true",
                         help="print a sample config, every key commented out with its default, and exit")
     parser.add_argument("--version", action="version", version=f"pirsyncd {__version__}")
+    _add_option_flags(parser)
+    return parser
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every option of the table (the daemon's, and ``plan``'s: the same config)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS:
         group = groups.setdefault(option.section, parser.add_argument_group(f"[{option.section}] options"))
@@ -76,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(option.flag, dest=option.key, metavar=_metavar(option), default=None,
                                help=help_text + (" (give it as --x='...' when it starts with -)"
                                                  if option.kind in _WORDS else ""))
-    return parser
 
 
 _WORDS = (Kind.FLAGS, Kind.RSYNC_FLAGS, Kind.COMMAND)
@@ -182,12 +187,34 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
 
 
-SUBCOMMANDS = ("status", "wait", "pause", "resume")
+SUBCOMMANDS = ("status", "wait", "pause", "resume", "plan")
+
+
+def plan_parser() -> argparse.ArgumentParser:
+    """``pirsyncd plan [NAME | --config FILE] [options] [--json] [--first N]``: the instance's config
+    as the daemon reads it (every option flag overrides it alike)."""
+    parser = _Parser(prog="pirsyncd plan",
+                     description="Show what a full sync would create, update and DELETE at each destination "
+                                 "(an rsync dry run with the live sync's options and filters); changes nothing. "
+                                 "Exit 0, or 65 when the deletions would exceed max_delete or a destination looks "
+                                 "wrong (the root, a home directory, nothing in common with the source).")
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
+    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
+    parser.add_argument("--config-dir", metavar="DIR",
+                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON, one object per destination")
+    parser.add_argument("--first", type=int, default=20, metavar="N",
+                        help="paths shown of each kind: deletions, creations, updates (default 20)")
+    _add_option_flags(parser)
+    return parser
 
 
 def subcommand_parser(verb: str) -> argparse.ArgumentParser:
     """The arguments of ``pirsyncd VERB`` (one of :data:`SUBCOMMANDS`): NAME and --status-file for
     each, and what the verb adds."""
+    if verb == "plan":
+        return plan_parser()
     parser = _Parser(prog=f"pirsyncd {verb}")
     parser.add_argument("name", nargs="?", metavar="NAME")
     parser.add_argument("--status-file", metavar="FILE",
@@ -295,7 +322,42 @@ def _pause_command(argv: list[str]) -> int:
                           print_error=lambda text: print(text, file=sys.stderr))
 
 
+def _plan_command(argv: list[str]) -> int:
+    """``pirsyncd plan NAME``: dry-run each destination's full sync (pirsyncd.ops.dryrun)."""
+    arguments = plan_parser().parse_args(argv[1:])
+    if arguments.name and arguments.config:
+        raise UsageError("give either NAME or --config FILE, not both")
+    if not arguments.name and not arguments.config and not arguments.source and not arguments.destination:
+        raise UsageError("nothing to plan: give NAME, --config FILE, or --source and --destination")
+    if arguments.first < 0:
+        raise UsageError("--first must be 0 or more")
+    try:
+        config = load_config(arguments)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return exitcodes.CONFIG
+    from pirsyncd.ops.dryrun import format_plans, plan_all, plan_exit_status
+    from pirsyncd.replica.preflight import preflight
+
+    problems = preflight(config)
+    if problems:
+        _print_problems([message for _, message in problems])
+        return problems[0][0]
+    plans = plan_all(config, arguments.first)
+    if arguments.json:
+        print(json.dumps({"instance": config.instance, "source": config.source,
+                          "destinations": [plan.as_json() for plan in plans]}, indent=1))
+    else:
+        print(format_plans(plans))
+    for plan in plans:
+        for problem in [*plan.problems, *([plan.error] if plan.error else [])]:
+            print(f"pirsyncd plan: {plan.name}: {problem}", file=sys.stderr)
+    return plan_exit_status(plans)
+
+
 def run(argv: list[str]) -> int:
+    if argv and argv[0] == "plan":
+        return _plan_command(argv)
     if argv and argv[0] in ("status", "wait"):
         return _status_command(argv)
     if argv and argv[0] in ("pause", "resume"):

@@ -30,7 +30,7 @@ def _value_kind(action: argparse.Action, verb: str) -> str:
     """What follows the option: 'none' (a switch), 'dirs', 'files', 'words:a b c', or 'any'."""
     if action.nargs == 0:
         return "none"
-    option = OPTIONS_BY_KEY.get(action.dest) if not verb else None
+    option = OPTIONS_BY_KEY.get(action.dest) if verb in ("", "plan") else None
     if action.dest in _DIRECTORY_VALUES and not (verb == "wait" and action.dest == "destination"):
         return "dirs"
     if action.metavar == "FILE" or (option is not None and option.kind is Kind.PATH):

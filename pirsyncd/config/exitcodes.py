@@ -34,7 +34,8 @@ STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(OK, "success; or stopped by SIGTERM or SIGINT after sending what was pending"),
     ExitStatus(UNHEALTHY, "a destination is retrying, held or failed, or a source is lost (status with no NAME)"),
     ExitStatus(REFUSED_WIPE, "refused to wipe the destination: the source is empty and the destination is not "
-                             "(see allow_empty_source)"),
+                             "(see allow_empty_source); or plan: a full sync would delete more than max_delete, "
+                             "or a destination looks wrong"),
     ExitStatus(NO_SOURCE, "the source is missing or not a directory"),
     ExitStatus(UNAVAILABLE, "the instance is not running (status, wait), or a configured one is not (status with "
                             "no NAME)"),
@@ -43,7 +44,8 @@ STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(NOTIFY, "systemd asked for notifications (NOTIFY_SOCKET) and they cannot be sent: systemd-python "
                        "is not installed (install python3-systemd) or the socket refuses them"),
     ExitStatus(CANNOT_CREATE, "the pause file cannot be created or removed (pause, resume)"),
-    ExitStatus(TEMPFAIL, "the wait command timed out, or the daemon did not confirm a pause or resume in time"),
+    ExitStatus(TEMPFAIL, "the wait command timed out, or the daemon did not confirm a pause or resume in time, "
+                         "or plan could not reach a destination"),
     ExitStatus(NO_PERMISSION, "the destination refused authentication: wrong password, wrong key, or an unknown "
                               "host key"),
     ExitStatus(CONFIG, "the configuration or the command line is not valid; every problem is listed"),

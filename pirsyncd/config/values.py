@@ -63,9 +63,13 @@ _FORBIDDEN_FLAGS: dict[str, str] = {
     "--sender": "it is rsync's internal option",
     "--relative": "pirsyncd sets it",
     "--no-relative": "pirsyncd relies on relative paths",
+    "--out-format": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
+    "--log-format": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
+    "--itemize-changes": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
 }
 _FORBIDDEN_SHORT: dict[str, str] = {
     "n": "--dry-run", "u": "--update", "r": "--recursive", "e": "--rsh", "R": "--relative",
+    "i": "--itemize-changes",
 }
 
 

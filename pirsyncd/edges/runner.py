@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux, always in Debian
@@ -49,6 +50,7 @@ class Command:
     argv: list[str]
     stdin: bytes
     label: str
+    env: tuple[tuple[str, str], ...] = ()  # set over the daemon's environment (LC_ALL=C for parsed output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +100,9 @@ class Child:
         self._stderr_text = bytearray()
         self._stderr_truncated = False
         self.stdout_truncated = False
+        # Sees each chunk of stdout as it is read (b"" at its end) and returns what to keep of it:
+        # a reader of rsync's progress lines takes them out, the rest is kept as output.
+        self.stdout_sink: Callable[[bytes], bytes] | None = None
         self.stopped_for: str | None = None
         self.stopped_at = 0.0
         if stdin_data:
@@ -131,9 +136,14 @@ class Child:
 
     def read_stdout(self) -> bytes | None:
         """Read what is there: b"" at the end, None when nothing is there yet."""
-        before = len(self._stdout_text)
-        data = _read(self.stdout.fileno(), self._stdout_text, self.output_limit)
-        if data and len(self._stdout_text) < before + len(data):
+        try:
+            data = os.read(self.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return None
+        kept = data if self.stdout_sink is None else self.stdout_sink(data)
+        self._stdout_text += kept
+        if len(self._stdout_text) > self.output_limit:
+            del self._stdout_text[:len(self._stdout_text) - self.output_limit]
             self.stdout_truncated = True
         return data
 
@@ -200,8 +210,9 @@ class Child:
 
 
 def start_child(command: Command) -> Child:
-    """Start what a step asked for."""
-    return Child(command.argv, command.stdin, command.label)
+    """Start what a step asked for (``command.env`` set over the daemon's environment)."""
+    return Child(command.argv, command.stdin, command.label, env={**os.environ, **dict(command.env)} if command.env
+                 else None)
 
 
 def _read(fileno: int, buffer: bytearray, limit: int) -> bytes | None:

@@ -8,7 +8,11 @@ coalesced into the next call (on_sync: the paths and bytes add up; on_failure: t
 event wins). Past ``hook_timeout`` it gets SIGTERM, then SIGKILL. Its output goes to the log,
 its failures are logged and counted, and it is never retried.
 
-    PIRSYNCD_EVENT=sync PIRSYNCD_KIND=batch PIRSYNCD_PATHS=3 ... on_sync  < "a\\0b/c\\0d\\0"
+on_sync's stdin: the paths the batch listed, then each entry rsync said it created, updated or
+deleted (:mod:`pirsyncd.replica.itemize`; a new directory ``web`` gives ``web/index.html`` too),
+each once, NUL-terminated; ``PIRSYNCD_COMPLETE=0`` when that list was cut at its bound.
+
+    PIRSYNCD_EVENT=sync PIRSYNCD_KIND=batch PIRSYNCD_PATHS=3 ... on_sync  < "web\\0web/index.html\\0old\\0"
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from collections.abc import Callable
 
 from pirsyncd.edges.runner import Child, ChildResult
 from pirsyncd.replica.batch import Batch
+from pirsyncd.replica.itemize import ItemizedChanges
 
 log = logging.getLogger("pirsyncd")
 hook_output_log = logging.getLogger("pirsyncd.hook")
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a hook past its time limit
 OUTPUT_LINES = 50  # lines of a hook's output logged per call
-MAX_PATHS = 1_000_000  # a coalesced on_sync call sends at most this many paths; past it, "full"
+MAX_PATHS = 1_000_000  # a coalesced on_sync call sends at most this many paths (then PIRSYNCD_COMPLETE=0)
 
 _DAEMON_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"})
 
@@ -45,24 +50,31 @@ class HookCall:
     bytes_sent: int = 0
     rsync_status: int | None = None
     error: str = ""
+    complete: bool = True  # paths holds every entry rsync changed (not cut at a bound)
 
     @classmethod
-    def after_sync(cls, destination: str, batch: Batch, bytes_sent: int, rsync_status: int) -> HookCall:
-        # A rename's old path is gone at the destination: a CDN purge wants it too.
-        paths = [] if batch.full else list(dict.fromkeys(
-            [*batch.covered_paths(), *batch.directories, *(move.old_path for move in batch.moves)]))
+    def after_sync(cls, destination: str, batch: Batch, bytes_sent: int, rsync_status: int,
+                   changed: ItemizedChanges | None = None) -> HookCall:
+        """The paths the batch listed (none for a full sync; a rename's old path, gone at the
+        destination, too: a CDN purge wants it), then each entry rsync said it created, updated or
+        deleted (``changed``: the files of a new directory sent whole, what a full sync changed)."""
+        listed = [] if batch.full else [*batch.covered_paths(), *batch.directories,
+                                        *(move.old_path for move in batch.moves)]
+        paths = list(dict.fromkeys([*listed, *(changed.paths if changed is not None else ())]))
         return cls("sync", destination, "full" if batch.full else "batch", paths, len(paths), bytes_sent,
-                   rsync_status)
+                   rsync_status, complete=changed is None or not changed.truncated)
 
     def coalesce(self, later: HookCall) -> HookCall:
-        """This call, waiting, and a later one: the one call that stands for both."""
+        """This call, waiting, and a later one: the one call that stands for both (at most
+        MAX_PATHS paths: past it the first ones, and not complete)."""
         if self.event != "sync" or later.event != "sync":
             return later
-        full = "full" in (self.kind, later.kind) or len(self.paths) + len(later.paths) > MAX_PATHS
-        paths = [] if full else list(dict.fromkeys(self.paths + later.paths))
-        return HookCall("sync", later.destination, "full" if full else "batch", paths,
+        paths = list(dict.fromkeys(self.paths + later.paths))
+        complete = self.complete and later.complete and len(paths) <= MAX_PATHS
+        full = "full" in (self.kind, later.kind)
+        return HookCall("sync", later.destination, "full" if full else "batch", paths[:MAX_PATHS],
                         self.path_count + later.path_count, self.bytes_sent + later.bytes_sent,
-                        later.rsync_status, later.error)
+                        later.rsync_status, later.error, complete)
 
     def environment(self, instance: str, hook: str) -> dict[str, str]:
         return {
@@ -70,7 +82,7 @@ class HookCall:
             "PIRSYNCD_DESTINATION": self.destination, "PIRSYNCD_KIND": self.kind,
             "PIRSYNCD_PATHS": str(self.path_count), "PIRSYNCD_BYTES": str(self.bytes_sent),
             "PIRSYNCD_RSYNC_STATUS": "" if self.rsync_status is None else str(self.rsync_status),
-            "PIRSYNCD_ERROR": self.error,
+            "PIRSYNCD_ERROR": self.error, "PIRSYNCD_COMPLETE": "1" if self.complete else "0",
         }
 
 

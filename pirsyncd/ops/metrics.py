@@ -56,6 +56,9 @@ class _SnapshotCollector:
                         labels=per_destination)
         last_sync = gauge("pirsyncd_last_sync_timestamp_seconds", "When the last sync succeeded (epoch).",
                           labels=per_destination)
+        oldest = gauge("pirsyncd_oldest_unsent_timestamp_seconds", "When the oldest change not yet at the "
+                       "destination was read (epoch; absent when none waits): the lag is time() minus it.",
+                       labels=per_destination)
         runs = counter("pirsyncd_rsync_runs", "rsync runs by kind (full, batch), mode and result.",
                        labels=[*per_destination, "kind", "mode", "result"])
         seconds = counter("pirsyncd_rsync_seconds", "Seconds spent in rsync runs.",
@@ -67,6 +70,17 @@ class _SnapshotCollector:
                           labels=per_destination)
         full_syncs = counter("pirsyncd_full_syncs", "Full syncs started, by reason.",
                              labels=[*per_destination, "reason"])
+        # While a full sync runs (pirsyncd.replica.progress); absent otherwise.
+        ratio = gauge("pirsyncd_full_sync_progress_ratio", "Entries checked of those listed by the running full sync "
+                      "(0 to 1), once the total is known.", labels=[*per_destination, "reason"])
+        entries_done = gauge("pirsyncd_full_sync_files_done", "Entries the running full sync has checked.",
+                             labels=[*per_destination, "reason"])
+        entries_total = gauge("pirsyncd_full_sync_files_total", "Entries the running full sync checks in all "
+                              "(growing while rsync still lists).", labels=[*per_destination, "reason"])
+        full_bytes = gauge("pirsyncd_full_sync_bytes", "Bytes the running full sync has transferred.",
+                           labels=[*per_destination, "reason"])
+        eta = gauge("pirsyncd_full_sync_eta_seconds", "Seconds the running full sync still needs, once that "
+                    "means something.", labels=[*per_destination, "reason"])
         views = destination_views(snapshot)
         for view in views:
             labels = [instance, view.get("name") or "default"]
@@ -77,6 +91,8 @@ class _SnapshotCollector:
             failing.add_metric(labels, len(view.get("failing_paths") or []))
             if view.get("last_success"):
                 last_sync.add_metric(labels, view["last_success"])
+            if view.get("oldest_unsent") is not None:
+                oldest.add_metric(labels, view["oldest_unsent"])
             counters = view.get("counters") or {}
             for kind, mode, result, count in counters.get("runs", []):
                 runs.add_metric([*labels, kind, mode, result], count)
@@ -87,7 +103,18 @@ class _SnapshotCollector:
             deleted.add_metric(labels, counters.get("files_deleted", 0))
             for reason, count in (counters.get("full_syncs") or {}).items():
                 full_syncs.add_metric([*labels, reason], count)
-        yield from (pending, state, failing, last_sync, runs, seconds, sent, transferred, deleted, full_syncs)
+            progress = view.get("progress") or {}
+            if progress.get("active"):
+                with_reason = [*labels, str(progress.get("reason"))]
+                if progress.get("percent") is not None:
+                    ratio.add_metric(with_reason, progress["percent"] / 100)
+                entries_done.add_metric(with_reason, progress.get("files_done") or 0)
+                entries_total.add_metric(with_reason, progress.get("files_total") or 0)
+                full_bytes.add_metric(with_reason, progress.get("bytes") or 0)
+                if progress.get("eta_s") is not None:
+                    eta.add_metric(with_reason, progress["eta_s"])
+        yield from (pending, state, failing, last_sync, oldest, runs, seconds, sent, transferred, deleted, full_syncs,
+                    ratio, entries_done, entries_total, full_bytes, eta)
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
                         instance, 1.0 if snapshot.get("paused") else 0.0)

@@ -1,10 +1,11 @@
 """``pirsyncd status`` with no name: every instance at a glance, one row per instance and
 destination, from the status files of the running ones and the config files of the others.
 
-    INSTANCE  DESTINATION  STATE     LAG   PENDING  LAST SUCCESS  LAST ERROR
-    www       web1         in-sync   -           0  4 s ago       -
-    www       web2         retrying  35 s       12  2 min ago     connection refused
-    backup    -            stopped   -           -  -             not running: systemctl start pirsyncd@backup
+    INSTANCE  DESTINATION  STATE         LAG   PENDING  LAST SUCCESS  PROGRESS             LAST ERROR
+    www       web1         in-sync       -           0  4 s ago       -                    -
+    www       web2         retrying      35 s       12  2 min ago     -                    connection refused
+    big       big          initial-sync  2 h         1  never         31% · 1,234,567 ...  -
+    backup    -            stopped       -           -  -             -                    not running: systemctl ...
 
 The exit status makes it a monitoring check: 69 when a configured instance is not running, else 1
 when a destination is retrying, held or failed or a source is lost, else 0.
@@ -20,6 +21,7 @@ from typing import Any
 from pirsyncd.config import exitcodes
 from pirsyncd.config.parse import ConfigError, parse
 from pirsyncd.ops.status import read_status, running_status
+from pirsyncd.replica.progress import describe_progress
 
 # Shipped in the config directory as a template to copy: not an instance.
 NOT_INSTANCES = ("example",)
@@ -43,6 +45,7 @@ class Row:
     last_success: float | None  # epoch
     last_error: str | None
     status_file: str | None
+    progress: dict[str, Any] | None = None  # the full sync running (the status file's progress object)
 
     @property
     def stopped_though_configured(self) -> bool:
@@ -99,7 +102,9 @@ def _running_rows(name: str, status: dict[str, Any], status_file: str, configure
             pending=view.get("pending") if isinstance(view.get("pending"), int) else None,
             last_success=view.get("last_success") if isinstance(view.get("last_success"), (int, float)) else None,
             last_error=str(error.get("message")) if isinstance(error, dict) and error.get("message") else None,
-            status_file=status_file))
+            status_file=status_file,
+            progress=view["progress"] if isinstance(view.get("progress"), dict) and view["progress"].get("active")
+            else None))
     return rows
 
 
@@ -154,13 +159,14 @@ def format_rows(rows: list[Row], now: float | None = None) -> str:
     now = time.time() if now is None else now
     if not rows:
         return "no pirsyncd instance is configured or running"
-    table = [("INSTANCE", "DESTINATION", "STATE", "LAG", "PENDING", "LAST SUCCESS", "LAST ERROR")]
+    table = [("INSTANCE", "DESTINATION", "STATE", "LAG", "PENDING", "LAST SUCCESS", "PROGRESS", "LAST ERROR")]
     for row in rows:
         success = "-" if not row.running and row.last_success is None else (
             "never" if row.last_success is None else f"{format_age(now - row.last_success)} ago")
         error = (row.last_error or "-").splitlines()[0] if row.last_error else "-"
         table.append((row.instance, row.destination, row.state, format_age(row.lag_s),
                       "-" if row.pending is None else f"{row.pending:,}", success,
+                      "-" if row.progress is None else describe_progress(row.progress).split(": ", 1)[1],
                       error if len(error) <= 80 else error[:79] + "…"))
     widths = [max(len(line[column]) for line in table) for column in range(len(table[0]) - 1)]
     return "\n".join("  ".join([*(cell.rjust(width) if column == 4 else cell.ljust(width)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pirsyncd.edges import notify
 from pirsyncd.ops.status import write_status
+from pirsyncd.replica.progress import describe_progress
 
 log = logging.getLogger("pirsyncd")
 
@@ -20,7 +21,7 @@ PUBLISH_INTERVAL = 1.0
 # A change in any of these is worth telling readers about.
 _WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
                  "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows",
-                 "oldest_unsent")
+                 "oldest_unsent", "progress")
 
 
 class MetricsWriter(Protocol):
@@ -67,6 +68,7 @@ def combine_destinations(views: list[dict[str, Any]]) -> dict[str, Any]:
         "failing_paths": [dict(entry, destination=view["name"]) for view in views for entry in view["failing_paths"]],
         "files_sent_in_job": sum(view["files_sent_in_job"] for view in views),
         "warning": "; ".join(f"{view['name']}: {view['warning']}" for view in views if view["warning"]) or None,
+        "progress": next((view["progress"] for view in views if (view.get("progress") or {}).get("active")), None),
         "destinations": views,
     }
 
@@ -81,6 +83,10 @@ def _destinations_line(snapshot: dict[str, Any]) -> str:
             continue
         why = (view.get("last_error") or {}).get("message", "") if view["state"] in ("retrying", "failed") else ""
         reason = view.get("reason") or why
+        progress = view.get("progress") or {}
+        if progress.get("active"):
+            others.append(f"{view['name']}: {describe_progress(progress)}")
+            continue
         others.append(f"{view['name']}: {view['state'].replace('-', ' ')}" + (f" ({reason})" if reason else ""))
     text = f"{good} of {len(views)} in sync" + "".join(f"; {other}" for other in others)
     return f"{text} · {snapshot['watched_dirs']:,} dirs watched · {snapshot['pending']:,} pending"
@@ -98,6 +104,9 @@ def status_line(snapshot: dict[str, Any]) -> str:
                 f"{snapshot['watched_dirs']:,} dirs watched · {pending}")
     if warning and state == "source-lost":
         return f"source lost: {warning} · mirror kept as it was · {pending}"
+    progress = snapshot.get("progress") or {}
+    if progress.get("active") and state in ("initial-sync", "syncing"):
+        return f"{describe_progress(progress)} · {snapshot['watched_dirs']:,} dirs watched · {pending}"
     if state == "initial-sync":
         return f"initial sync: {snapshot['files_sent_in_job']:,} files sent · {snapshot['watched_dirs']:,} dirs watched"
     if state == "retrying" and snapshot.get("next_retry"):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pirsyncd.config import exitcodes
+from pirsyncd.replica.progress import describe_progress
 
 
 def default_status_path(instance: str) -> str | None:
@@ -64,6 +65,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"instance:     {status.get('instance') or '-'}",
         f"state:        {status.get('state')}" + ("" if alive else "  (daemon not running)"),
         f"status:       {status.get('status_line', '')}",
+        *_progress_lines(status),
         f"source:       {status.get('source')}",
         f"destination:  {status.get('destination')}",
         f"pending:      {status.get('pending')}",
@@ -104,6 +106,23 @@ def format_status(status: dict[str, Any]) -> str:
                          f"last success {_when(entry.get('last_success'))}"
                          + (f", last error: {error.get('message')}" if error else ""))
     return "\n".join(lines)
+
+
+def _progress_lines(status: dict[str, Any]) -> list[str]:
+    """The running full sync of each destination, or the last one's end."""
+    views = [entry for entry in status.get("destinations") or () if isinstance(entry, dict)] or [status]
+    lines = []
+    for view in views:
+        progress = view.get("progress")
+        if not isinstance(progress, dict):
+            continue
+        name = f"{view.get('name')}: " if len(views) > 1 else ""
+        if progress.get("active"):
+            lines.append(f"progress:     {name}{describe_progress(progress)}, {progress.get('bytes', 0):,} bytes sent")
+        elif progress.get("finished"):
+            lines.append(f"full sync:    {name}{progress.get('reason')}, {progress.get('files_total', 0):,} files, "
+                         f"{progress.get('bytes', 0):,} bytes sent, done {_when(progress.get('finished'))}")
+    return lines
 
 
 def _restart_lines(status: dict[str, Any]) -> list[str]:

@@ -239,11 +239,15 @@ class SyncJob:
                   deleted: list[str] | None = None) -> Generator[Request, ChildResult, bool]:
         """One rsync run; False when the job must end here (its verdict says why)."""
         config = self.config
+        full = mode == RunMode.FULL
         argv = rsync.build_rsync_command(config, mode, control_path=self.control_path,
-                                         delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out)
+                                         delete_missing_args=bool(self.delete_missing_args), kept_out=self.kept_out,
+                                         progress=full, itemize=bool(config.on_sync))
         if config.debug_commands:
             log.debug("running %r with %d paths on stdin: %r", argv, len(entries), entries[:50])
-        result = yield Command(argv, rsync.encode_path_list(entries), mode.value)
+        # A full sync reports its progress (pirsyncd.replica.progress), in numbers the parser reads.
+        result = yield Command(argv, rsync.encode_path_list(entries), mode.value,
+                               env=(("LC_ALL", "C"),) if full or config.on_sync else ())
         paths = entries if paths is None else paths
         if mode == RunMode.CHANGES and rsync.is_broken_delete_missing_args(result.status, result.stderr_tail):
             self._switch_to_fallback = True

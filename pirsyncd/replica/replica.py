@@ -8,6 +8,7 @@ A second destination is a second Replica fed the same changes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -21,10 +22,12 @@ from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
 from pirsyncd.replica.deletions import DeletionPath, DeletionProbe
 from pirsyncd.replica.failing import FailingPaths
+from pirsyncd.replica.itemize import ItemizedChanges, ItemizeReader
 from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
 from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
+from pirsyncd.replica.progress import FullSyncProgress, ProgressParser
 from pirsyncd.replica.results import ReplicaReport, SyncedJob
 from pirsyncd.replica.rsync import Outcome, RunMode
 from pirsyncd.replica.runlog import RsyncOutputLog, log_run
@@ -32,6 +35,11 @@ from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
 
 log = logging.getLogger("pirsyncd")
+
+# Entries rsync created, updated or deleted that on_sync is told of, per call (past it the hook is
+# told its list is not complete: PIRSYNCD_COMPLETE=0).
+CHANGED_PATHS_LIMIT = 100_000
+_RSYNC_RUNS = frozenset(mode.value for mode in RunMode)  # the labels of a job's rsync runs
 
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
@@ -71,6 +79,11 @@ class Replica:
         self.full_sync_reason = ""
         self.bytes_sent_in_job = 0
         self.last_rsync_status = 0
+        # How far the running (or last) full sync is; its rsync output is read as it comes.
+        self.progress: FullSyncProgress | None = None
+        self.full_sync_entries: int | None = None  # what the last full sync listed: the next one's estimate
+        # What rsync changed since the last job that succeeded (on_sync only): read from its runs' output.
+        self.changed_by_rsync = ItemizedChanges(CHANGED_PATHS_LIMIT)
 
     def _log(self, level: int, message: str, *arguments: object) -> None:
         fields = {"PIRSYNCD_INSTANCE": self.config.instance or "-"}
@@ -177,6 +190,10 @@ class Replica:
         self.files_sent_in_job = self.bytes_sent_in_job = 0
         if batch.full:
             self.tally.count_full_sync(self.full_sync_reason or "threshold")
+            if self.progress is None or not self.progress.active:  # a retry goes on with the same figures
+                clock = time.monotonic()
+                self.progress = FullSyncProgress(self.full_sync_reason or "threshold", clock, time.time() - clock,
+                                                 self.full_sync_entries)
         self.policy.job_started(now, batch.full)
         return self._next(self.job.start(), now)
 
@@ -210,7 +227,31 @@ class Replica:
             self.child = None
             return self._job_ended(step, now)
         self.child = self.start_child(step) if isinstance(step, Command) else step
+        if isinstance(step, Command) and step.label in _RSYNC_RUNS:
+            sinks: list[Callable[[bytes], bytes]] = []
+            if step.label == RunMode.FULL.value and self.progress is not None:
+                self.progress.new_attempt()
+                sinks.append(self._progress_reader(self.progress))
+            if self.config.on_sync:
+                sinks.append(ItemizeReader(CHANGED_PATHS_LIMIT, self.changed_by_rsync).feed)
+            if sinks:
+                self.child.stdout_sink = functools.reduce(
+                    lambda first, then: lambda data: then(first(data)), sinks)
         return self.child
+
+    @staticmethod
+    def _progress_reader(progress: FullSyncProgress) -> Callable[[bytes], bytes]:
+        """What reads a FULL run's output as the loop gets it: its progress lines feed ``progress``,
+        the rest is kept. A chunk is parsed at once, never waited on."""
+        parser = ProgressParser()
+
+        def read(data: bytes) -> bytes:
+            kept, sample = parser.feed(data)
+            if sample is not None:
+                progress.observe(sample, time.monotonic())
+            return kept
+
+        return read
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
@@ -260,9 +301,14 @@ class Replica:
         self.policy.job_succeeded()
         if batch.full:
             self.full_sync_reason, self.last_full_sync = "", time.time()
+            if self.progress is not None:
+                self.progress.finish(time.monotonic())
+                self.full_sync_entries = self.progress.listed or None
         self.last_success = time.time()
         self.next_retry = self.retry_since = None
-        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status),
+        changed, self.changed_by_rsync = self.changed_by_rsync, ItemizedChanges(CHANGED_PATHS_LIMIT)
+        return ReplicaReport(synced=SyncedJob(batch, self.bytes_sent_in_job, self.last_rsync_status,
+                                              changed if self.config.on_sync else None),
                              cleared=tuple(cleared))
 
     def _job_failed(self, batch: Batch, result: JobResult, now: float) -> int | None:
@@ -383,5 +429,16 @@ class Replica:
             "full_sync_owed": self.pending.full_sync_needed,
             "oldest_unsent": None if (oldest := self.oldest_unsent_at) is None else round(oldest + wall_offset, 1),
             "counters": self.tally.snapshot(),
+            "progress": self.progress_snapshot(),
         }
+
+    def progress_snapshot(self) -> dict[str, Any] | None:
+        """The full sync's figures: while it runs (``active``), and those of the last one after it
+        ended (100 % once it succeeded); None before the first."""
+        if self.progress is None:
+            return None
+        view = self.progress.snapshot(time.monotonic())
+        if self.progress.active and not (self.job is not None and self.job.batch.full):
+            view.update(active=False, rate=None, eta_s=None)  # owed again: waiting for its retry
+        return view
 

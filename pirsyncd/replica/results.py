@@ -8,15 +8,19 @@ import dataclasses
 from typing import NamedTuple
 
 from pirsyncd.replica.batch import Batch
+from pirsyncd.replica.itemize import ItemizedChanges
 from pirsyncd.source.identity import SourceProblem
 
 
 class SyncedJob(NamedTuple):
-    """A job that succeeded, for the on_sync hook."""
+    """A job that succeeded, for the on_sync hook: its batch, and what rsync said it created,
+    updated and deleted in its runs (and those of the failed jobs since the last success), when
+    on_sync is configured."""
 
     batch: Batch
     bytes_sent: int
     rsync_status: int
+    changed: ItemizedChanges | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import re
 from pirsyncd.config import exitcodes
 from pirsyncd.config.destination import DestinationKind
 from pirsyncd.config.parse import Config
+from pirsyncd.replica.itemize import OUT_FORMAT
 
 
 class RunMode(enum.Enum):
@@ -166,15 +167,23 @@ def remote_shell_words(config: Config, control_path: str | None) -> list[str]:
 
 
 def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | None = None,
-                        delete_missing_args: bool = True, kept_out: list[str] | None = None) -> list[str]:
+                        delete_missing_args: bool = True, kept_out: list[str] | None = None,
+                        progress: bool = False, itemize: bool = False) -> list[str]:
     """argv for one rsync run; paths for every mode but FULL are read from stdin. ``kept_out``:
     directories (relative to the source) whose contents stay out (:func:`kept_out_rules`).
+    ``progress``: rsync reports how far it is (``--info=progress2``, read by
+    :mod:`pirsyncd.replica.progress`; run it with ``LC_ALL=C``). ``itemize``: rsync names each entry
+    it creates, updates or deletes (:data:`pirsyncd.replica.itemize.OUT_FORMAT`, for on_sync).
 
     >>> build_rsync_command(config, RunMode.CHANGES)  # doctest: +SKIP
     ['rsync', '-a', '--stats', '--timeout=60', '-r', '--files-from=-', '--from0',
      '--ignore-times', '--delete', '--delete-missing-args', '--force', '/srv/www/', '/backup/www/']
     """
     argv = [config.rsync_binary, "-a", "--stats", f"--timeout={max(1, round(config.io_timeout))}"]
+    if progress:
+        argv.append("--info=progress2")
+    if itemize:
+        argv.append(OUT_FORMAT)
     if config.max_delete >= 0:
         argv.append(f"--max-delete={config.max_delete}")
     if config.partial:
@@ -214,6 +223,20 @@ def build_rsync_command(config: Config, mode: RunMode, *, control_path: str | No
             argv.append("--ignore-missing-args")  # a path gone since the plan is not an error
     argv += [config.source.rstrip("/") + "/", destination.rsync_target()]
     return argv
+
+
+def build_dry_run_command(config: Config, kept_out: list[str] | None = None) -> list[str]:
+    """argv of ``pirsyncd plan``: the full sync the daemon would run, with the same options and
+    filters, as a dry run that itemizes each entry it would create, update or delete
+    (:mod:`pirsyncd.replica.itemize`), with no ``--max-delete`` so that every deletion is counted.
+
+    >>> build_dry_run_command(config)  # doctest: +SKIP
+    ['rsync', '-a', '--stats', '--timeout=60', '--delete', '--force', '--dry-run', '--out-format=%i %n',
+     '/srv/www/', '/backup/www/']
+    """
+    argv = build_rsync_command(config, RunMode.FULL, kept_out=kept_out)
+    options = [word for word in argv[:-2] if not word.startswith("--max-delete=")]
+    return [*options, "--dry-run", OUT_FORMAT, *argv[-2:]]
 
 
 def kept_out_rules(directories: list[str]) -> list[str]:
@@ -373,6 +396,9 @@ _STAT_LINES = {
     "Total bytes sent": "bytes_sent",
     "Number of regular files transferred": "files_transferred",
     "Number of deleted files": "files_deleted",
+    "Number of files": "files",
+    "Number of created files": "files_created",
+    "Total transferred file size": "transferred_size",
 }
 
 

@@ -117,7 +117,7 @@ def test_status_with_no_name_shows_every_instance_and_destination_and_fails_on_t
         table = run_pirsyncd("status", "--config-dir", str(config_dir), "--status-dir", str(status_dir))
         assert table.returncode == 69
         assert table.stdout.splitlines()[0].split() == ["INSTANCE", "DESTINATION", "STATE", "LAG", "PENDING",
-                                                        "LAST", "SUCCESS", "LAST", "ERROR"]
+                                                        "LAST", "SUCCESS", "PROGRESS", "LAST", "ERROR"]
         assert table.stdout.splitlines()[2].split()[:5] == ["old", "old-destination", "stopped", "-", "-"]
 
         (config_dir / "old.conf").unlink()

@@ -61,9 +61,11 @@ def test_on_sync_gets_the_environment_and_the_changed_paths_on_stdin(tmp_path: P
         first = wait_for(lambda: calls(out), 10, lambda: f"on_sync never ran after the full sync:\n{daemon.log()}")[0]
         assert first["env"] == {
             "PIRSYNCD_HOOK": "on_sync", "PIRSYNCD_EVENT": "sync", "PIRSYNCD_INSTANCE": "www",
-            "PIRSYNCD_DESTINATION": "destination", "PIRSYNCD_KIND": "full", "PIRSYNCD_PATHS": "0",
-            "PIRSYNCD_BYTES": first["env"]["PIRSYNCD_BYTES"], "PIRSYNCD_RSYNC_STATUS": "0", "PIRSYNCD_ERROR": ""}
-        assert int(first["env"]["PIRSYNCD_BYTES"]) > 0 and first["paths"] == []
+            "PIRSYNCD_DESTINATION": "destination", "PIRSYNCD_KIND": "full", "PIRSYNCD_PATHS": "1",
+            "PIRSYNCD_BYTES": first["env"]["PIRSYNCD_BYTES"], "PIRSYNCD_RSYNC_STATUS": "0", "PIRSYNCD_ERROR": "",
+            "PIRSYNCD_COMPLETE": "1"}
+        # A full sync lists what rsync changed: the file it created.
+        assert int(first["env"]["PIRSYNCD_BYTES"]) > 0 and first["paths"] == ["before"]
         wanted = {"new file", "line\nbreak", "renamed", "to-rename", "before"}  # a rename's old path too
         write_file(source / "new file", "1\n")
         write_file(source / "line\nbreak", "2\n")
@@ -87,6 +89,43 @@ def test_on_sync_gets_the_environment_and_the_changed_paths_on_stdin(tmp_path: P
         daemon.wait_log("on_sync: recorded call 1 with")  # its output is in the log
         wait_for(lambda: daemon.status()["hooks"]["on_sync"] == {"ok": len(calls(out))}, 10,
                  lambda: f"{daemon.status()['hooks']} after {len(calls(out))} calls")
+
+
+def test_on_sync_gets_every_file_rsync_created_updated_or_deleted_also_inside_directories(
+        tmp_path: Path, trees: tuple[Path, Path]) -> None:
+    """A new directory is listed as one path but sent whole: the hook gets each file of it; a
+    deleted directory, each entry deleted with it; names with a newline or past ASCII, exactly."""
+    source, destination = trees
+    command, out = recorder(tmp_path, "on-sync")
+    for name in ("old/a", "old/deep/b", "keep/c"):
+        write_file(source / name, f"{name}\n")
+    with named_daemon(tmp_path, source, destination, f"on_sync = {command}").start() as daemon:
+        wait_for(lambda: calls(out), 10, lambda: f"on_sync never ran after the full sync:\n{daemon.log()}")
+        daemon.wait_synced()
+        made = len(calls(out))
+        staging = tmp_path / "staging"
+        for name in ("index.html", "img/logo.png", "odd\nname", "caf\u00e9.txt"):
+            write_file(staging / name, f"{name}\n")
+        staging.rename(source / "web")  # one event: a directory moved in, sent whole
+        (source / "old" / "deep" / "b").unlink()
+        (source / "old" / "deep").rmdir()
+        (source / "old" / "a").unlink()
+        (source / "old").rmdir()
+        write_file(source / "keep" / "c", "rewritten\n")
+        wait_until_equal(source, destination, 20)
+        daemon.wait_synced()
+
+        wanted = {"web", "web/index.html", "web/img", "web/img/logo.png", "web/odd\nname", "web/caf\u00e9.txt",
+                  "old", "old/a", "old/deep", "old/deep/b", "keep/c"}
+
+        def told() -> set[str] | None:
+            paths = {path for call in calls(out)[made:] for path in call["paths"]}
+            return paths if wanted <= paths else None
+
+        paths = wait_for(told, 10, lambda: f"on_sync was not told every entry: {calls(out)[made:]}\n{daemon.log()}")
+        assert paths - wanted <= {"keep"}, paths  # keep's own mtime may be metadata rsync updated
+        for call in calls(out)[made:]:
+            assert call["env"]["PIRSYNCD_COMPLETE"] == "1" and call["env"]["PIRSYNCD_KIND"] == "batch", call
 
 
 def test_a_hanging_hook_is_killed_at_its_time_limit_while_syncing_goes_on(tmp_path: Path,

@@ -3,6 +3,7 @@ the daemon logged, after syncs, failures and an overflow; promtool accepts it an
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -161,3 +162,51 @@ def test_the_sample_alert_rules_pass_promtool() -> None:
     checked = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "pirsyncd_last_sync_timestamp_seconds > 300 and pirsyncd_pending_paths > 0" in RULES.read_text()
+
+
+DASHBOARD = REPO / "etc" / "grafana" / "pirsyncd-dashboard.json"
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard (its panels' and its variables'), with
+    Grafana's own variables replaced as Grafana would before Prometheus sees them."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        query = (variable.get("query") or {}).get("query", "") if isinstance(variable.get("query"), dict) else ""
+        match = re.fullmatch(r"label_values\((.*), \w+\)", query)
+        if match:
+            expressions.append(match[1])
+    return [expression.replace("$__rate_interval", "5m").replace("$instance", ".*").replace("$destination", ".*")
+            for expression in expressions]
+
+
+@needs_promtool
+@pytest.mark.auto_deletion_mode
+def test_the_grafana_dashboard_is_valid_promql_over_metrics_the_daemon_exports(tmp_path: Path) -> None:
+    from pirsyncd.ops.metrics import MetricsFile
+
+    expressions = dashboard_expressions()
+    assert len(expressions) >= 15
+    # Every metric family the daemon can write (a snapshot with every optional part present).
+    written = tmp_path / "all.prom"
+    progress = {"active": True, "reason": "initial", "percent": 5, "files_done": 1, "files_total": 20, "bytes": 3,
+                "eta_s": 9}
+    MetricsFile(str(written)).write({"instance": "www", "state": "syncing", "last_change": 1.0, "updated": 2.0,
+                                     "hooks": {"on_sync": {"ok": 1}}, "progress": progress, "oldest_unsent": 1.0,
+                                     "last_success": 1.0})
+    exported = set(re.findall(r"^# HELP (\w+) ", written.read_text(), re.MULTILINE))
+    used = {name for expression in expressions for name in re.findall(r"\bpirsyncd_\w+", expression)}
+    assert used <= exported, f"the dashboard names metrics the daemon never writes: {sorted(used - exported)}"
+    assert {"pirsyncd_state", "pirsyncd_oldest_unsent_timestamp_seconds", "pirsyncd_pending_paths",
+            "pirsyncd_rsync_runs_total", "pirsyncd_sent_bytes_total", "pirsyncd_full_syncs_total",
+            "pirsyncd_full_sync_progress_ratio"} <= used
+    # promtool parses each one as a recording rule's expression (a JSON file is YAML too).
+    rules = tmp_path / "dashboard.rules.yml"
+    recorded = [{"record": f"pirsyncd:dashboard_{index}", "expr": expression}
+                for index, expression in enumerate(expressions)]
+    rules.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": recorded}]}))
+    assert PROMTOOL is not None
+    checked = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(expressions)} rules found" in checked.stdout

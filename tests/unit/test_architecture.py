@@ -27,7 +27,7 @@ MAY_IMPORT = {
     "ops": {"config", "edges", "source", "replica"},
 }
 PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
-        "source.events", "source.hardlinks", "replica.batch", "replica.pending",
+        "source.events", "source.hardlinks", "replica.batch", "replica.pending", "replica.progress", "replica.itemize",
         "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "policy")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple"}
 

@@ -45,7 +45,8 @@ def test_the_shipped_completion_is_the_generated_one() -> None:
 
 def test_subcommands_and_instance_names_complete_the_first_word(config_dir: Path) -> None:
     assert complete("st", config_dir=config_dir) == ["status"]
-    assert sorted(complete("", config_dir=config_dir)) == ["pause", "resume", "status", "wait", "web-api", "www"]
+    assert sorted(complete("", config_dir=config_dir)) == ["pause", "plan", "resume", "status", "wait", "web-api",
+                                                                  "www"]
     assert complete("w", config_dir=config_dir) == ["wait", "web-api", "www"]
 
 
@@ -73,3 +74,11 @@ def test_options_and_their_values_come_from_the_option_table(config_dir: Path) -
     assert complete("--delay", "", config_dir=config_dir) == []  # a number: nothing to offer
     assert complete("--config-dir", str(config_dir.parent) + "/", config_dir=config_dir) == [str(config_dir)]
     assert complete("--config", str(config_dir / "ww"), config_dir=config_dir) == [str(config_dir / "www.conf")]
+
+
+def test_plan_completes_instance_names_its_own_options_and_the_daemons(config_dir: Path) -> None:
+    assert complete("plan", "w", config_dir=config_dir) == ["web-api", "www"]
+    assert complete("plan", "--js", config_dir=config_dir) == ["--json"]
+    assert complete("plan", "--fir", config_dir=config_dir) == ["--first"]
+    assert complete("plan", "--max-del", config_dir=config_dir) == ["--max-delete"]
+    assert complete("plan", "--deletion-mode", "", config_dir=config_dir) == ["auto", "missing-args", "parents"]

@@ -15,6 +15,7 @@ from pirsyncd.ops.pause import PauseSwitch, default_pause_path, write_pause_file
 from pirsyncd.ops.report import status_line
 from pirsyncd.replica.batch import Batch, Move
 from pirsyncd.replica.counters import RunTally
+from pirsyncd.replica.itemize import read_itemized
 
 BASE = "[sync]\nsource = /srv/www\ndestination = /var/backups/www\n"
 
@@ -40,6 +41,18 @@ def test_a_sync_call_tells_the_batch_paths_and_a_renames_old_path() -> None:
     assert env["PIRSYNCD_KIND"] == "batch" and env["PIRSYNCD_BYTES"] == "123" and env["PIRSYNCD_DESTINATION"] == "web1"
     full = HookCall.after_sync("web1", Batch(full=True), 9, 0)
     assert (full.kind, full.paths, full.path_count) == ("full", [], 0)
+
+
+def test_a_sync_call_adds_what_rsync_changed_and_says_when_the_list_was_cut() -> None:
+    changed, _ = read_itemized(b"cd+++++++++ web/\n>f+++++++++ web/index.html\n*deleting   old/a\n", limit=10)
+    call = HookCall.after_sync("web1", Batch(new_dirs=["web"], removed=["old"]), 1, 0, changed)
+    assert call.paths == ["old", "web", "web/index.html", "old/a"] and call.complete
+    assert call.environment("www", "on_sync")["PIRSYNCD_COMPLETE"] == "1"
+    cut, _ = read_itemized(b">f+++++++++ a\n>f+++++++++ b\n", limit=1)
+    full = HookCall.after_sync("web1", Batch(full=True), 9, 0, cut)
+    assert (full.kind, full.paths, full.complete) == ("full", ["a"], False)
+    assert full.environment("www", "on_sync")["PIRSYNCD_COMPLETE"] == "0"
+    assert not call.coalesce(full).complete and call.coalesce(call).complete
 
 
 def test_waiting_calls_coalesce() -> None:
@@ -141,8 +154,15 @@ def test_the_overview_table_shows_lag_pending_and_ages() -> None:
     rows = [overview_row("www", "retrying", destination="web2", lag_s=125.0, pending=1234, last_success=900.0,
                          last_error="connection refused\nmore"),
             overview_row("old", "stopped", running=False, pending=None, last_error="not running")]
+    rows.append(overview_row("big", "initial-sync", lag_s=7300.0, pending=1, progress={
+        "reason": "initial", "active": True, "percent": 31, "files_done": 1234567, "files_total": 4012000,
+        "files_total_final": True, "rate": 100000000, "eta_s": 22320}))
     lines = format_rows(rows, now=1000.0).splitlines()
-    assert lines[1].split() == ["www", "web2", "retrying", "2", "min", "1,234", "1", "min", "ago", "connection",
+    assert lines[0].split() == ["INSTANCE", "DESTINATION", "STATE", "LAG", "PENDING", "LAST", "SUCCESS", "PROGRESS",
+                                "LAST", "ERROR"]
+    assert lines[1].split() == ["www", "web2", "retrying", "2", "min", "1,234", "1", "min", "ago", "-", "connection",
                                 "refused"]
-    assert lines[2].split() == ["old", "-", "stopped", "-", "-", "-", "not", "running"]
+    assert lines[2].split() == ["old", "-", "stopped", "-", "-", "-", "-", "not", "running"]
+    assert lines[3].split() == ["big", "-", "initial-sync", "2", "h", "1", "never", "31%", "·", "1,234,567", "of",
+                                "4,012,000", "files", "·", "95", "MiB/s", "·", "ETA", "6h", "12m", "-"]
     assert format_rows([]) == "no pirsyncd instance is configured or running"
