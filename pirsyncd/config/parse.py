@@ -18,7 +18,7 @@ from typing import Any
 
 from pirsyncd.config.destination import Destination, DestinationKind
 from pirsyncd.config.options import OPTIONS, OPTIONS_BY_KEY, PER_DESTINATION, SECTIONS
-from pirsyncd.config.values import convert
+from pirsyncd.config.values import convert, report_flag_problems
 
 
 class ConfigError(Exception):
@@ -175,6 +175,12 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
     if "destination" not in raw_values and named:
         problems[:] = [problem for problem in problems if "[sync] destination: missing" not in problem]
     specs = _destination_specs(values, where, named, source_name, problems)
+    if values["on_sync"]:
+        flag_sets = [("rsync_flags", values["rsync_flags"])] + [
+            (f"[destination {spec.name}] rsync_flags", dict(spec.settings)["rsync_flags"])
+            for spec in specs if "rsync_flags" in dict(spec.settings)]
+        for place, flags in flag_sets:
+            problems += [f"{where.get(place, place)}: {problem}" for problem in report_flag_problems(flags)]
     values["destination"] = specs[0].destination if specs else Destination(DestinationKind.LOCAL, "", "/")
     if problems:
         raise ConfigError(problems)

@@ -63,14 +63,50 @@ _FORBIDDEN_FLAGS: dict[str, str] = {
     "--sender": "it is rsync's internal option",
     "--relative": "pirsyncd sets it",
     "--no-relative": "pirsyncd relies on relative paths",
-    "--out-format": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
-    "--log-format": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
-    "--itemize-changes": "pirsyncd reads rsync's report of each entry itself (for on_sync)",
 }
 _FORBIDDEN_SHORT: dict[str, str] = {
     "n": "--dry-run", "u": "--update", "r": "--recursive", "e": "--rsh", "R": "--relative",
-    "i": "--itemize-changes",
 }
+_SHORT_WITH_VALUE = "BefMT"  # short options whose value follows in the same word
+# Options that set rsync's report of each entry: allowed, unless on_sync needs pirsyncd's own.
+_REPORT_FLAGS = ("--out-format", "--log-format", "--itemize-changes")
+
+
+def _short_letters(flag: str) -> str:
+    """The options of a cluster of short ones (``-avz``), up to the first that takes a value
+    (``-T/tmp/dir`` is -T alone: /tmp/dir is its value).
+
+    >>> _short_letters("-avzT/tmp/dir"), _short_letters("--inplace")
+    ('avzT', '')
+    """
+    if not flag.startswith("-") or flag.startswith("--"):
+        return ""
+    letters = ""
+    for letter in flag[1:]:
+        if not letter.isalnum():
+            break
+        letters += letter
+        if letter in _SHORT_WITH_VALUE:
+            break
+    return letters
+
+
+def report_flag_problems(flags: tuple[str, ...]) -> list[str]:
+    """With on_sync set, pirsyncd reads rsync's report of each entry itself (its own
+    --out-format): flags that change that report cannot be used.
+
+    >>> report_flag_problems(("-avi", "--compress", "-T/tmp/index"))
+    ["-i (--itemize-changes) is not allowed with on_sync: pirsyncd reads rsync's report of each entry itself"]
+    """
+    problems = []
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        if flag.startswith("--") and name in _REPORT_FLAGS:
+            problems.append(f"{name} is not allowed with on_sync: pirsyncd reads rsync's report of each entry itself")
+        elif not flag.startswith("--") and "i" in _short_letters(flag):
+            problems.append("-i (--itemize-changes) is not allowed with on_sync: "
+                            "pirsyncd reads rsync's report of each entry itself")
+    return problems
 
 
 def parse_duration(text: str) -> float:
@@ -92,7 +128,7 @@ def _check_rsync_flags(flags: list[str]) -> list[str]:
             if name in _FORBIDDEN_FLAGS:
                 problems.append(f"{name} is not allowed: {_FORBIDDEN_FLAGS[name]}")
         elif flag.startswith("-") and len(flag) > 1:
-            for letter in flag[1:]:
+            for letter in _short_letters(flag):
                 if letter in _FORBIDDEN_SHORT:
                     long_name = _FORBIDDEN_SHORT[letter]
                     problems.append(f"-{letter} ({long_name}) is not allowed: {_FORBIDDEN_FLAGS[long_name]}")

@@ -218,3 +218,16 @@ def test_only_numbers_have_bounds_and_only_words_have_choices() -> None:
         assert option.bounds is None or option.kind in (Kind.INT, Kind.DURATION), option.key
         assert not option.choices or option.kind in (Kind.CHOICE, Kind.PATH), option.key
         assert (option.kind is Kind.CHOICE) <= bool(option.choices), option.key
+
+
+def test_rsync_report_flags_are_refused_only_when_on_sync_reads_the_report() -> None:
+    base = "[sync]\nsource = /srv/www\ndestination = /backup/www\n[rsync]\nrsync_flags = -avi --log-format=%n\n"
+    assert parse(base, "t.conf").rsync_flags == ("-avi", "--log-format=%n")  # allowed without on_sync
+    with pytest.raises(ConfigError) as refused:
+        parse(base + "[hooks]\non_sync = /usr/local/bin/purge\n", "t.conf")
+    why = "is not allowed with on_sync: pirsyncd reads rsync's report of each entry itself"
+    assert refused.value.problems == [f"t.conf: [rsync] rsync_flags: -i (--itemize-changes) {why}",
+                                      f"t.conf: [rsync] rsync_flags: --log-format {why}"]
+    # A short option's value is not more options: -T/tmp/dir is not -i.
+    assert parse(base.replace("-avi --log-format=%n", "-a -T/tmp/index") + "[hooks]\non_sync = /bin/true\n",
+                 "t.conf").rsync_flags == ("-a", "-T/tmp/index")
