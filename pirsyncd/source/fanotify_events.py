@@ -98,6 +98,15 @@ class FanotifyEvent(NamedTuple):
         return bool(self.mask & FAN_ONDIR)
 
 
+class Gone(NamedTuple):
+    """What a resolver answers for a handle whose directory no longer exists: ``reason`` is "stale" (ESTALE: the handle
+    names nothing now) or "deleted" (still held open somewhere); ``last_path`` the path it had,
+    where the kernel still knows it."""
+
+    reason: str
+    last_path: str = ""
+
+
 class MalformedBuffer(ValueError):
     """The buffer is not what this decoder understands (a metadata version it does not know,
     a length that does not fit): a bug or a kernel ABI change, never a user's error."""

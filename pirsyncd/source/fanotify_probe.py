@@ -27,7 +27,7 @@ from pirsyncd.source.fanotify import (
     name_to_handle_at,
     open_by_handle_at,
 )
-from pirsyncd.source.mounts import MOUNTINFO, Mount, parse_mountinfo
+from pirsyncd.source.mounts import MOUNTINFO, Mount, mount_of, parse_mountinfo
 
 _GROUP_REFUSALS = {
     errno.ENOSYS: "the kernel has no fanotify (CONFIG_FANOTIFY)",
@@ -74,7 +74,7 @@ def _mark_refusal(group: Fanotify, source: str, error: OSError) -> str:
         return "a fanotify filesystem mark needs CAP_SYS_ADMIN"
     if code in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
         return f"{source}: cannot mark it: {os.strerror(code)}"
-    mount = mount_of(source)
+    mount = _mount_now(source)
     where = f"{source} is on {mount.fstype} (mounted at {mount.mount_point})" if mount else f"{source}"
     if code == errno.EOPNOTSUPP:
         return (f"{where}, which cannot report file handles to fanotify"
@@ -95,24 +95,10 @@ def _mark_refusal(group: Fanotify, source: str, error: OSError) -> str:
     return f"{where}: fanotify_mark: {os.strerror(code or 0)}"
 
 
-def mount_of(path: str, table: list[Mount] | None = None) -> Mount | None:
-    """The mount ``path`` lies on by the mount table (the last one at the longest matching
-    mount point), None when the table cannot be read.
-
-    >>> mount_of("/srv/www/a", [Mount(1, "/", "ext4"), Mount(2, "/srv", "xfs")]).fstype
-    'xfs'
-    """
-    if table is None:
-        try:
-            with open(MOUNTINFO, "rb") as mountinfo:
-                table = parse_mountinfo(mountinfo.read().decode("latin-1"))
-        except OSError:
-            return None
-    real = os.path.realpath(path)
-    best: Mount | None = None
-    for mount in table:
-        point = mount.mount_point
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best.mount_point)):
-            best = mount
-    return best
+def _mount_now(source: str) -> Mount | None:
+    """The mount ``source`` lies on by the mount table now; None when it cannot be read."""
+    try:
+        with open(MOUNTINFO, "rb") as mountinfo:
+            return mount_of(os.path.realpath(source), parse_mountinfo(mountinfo.read().decode("latin-1")))
+    except OSError:
+        return None

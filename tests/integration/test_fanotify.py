@@ -16,14 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.fanotify import Fanotify, name_to_handle_at
+from pirsyncd.source.fanotify_changes import FanotifyTranslator
 from pirsyncd.source.fanotify_events import (
+    FAN_ATTRIB,
     FAN_CLOSE_WRITE,
+    FAN_DELETE,
     FanotifyEvent,
     FileHandle,
+    Gone,
     parse_events,
 )
-from pirsyncd.source.fanotify_paths import Gone, HandleResolver
+from pirsyncd.source.fanotify_paths import HandleResolver, KernelLookup, is_dir_on_disk
 from pirsyncd.source.fanotify_probe import filesystem_marks_refusal
 from tests.support.mounts import Mounts
 from tests.support.trees import wait_for
@@ -76,19 +81,21 @@ def test_events_in_brand_new_nested_directories_all_arrive(marked: tuple[Fanotif
     (root / "a" / "b" / "c").mkdir(parents=True)
     (root / "a" / "b" / "c" / "f").write_text("x")
     events = read_until(group, lambda each: each.mask & FAN_CLOSE_WRITE and each.entry and each.entry.name == "f")
-    resolver = HandleResolver(str(root))
+    lookup = KernelLookup(str(root))
     try:
+        resolver = HandleResolver(lookup)
         paths = {os.path.join(str(resolver.resolve(each.entry.directory)), each.entry.name)
                  for each in events if each.entry}
     finally:
-        resolver.close()
+        lookup.close()
     assert {f"{root}/a", f"{root}/a/b", f"{root}/a/b/c", f"{root}/a/b/c/f"} <= paths
 
 
 def test_a_directory_handle_becomes_its_path_wherever_it_moved(tmpfs: Path) -> None:
     (tmpfs / "a" / "b").mkdir(parents=True)
     directory = handle_of(tmpfs / "a" / "b")
-    resolver = HandleResolver(str(tmpfs))
+    lookup = KernelLookup(str(tmpfs))
+    resolver = HandleResolver(lookup)
     try:
         assert resolver.resolve(directory) == f"{tmpfs}/a/b"
         os.rename(tmpfs / "a", tmpfs / "moved")
@@ -97,7 +104,7 @@ def test_a_directory_handle_becomes_its_path_wherever_it_moved(tmpfs: Path) -> N
         assert resolver.resolve(directory) == f"{tmpfs}/moved/b"
         assert resolver.lookups == 2
     finally:
-        resolver.close()
+        lookup.close()
 
 
 def test_a_deleted_directory_s_handle_is_reported_gone(tmpfs: Path) -> None:
@@ -106,19 +113,19 @@ def test_a_deleted_directory_s_handle_is_reported_gone(tmpfs: Path) -> None:
     (tmpfs / "named (deleted)").mkdir()
     held, plain, named = handle_of(tmpfs / "held"), handle_of(tmpfs / "plain"), handle_of(tmpfs / "named (deleted)")
     holder = os.open(tmpfs / "held", os.O_RDONLY)
-    resolver = HandleResolver(str(tmpfs))
+    lookup = KernelLookup(str(tmpfs))
     try:
         os.rmdir(tmpfs / "held")
         os.rmdir(tmpfs / "plain")
-        assert resolver.resolve(held) == Gone("deleted", f"{tmpfs}/held")
+        assert lookup(held) == Gone("deleted", f"{tmpfs}/held")
         os.close(holder)
         holder = -1
-        assert resolver.resolve(plain) == Gone("stale")
-        assert resolver.resolve(named) == f"{tmpfs}/named (deleted)", "a live directory with that name"
+        assert lookup(plain) == Gone("stale")
+        assert lookup(named) == f"{tmpfs}/named (deleted)", "a live directory with that name"
     finally:
         if holder >= 0:
             os.close(holder)
-        resolver.close()
+        lookup.close()
 
 
 def test_the_probe_allows_tmpfs_and_a_tree_s_own_file_system(tmpfs: Path, tmp_path: Path) -> None:
@@ -189,3 +196,49 @@ def test_the_probe_names_the_missing_capability(tmp_path: Path, dropped: str, re
                              "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True,
                             cwd=REPOSITORY)
     assert result.stdout.strip() == reason
+
+
+def test_the_kernel_s_events_become_the_changes_of_the_source(marked: tuple[Fanotify, Path]) -> None:
+    """The translator over real events: a source below the marked tmpfs root, with work done
+    beside it that must cost nothing, renames within, into and out of it, a create and a
+    delete merged, and at the end the source itself deleted."""
+    group, root = marked
+    source, beside = root / "src", root / "beside"
+    source.mkdir()
+    beside.mkdir()
+    (source / "moving").mkdir()
+    handle_type, handle, _ = name_to_handle_at(str(source))
+    parse_events(group.read())  # what came before the translator starts
+    lookup = KernelLookup(str(source))
+    translator = FanotifyTranslator(str(source), (handle_type, handle), HandleResolver(lookup), is_dir_on_disk)
+    changes = []
+    try:
+        (source / "a" / "b").mkdir(parents=True)
+        (source / "a" / "b" / "f").write_text("x")
+        (beside / "noise").write_text("x")
+        os.rename(source / "a" / "b" / "f", source / "a" / "g")
+        (beside / "in").write_text("x")
+        os.rename(beside / "in", source / "in")
+        os.rename(source / "moving", beside / "out")
+        (source / "brief").write_text("x")
+        os.unlink(source / "brief")
+        os.chmod(source / "a", 0o700)
+        changes += translator.feed(read_until(group, lambda each: each.is_dir and each.mask & FAN_ATTRIB))
+        shutil.rmtree(source)
+        # Its own DELETE_SELF waits for the last reference (the lookup's descriptor): the
+        # deletion of its name tells.
+        changes += translator.feed(read_until(group, lambda each: each.mask & FAN_DELETE and each.entry
+                                              and each.entry.name == "src"))
+    finally:
+        lookup.close()
+    # A file's create comes apart from its write and close (only these carry its own handle);
+    # brief's create and delete merged, its close after them.
+    assert changes[:11] == [
+        Change(ChangeKind.NEW_DIR, "a", True), Change(ChangeKind.NEW_DIR, "a/b", True),
+        Change(ChangeKind.WRITING, "a/b/f"), Change(ChangeKind.CLOSED, "a/b/f"),
+        Change(ChangeKind.MOVED, "a/g", False, "a/b/f"), Change(ChangeKind.CLOSED, "in"),
+        Change(ChangeKind.REMOVED, "moving", True), Change(ChangeKind.REMOVED, "brief"),
+        Change(ChangeKind.CLOSED, "brief"), Change(ChangeKind.CHANGED, "a", True),
+        Change(ChangeKind.REMOVED, "in")]
+    assert changes[-1] == Change(ChangeKind.ROOT_LOST)
+    assert translator.outside >= 2  # the work beside the source

@@ -27,8 +27,9 @@ MAY_IMPORT = {
     "ops": {"config", "edges", "source", "replica"},
 }
 PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
-        "source.events", "source.fanotify_events", "source.hardlinks", "replica.batch", "replica.pending",
-        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "policy")
+        "source.events", "source.fanotify_events", "source.fanotify_changes", "source.hardlinks",
+        "replica.batch", "replica.pending", "replica.rsync", "replica.plan", "replica.policy", "replica.failing",
+        "policy")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple", "ctypes"}
 # The raw calls of fanotify(7) and of file handles: made through the binding alone.
 FANOTIFY_CALLS = {"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at"}
