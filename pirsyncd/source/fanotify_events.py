@@ -20,8 +20,8 @@ build by hand; names mirror the kernel's, so the man page is the documentation.
 
 from __future__ import annotations
 
-import os
 import struct
+import sys
 from typing import NamedTuple
 
 # Event bits (linux/fanotify.h); the ones a filesystem mark of ours asks for, and the overflow.
@@ -113,7 +113,7 @@ class MalformedBuffer(ValueError):
 
 
 def parse_events(buffer: bytes) -> list[FanotifyEvent]:
-    """The events of one read, in kernel order."""
+    """The events of one read (``bytes``, as ``os.read`` returns), in kernel order."""
     events = []
     offset = 0
     end = len(buffer)
@@ -130,45 +130,43 @@ def parse_events(buffer: bytes) -> list[FanotifyEvent]:
     return events
 
 
+# Which field of FanotifyEvent (by index) each file handle record fills.
+_ENTRY, _OBJECT, _OLD, _NEW = 2, 3, 4, 5
+_FIELD = {FAN_EVENT_INFO_TYPE_DFID_NAME: _ENTRY, FAN_EVENT_INFO_TYPE_DFID: _ENTRY, FAN_EVENT_INFO_TYPE_FID: _OBJECT,
+          FAN_EVENT_INFO_TYPE_OLD_DFID_NAME: _OLD, FAN_EVENT_INFO_TYPE_OLD_DFID: _OLD,
+          FAN_EVENT_INFO_TYPE_NEW_DFID_NAME: _NEW, FAN_EVENT_INFO_TYPE_NEW_DFID: _NEW}
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_new_tuple = tuple.__new__  # builds the namedtuples without their Python-level __new__ (the hot path)
+
+
 def _decode_event(buffer: bytes, offset: int, end: int, mask: int, pid: int) -> FanotifyEvent:
-    entry = old = new = None
-    target = None
+    """One event's records, from ``offset`` to ``end``. A name is what precedes the first NUL
+    after the handle (the kernel pads the record with NULs)."""
+    fields: list[object] = [mask, pid, None, None, None, None]
     while offset < end:
-        info_type, _, length = INFO_HEADER.unpack_from(buffer, offset)
-        if length < INFO_HEADER.size or offset + length > end:
+        if end - offset >= FID_HEADER.size:  # the common case: read a handle record's header at once
+            info_type, _, length, fsid, handle_bytes, handle_type = FID_HEADER.unpack_from(buffer, offset)
+        else:
+            info_type, _, length = INFO_HEADER.unpack_from(buffer, offset)
+            fsid, handle_bytes, handle_type = b"", 0, 0
+        record_end = offset + length
+        if length < INFO_HEADER.size or record_end > end:
             raise MalformedBuffer(f"an information record of {length} bytes at offset {offset} does not fit its event")
-        if info_type in _NAMED_RECORDS or info_type in _HANDLE_RECORDS:
-            handle, name = _decode_fid_record(buffer, offset, offset + length)
-            if info_type == FAN_EVENT_INFO_TYPE_FID:
-                target = handle
-            elif info_type in (FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_DFID):
-                entry = Entry(handle, name)
-            elif info_type in (FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, FAN_EVENT_INFO_TYPE_OLD_DFID):
-                old = Entry(handle, name)
+        field = _FIELD.get(info_type)
+        if field is not None:
+            if length < FID_HEADER.size or offset + FID_HEADER.size + handle_bytes > record_end:
+                raise MalformedBuffer(f"a file handle record at offset {offset} does not fit its {length} bytes")
+            start = offset + FID_HEADER.size
+            name_start = start + handle_bytes
+            handle = _new_tuple(FileHandle, (fsid, handle_type, buffer[start:name_start]))
+            if field == _OBJECT:
+                fields[_OBJECT] = handle
             else:
-                new = Entry(handle, name)
-        offset += length
-    return FanotifyEvent(mask, pid, entry, target, old, new)
-
-
-_NAMED_RECORDS = frozenset({FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_OLD_DFID_NAME,
-                            FAN_EVENT_INFO_TYPE_NEW_DFID_NAME})
-_HANDLE_RECORDS = frozenset({FAN_EVENT_INFO_TYPE_FID, FAN_EVENT_INFO_TYPE_DFID, FAN_EVENT_INFO_TYPE_OLD_DFID,
-                             FAN_EVENT_INFO_TYPE_NEW_DFID})
-
-
-def _decode_fid_record(buffer: bytes, offset: int, end: int) -> tuple[FileHandle, str]:
-    """A record's file handle and (for the *_NAME types) the NUL-terminated name after it."""
-    if end - offset < FID_HEADER.size:
-        raise MalformedBuffer(f"a file handle record at offset {offset} is shorter than its header")
-    _, _, _, fsid, handle_bytes, handle_type = FID_HEADER.unpack_from(buffer, offset)
-    start = offset + FID_HEADER.size
-    if start + handle_bytes > end:
-        raise MalformedBuffer(f"a file handle of {handle_bytes} bytes at offset {offset} does not fit its record")
-    handle = FileHandle(fsid, handle_type, bytes(buffer[start:start + handle_bytes]))
-    rest = bytes(buffer[start + handle_bytes:end])
-    name = os.fsdecode(rest.split(b"\0", 1)[0]) if rest else ""
-    return handle, name
+                name_end = buffer.find(b"\0", name_start, record_end)
+                name = buffer[name_start:record_end if name_end < 0 else name_end]
+                fields[field] = _new_tuple(Entry, (handle, name.decode(_FS_ENCODING, _FS_ERRORS)))
+        offset = record_end
+    return _new_tuple(FanotifyEvent, fields)
 
 
 def describe_mask(mask: int) -> str:

@@ -117,3 +117,13 @@ def test_a_recorded_buffer_decodes_to_the_workload_s_events() -> None:
     # Self events of deleted directories name them "."; a file's, by its own handle alone.
     assert any(each.mask == FAN_DELETE_SELF | FAN_ONDIR and each.entry and each.entry.name == "." for each in events)
     assert any(each.mask & FAN_MOVE_SELF and each.entry is None and each.object is not None for each in events)
+
+
+def test_a_handle_record_cut_short_is_an_error() -> None:
+    record = info_record(FAN_EVENT_INFO_TYPE_DFID, ROOT)
+    short = struct.pack("=BBH", FAN_EVENT_INFO_TYPE_DFID, 0, 12) + record[4:12]  # header and fsid only
+    with pytest.raises(MalformedBuffer, match="does not fit its 12 bytes"):
+        parse_events(event(FAN_CREATE, short))
+    lying = record[:12] + struct.pack("=Ii", 64, 1) + record[20:]  # says 64 handle bytes, has 8
+    with pytest.raises(MalformedBuffer, match="does not fit its"):
+        parse_events(event(FAN_CREATE, lying))
