@@ -242,3 +242,27 @@ def test_the_kernel_s_events_become_the_changes_of_the_source(marked: tuple[Fano
         Change(ChangeKind.REMOVED, "in")]
     assert changes[-1] == Change(ChangeKind.ROOT_LOST)
     assert translator.outside >= 2  # the work beside the source
+
+
+def test_events_read_after_their_directory_moved_send_it_whole(marked: tuple[Fanotify, Path]) -> None:
+    """mv a/f b/g; mv a c, read together: a's handle resolves to c, so the first event says
+    c/f; the directory rename after it is then sent whole. The root's own attribute change is
+    told by its handle (name_to_handle_at's equals the events')."""
+    group, root = marked
+    source = root / "src"
+    for directory in ("a", "b"):
+        (source / directory).mkdir(parents=True)
+    (source / "a" / "f").write_text("x")
+    handle_type, handle, _ = name_to_handle_at(str(source))
+    parse_events(group.read())
+    lookup = KernelLookup(str(source))
+    translator = FanotifyTranslator(str(source), (handle_type, handle), HandleResolver(lookup), is_dir_on_disk)
+    try:
+        os.rename(source / "a" / "f", source / "b" / "g")
+        os.rename(source / "a", source / "c")
+        os.chmod(source, 0o750)
+        changes = translator.feed(read_until(group, lambda each: each.mask & FAN_ATTRIB))
+    finally:
+        lookup.close()
+    assert changes == [Change(ChangeKind.MOVED, "b/g", False, "c/f"), Change(ChangeKind.REMOVED, "a", True),
+                       Change(ChangeKind.NEW_DIR, "c", True), Change(ChangeKind.CHANGED, ".", True)]
