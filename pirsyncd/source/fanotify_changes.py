@@ -20,9 +20,11 @@ parent). What differs from inotify, and how it is met:
   existed only in the future.
 - **No per-directory watch.** A new directory is sent whole (NEW_DIR) as with inotify, but
   nothing has to be watched: events inside it were never missed.
-- **Overflow** is a RESCAN; the source's deletion or rename, of it or of a directory above it,
-  is ROOT_LOST; so is its file system's unmount, which fanotify does not report: the caller
-  hands the mount table over when it changes (:meth:`FanotifyTranslator.mount_table_changed`).
+- **Overflow** is a RESCAN, and so is an event whose directory the kernel could not resolve
+  (not stale: ENOMEM, seen under churn, after a few tries). The source's deletion or rename,
+  of it or of a directory above it, is ROOT_LOST; so is its file system's unmount, which
+  fanotify does not report: the caller hands the mount table over when it changes
+  (:meth:`FanotifyTranslator.mount_table_changed`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pirsyncd.source.fanotify_events import (
     FAN_DELETE_SELF,
     FAN_MODIFY,
     FAN_MOVE_SELF,
+    UNRESOLVABLE,
     Entry,
     FanotifyEvent,
     FileHandle,
@@ -82,11 +85,16 @@ class FanotifyTranslator:
         # Paths removed by a merged create-and-delete, whose rename may still be on its way.
         self.merged_away: set[str] = set()
         self.stale = 0  # events in directories deleted since
+        self.lost_track = False  # an event's directory could not be resolved (this feed)
 
     def feed(self, events: Iterable[FanotifyEvent]) -> list[Change]:
         changes: list[Change] = []
         for event in events:
             changes.extend(self._translate(event))
+        if self.lost_track:
+            # An event whose directory could not be found: where it happened is unknown.
+            self.lost_track = False
+            changes.append(Change(ChangeKind.RESCAN))
         return changes
 
     def mount_table_changed(self, table: list[Mount]) -> list[Change]:
@@ -98,9 +106,12 @@ class FanotifyTranslator:
 
     # -- paths --------------------------------------------------------------------------------
     def _absolute(self, entry: Entry) -> str | None:
-        """The absolute path an entry names now; None when its directory is gone."""
+        """The absolute path an entry names now; None when its directory is gone. A directory
+        the kernel could not resolve at all asks for a full sync (:attr:`lost_track`)."""
         directory = self.resolver.resolve(entry.directory)
         if isinstance(directory, Gone):
+            if directory.reason == UNRESOLVABLE:
+                self.lost_track = True
             return None
         if entry.name in ("", "."):
             return directory
@@ -155,6 +166,7 @@ class FanotifyTranslator:
         absolute = self.resolver.resolve(directory)
         if isinstance(absolute, Gone):
             self.stale += 1
+            self.lost_track = self.lost_track or absolute.reason == UNRESOLVABLE
             return ()
         relative = self._relative(absolute)
         if relative is None:

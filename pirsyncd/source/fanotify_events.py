@@ -98,10 +98,14 @@ class FanotifyEvent(NamedTuple):
         return bool(self.mask & FAN_ONDIR)
 
 
+UNRESOLVABLE = "unresolvable"
+
+
 class Gone(NamedTuple):
     """What a resolver answers for a handle whose directory no longer exists: ``reason`` is "stale" (ESTALE: the handle
-    names nothing now) or "deleted" (still held open somewhere); ``last_path`` the path it had,
-    where the kernel still knows it."""
+    names nothing now) or "deleted" (still held open somewhere), with ``last_path`` the path it
+    had where the kernel still knows it; or "unresolvable": the kernel failed otherwise (the
+    errno's name in ``last_path``), so where its events happened is not known."""
 
     reason: str
     last_path: str = ""

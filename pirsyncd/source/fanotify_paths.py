@@ -21,11 +21,16 @@ import stat
 from collections.abc import Callable
 
 from pirsyncd.source.fanotify import open_by_handle_at
-from pirsyncd.source.fanotify_events import FileHandle, Gone
+from pirsyncd.source.fanotify_events import UNRESOLVABLE, FileHandle, Gone
 
 DELETED_SUFFIX = " (deleted)"
 # The kernel's answers for a handle whose object no longer exists.
 STALE_ERRNOS = frozenset({errno.ESTALE, errno.ENOENT})
+# What a capability problem looks like: a bug of the caller (the probe checks first), raised.
+RAISED_ERRNOS = frozenset({errno.EPERM, errno.EBADF})
+# ENOMEM is how the kernel passes on a failed reconnection of a directory to its parents, seen
+# under churn (a directory deleted or moved meanwhile): tried again this often before giving up.
+ATTEMPTS = 3
 # Past this many answers the cache starts afresh (a handle's answer is cheap to find again).
 CACHE_LIMIT = 100_000
 
@@ -42,14 +47,20 @@ class KernelLookup:
             self.mount_fd = -1
 
     def __call__(self, handle: FileHandle) -> str | Gone:
-        """The absolute path of the directory ``handle`` names, or :class:`Gone`. Other errors
-        (EPERM: no CAP_DAC_READ_SEARCH) are raised."""
-        try:
-            descriptor = open_by_handle_at(self.mount_fd, handle.handle_type, handle.handle)
-        except OSError as error:
-            if error.errno in STALE_ERRNOS:
-                return Gone("stale")
-            raise
+        """The absolute path of the directory ``handle`` names, or :class:`Gone`: "stale",
+        "deleted", or (with the errno's name as ``last_path``) "unresolvable" when the kernel
+        kept failing otherwise. EPERM (no CAP_DAC_READ_SEARCH) is raised."""
+        for attempt in range(ATTEMPTS):
+            try:
+                descriptor = open_by_handle_at(self.mount_fd, handle.handle_type, handle.handle)
+                break
+            except OSError as error:
+                if error.errno in STALE_ERRNOS:
+                    return Gone("stale")
+                if error.errno in RAISED_ERRNOS:
+                    raise
+                if attempt == ATTEMPTS - 1:
+                    return Gone(UNRESOLVABLE, errno.errorcode.get(error.errno or 0, str(error.errno)))
         try:
             path = os.readlink(f"/proc/self/fd/{descriptor}")
             # A directory may be called "x (deleted)": only one with no links left is gone.
@@ -84,6 +95,8 @@ class HandleResolver:
             return known
         self.lookups += 1
         found = self.lookup(handle)
+        if isinstance(found, Gone) and found.reason == UNRESOLVABLE:
+            return found  # not cached: the next event may find it
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
         self.cache[handle] = found

@@ -71,13 +71,15 @@ class FanotifyWatcher:
                                              is_dir_on_disk, mount_of(real_source, table))
 
     def fileno(self) -> int:
-        assert self.group is not None, "watch_root first"
+        """The group's descriptor; ValueError before watch_root and once closed (as a closed
+        file object's: ``selectors`` then finds it by the object when it is unregistered)."""
+        if self.group is None:
+            raise ValueError("the fanotify watcher has no group yet")
         return self.group.fileno()
 
     def _close_group(self) -> None:
         if self.group is not None:
-            self.group.close()
-            self.group = None
+            self.group.close()  # kept: a closed group's fileno() raises ValueError
         if self.lookup is not None:
             self.lookup.close()
             self.lookup = None
@@ -93,7 +95,7 @@ class FanotifyWatcher:
 
     @property
     def root_alive(self) -> bool:
-        return self.group is not None and not self.root_lost
+        return self.group is not None and not self.group.closed and not self.root_lost
 
     def walk_step(self, max_directories: int | None = None, seconds: float | None = None) -> bool:
         """Nothing is walked: no walks are left."""
@@ -108,7 +110,7 @@ class FanotifyWatcher:
 
     def read_changes(self) -> list[Change]:
         """Read the queued events (never blocks) and turn them into Changes."""
-        assert self.group is not None and self.translator is not None
+        assert self.group is not None and self.translator is not None, "watch_root first"
         changes: list[Change] = []
         for _ in range(MAX_READS):
             buffer = self.group.read()

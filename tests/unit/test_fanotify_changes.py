@@ -18,6 +18,7 @@ from pirsyncd.source.fanotify_events import (
     FAN_ONDIR,
     FAN_Q_OVERFLOW,
     FAN_RENAME,
+    UNRESOLVABLE,
     Entry,
     FanotifyEvent,
     FileHandle,
@@ -39,8 +40,11 @@ class World:
         self.directories: dict[FileHandle, str] = {ABOVE: "/srv", ROOT: SOURCE, A: f"{SOURCE}/a",
                                                    B: f"{SOURCE}/a/b", OTHER: "/var/other"}
         self.on_disk: dict[str, bool] = {}  # path -> is a directory
+        self.failing: set[FileHandle] = set()  # the kernel fails to resolve these (ENOMEM)
 
     def lookup(self, file_handle: FileHandle) -> str | Gone:
+        if file_handle in self.failing:
+            return Gone(UNRESOLVABLE, "ENOMEM")
         return self.directories.get(file_handle, Gone("stale"))
 
     def translator(self) -> FanotifyTranslator:
@@ -179,3 +183,13 @@ def test_a_name_created_and_deleted_then_renamed_is_not_carried_as_a_removal() -
                        Change(ChangeKind.NEW_DIR, "e", True), Change(ChangeKind.REMOVED, "x"),
                        Change(ChangeKind.REMOVED, "x"), Change(ChangeKind.CLOSED, "y"),
                        Change(ChangeKind.MOVED, "z", False, "x")]
+
+
+def test_a_directory_the_kernel_cannot_resolve_asks_for_a_full_sync_and_is_asked_again() -> None:
+    world = World()
+    world.failing.add(A)
+    translator = world.translator()
+    assert translator.feed([at(FAN_CLOSE_WRITE, A, "f"), at(FAN_CLOSE_WRITE, ROOT, "g")]) == [
+        Change(ChangeKind.CLOSED, "g"), Change(ChangeKind.RESCAN)]
+    world.failing.clear()
+    assert translator.feed([at(FAN_CLOSE_WRITE, A, "f")]) == [Change(ChangeKind.CLOSED, "a/f")]
