@@ -67,6 +67,22 @@ def mounts_below(root: str, mounts: list[Mount]) -> dict[str, Mount]:
     return {mount.mount_point[len(prefix):]: mount for mount in mounts if mount.mount_point.startswith(prefix)}
 
 
+def mount_of(real_path: str, table: list[Mount]) -> Mount | None:
+    """The mount a real path (no symlinks) lies on by the mount table: the last one at the
+    longest matching mount point.
+
+    >>> mount_of("/srv/www/a", [Mount(1, "/", "ext4"), Mount(2, "/srv", "xfs")]).fstype
+    'xfs'
+    """
+    best: Mount | None = None
+    for mount in table:
+        point = mount.mount_point
+        inside = real_path == point or real_path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point)):
+            best = mount
+    return best
+
+
 def kept_out_reason(fstype: str | None, one_file_system: bool) -> str | None:
     """Why a directory on a file system other than the source's stays out of the mirror, or
     None when it is mirrored (``fstype`` None: not a mount of its own, e.g. a btrfs subvolume).

@@ -27,9 +27,14 @@ MAY_IMPORT = {
     "ops": {"config", "edges", "source", "replica"},
 }
 PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
-        "source.events", "source.hardlinks", "replica.batch", "replica.pending", "replica.progress", "replica.itemize",
-        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "policy")
-OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple"}
+        "source.events", "source.fanotify_events", "source.fanotify_changes", "source.hardlinks",
+        "replica.batch", "replica.pending", "replica.progress", "replica.itemize", "replica.rsync", "replica.plan",
+        "replica.policy", "replica.failing", "policy")
+OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple", "ctypes"}
+# The raw calls of fanotify(7) and of file handles: made through the binding alone.
+FANOTIFY_CALLS = {"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at"}
+# Who may load libc with ctypes: the binding, the watcher (for inotify_simple) and the runner.
+CTYPES_USERS = {"source.fanotify", "source.watcher", "edges.runner"}
 
 
 def package_modules() -> list[str]:
@@ -108,6 +113,25 @@ def test_only_the_runner_starts_subprocesses_and_only_the_watcher_uses_inotify()
             assert "subprocess" not in names, f"pirsyncd/{module} starts a subprocess: use pirsyncd.edges.runner"
         if module != "source.watcher":
             assert "inotify_simple" not in names, f"pirsyncd/{module} uses inotify: go through the watcher"
+
+
+def test_only_the_fanotify_binding_makes_the_raw_fanotify_and_file_handle_calls() -> None:
+    """Others call the binding's wrappers by name (``fanotify.open_by_handle_at(...)`` is fine in
+    the binding's users); what they may not do is reach libc for them: load it with ctypes or
+    look those symbols up on a library object."""
+    for module in package_modules():
+        names = {name.split(".")[0] for name in imports_of(module)}
+        if module not in CTYPES_USERS:
+            assert "ctypes" not in names, f"pirsyncd/{module} loads C code: go through pirsyncd.source.fanotify"
+        if module == "source.fanotify":
+            continue
+        tree = ast.parse((PACKAGE / f"{module.replace('.', '/')}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in FANOTIFY_CALLS:
+                base = node.value
+                assert isinstance(base, ast.Name) and base.id == "fanotify", (
+                    f"pirsyncd/{module}:{node.lineno} calls {node.attr} on {ast.unparse(base)}: "
+                    f"use pirsyncd.source.fanotify")
 
 
 def test_the_service_is_the_loop_alone() -> None:

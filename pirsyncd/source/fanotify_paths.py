@@ -1,0 +1,118 @@
+"""Directory file handles (as fanotify reports them) made into paths, cached by handle.
+
+:class:`KernelLookup` asks the kernel: a handle is opened with ``open_by_handle_at(mount_fd,
+handle, O_PATH)`` and the path read back from ``/proc/self/fd/N``. A directory renamed since
+the event resolves to where it is now; one deleted gives ESTALE, or a path ending in
+`` (deleted)`` while something still holds it open. Both are reported as :class:`Gone`. Needs
+CAP_DAC_READ_SEARCH; ``mount_fd`` is a real (``O_RDONLY``) descriptor of a directory on the
+marked file system.
+
+:class:`HandleResolver` caches a lookup's answers by handle until :meth:`HandleResolver.forget_below`
+is told that a directory was renamed or deleted: the caller reads events in kernel order, so
+an event queued before a rename meets the path the directory had then, if it was resolved
+then. It takes any lookup (a dict's ``get`` in the unit tests).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+from pirsyncd.source.fanotify import open_by_handle_at
+from pirsyncd.source.fanotify_events import UNRESOLVABLE, FileHandle, Gone
+
+DELETED_SUFFIX = " (deleted)"
+# The kernel's answers for a handle whose object no longer exists.
+STALE_ERRNOS = frozenset({errno.ESTALE, errno.ENOENT})
+# What a capability problem looks like: a bug of the caller (the probe checks first), raised.
+RAISED_ERRNOS = frozenset({errno.EPERM, errno.EBADF})
+# ENOMEM is how the kernel passes on a failed reconnection of a directory to its parents, seen
+# under churn (a directory deleted or moved meanwhile): tried again this often before giving up.
+ATTEMPTS = 3
+# Past this many answers the cache starts afresh (a handle's answer is cheap to find again).
+CACHE_LIMIT = 100_000
+
+
+class KernelLookup:
+    """Where a directory handle of one file system is now, by asking the kernel; a callable."""
+
+    def __init__(self, mount_path: str) -> None:
+        self.mount_fd = os.open(mount_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self.mount_fd >= 0:
+            os.close(self.mount_fd)
+            self.mount_fd = -1
+
+    def __call__(self, handle: FileHandle) -> str | Gone:
+        """The absolute path of the directory ``handle`` names, or :class:`Gone`: "stale",
+        "deleted", or (with the errno's name as ``last_path``) "unresolvable" when the kernel
+        kept failing otherwise. EPERM (no CAP_DAC_READ_SEARCH) is raised."""
+        for attempt in range(ATTEMPTS):
+            try:
+                descriptor = open_by_handle_at(self.mount_fd, handle.handle_type, handle.handle)
+                break
+            except OSError as error:
+                if error.errno in STALE_ERRNOS:
+                    return Gone("stale")
+                if error.errno in RAISED_ERRNOS:
+                    raise
+                if attempt == ATTEMPTS - 1:
+                    return Gone(UNRESOLVABLE, errno.errorcode.get(error.errno or 0, str(error.errno)))
+        try:
+            path = os.readlink(f"/proc/self/fd/{descriptor}")
+            # A directory may be called "x (deleted)": only one with no links left is gone.
+            if path.endswith(DELETED_SUFFIX) and os.fstat(descriptor).st_nlink == 0:
+                return Gone("deleted", path.removesuffix(DELETED_SUFFIX))
+        finally:
+            os.close(descriptor)
+        return path
+
+
+def is_dir_on_disk(path: str) -> bool | None:
+    """Whether ``path`` is a directory now (True), another kind of object (False), or absent
+    (None), not following a symlink at its end."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+class HandleResolver:
+    """Paths of directory handles, cached by handle (``lookup`` answers the misses)."""
+
+    def __init__(self, lookup: Callable[[FileHandle], str | Gone]) -> None:
+        self.lookup = lookup
+        self.cache: dict[FileHandle, str | Gone] = {}
+        self.lookups = 0  # answers asked of the lookup (cache misses)
+
+    def resolve(self, handle: FileHandle) -> str | Gone:
+        """The absolute path of the directory ``handle`` names, or :class:`Gone`."""
+        known = self.cache.get(handle)
+        if known is not None:
+            return known
+        self.lookups += 1
+        found = self.lookup(handle)
+        if isinstance(found, Gone) and found.reason == UNRESOLVABLE:
+            return found  # not cached: the next event may find it
+        if len(self.cache) >= CACHE_LIMIT:
+            self.cache.clear()
+        self.cache[handle] = found
+        return found
+
+    def answered_below(self, path: str) -> bool:
+        """Whether a cached answer is ``path`` or lies below it."""
+        prefix = path.rstrip("/") + "/"
+        return any(isinstance(known, str) and (known == path or known.startswith(prefix))
+                   for known in self.cache.values())
+
+    def forget_below(self, path: str) -> None:
+        """Drop the cached answers for ``path`` and every directory below it (it was renamed or
+        deleted: they are elsewhere now, or gone)."""
+        prefix = path.rstrip("/") + "/"
+        stale = [handle for handle, known in self.cache.items()
+                 if isinstance(known, str) and (known == path or known.startswith(prefix))]
+        for handle in stale:
+            del self.cache[handle]

@@ -1,0 +1,158 @@
+"""The source watched through one fanotify filesystem mark instead of a watch per directory:
+the fanotify counterpart of :class:`pirsyncd.source.watcher.Watcher` (not used by the daemon
+yet: see issue 27).
+
+It places the mark at :meth:`FanotifyWatcher.watch_root` (no walk: events anywhere below the
+source are reported from then on, also in directories made a moment later), and
+:meth:`FanotifyWatcher.read_changes` drains the group's queue into the same Changes the inotify
+watcher makes (:mod:`pirsyncd.source.fanotify_changes`). The file system's unmount is not an
+event: the mount table, which wakes the loop when it changes, tells it
+(:meth:`FanotifyWatcher.read_mount_changes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pirsyncd.config.filters import Excluder
+from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.fanotify import Fanotify, name_to_handle_at
+from pirsyncd.source.fanotify_changes import FanotifyTranslator
+from pirsyncd.source.fanotify_events import describe_mask, parse_events
+from pirsyncd.source.fanotify_paths import HandleResolver, KernelLookup, is_dir_on_disk
+from pirsyncd.source.mounts import MountsBelow, MountTable, mount_of, mounts_below
+
+log = logging.getLogger("pirsyncd")
+# Reads per read_changes at most (64 KiB each, some 700 events): the rest waits for the next
+# turn of the loop, which stays responsive while another writer floods the file system.
+MAX_READS = 64
+
+
+class FanotifyWatcher:
+    """Watches ``source`` through a fanotify filesystem mark (CAP_SYS_ADMIN, and
+    CAP_DAC_READ_SEARCH to resolve handles; check first with
+    :func:`pirsyncd.source.fanotify_probe.filesystem_marks_refusal`)."""
+
+    def __init__(self, source: str, excluder: Excluder, debug_events: bool = False,
+                 one_file_system: bool = False) -> None:
+        self.source = source
+        self.excluder = excluder  # the intake drops excluded paths; nothing here needs a walk
+        self.debug_events = debug_events
+        self.mount_table = MountTable()
+        self.mounts = MountsBelow(source, one_file_system)
+        self.group: Fanotify | None = None
+        self.lookup: KernelLookup | None = None
+        self.translator: FanotifyTranslator | None = None
+        self.root_lost = False
+        self.unwatched: set[str] = set()  # nothing goes unwatched: the interface of the Watcher
+        self.limit_reached = False
+        self.walking = False
+
+    def watch_root(self, walk_all: bool = True) -> None:
+        """Place the filesystem mark on the source's file system (``walk_all``: there is no
+        walk). Raises OSError as the kernel says."""
+        self._close_group()
+        real_source = os.path.realpath(self.source)
+        group = Fanotify()
+        try:
+            group.mark(self.source)
+            handle_type, handle, _ = name_to_handle_at(self.source)
+            lookup = KernelLookup(self.source)
+        except BaseException:
+            group.close()
+            raise
+        table = self.mount_table.read()
+        self.mounts.root_device = os.stat(self.source).st_dev
+        self.mounts.note(table)
+        self.unwatched = {path for path in mounts_below(real_source, table) if self._beyond_the_mark(path)}
+        self.group, self.lookup, self.root_lost = group, lookup, False
+        self.translator = FanotifyTranslator(real_source, (handle_type, handle), HandleResolver(lookup),
+                                             is_dir_on_disk, mount_of(real_source, table))
+
+    def fileno(self) -> int:
+        """The group's descriptor; ValueError before watch_root and once closed (as a closed
+        file object's: ``selectors`` then finds it by the object when it is unregistered)."""
+        if self.group is None:
+            raise ValueError("the fanotify watcher has no group yet")
+        return self.group.fileno()
+
+    def _close_group(self) -> None:
+        if self.group is not None:
+            self.group.close()  # kept: a closed group's fileno() raises ValueError
+        if self.lookup is not None:
+            self.lookup.close()
+            self.lookup = None
+
+    def close(self) -> None:
+        self._close_group()
+        self.mount_table.close()
+
+    @property
+    def watched_count(self) -> int:
+        """Directories watched one by one: none (one mark covers the file system)."""
+        return 0
+
+    @property
+    def root_alive(self) -> bool:
+        return self.group is not None and not self.group.closed and not self.root_lost
+
+    def walk_step(self, max_directories: int | None = None, seconds: float | None = None) -> bool:
+        """Nothing is walked: no walks are left."""
+        return False
+
+    def retry_unwatched(self, only: set[str] | None = None) -> list[str]:
+        return []
+
+    def kept_out(self) -> list[str]:
+        """The mount points below the source whose contents stay out of the mirror."""
+        return self.mounts.kept_out()
+
+    def read_changes(self) -> list[Change]:
+        """Read the queued events (never blocks) and turn them into Changes."""
+        assert self.group is not None and self.translator is not None, "watch_root first"
+        changes: list[Change] = []
+        for _ in range(MAX_READS):
+            buffer = self.group.read()
+            if not buffer:
+                break
+            events = parse_events(buffer)
+            if self.debug_events:
+                for event in events:
+                    log.debug("fanotify event mask=%s entry=%r old=%r new=%r", describe_mask(event.mask),
+                              event.entry and event.entry.name, event.old and event.old.name,
+                              event.new and event.new.name)
+            changes += self.translator.feed(events)
+        self.root_lost = self.root_lost or any(change.kind == ChangeKind.ROOT_LOST for change in changes)
+        return changes
+
+    def _beyond_the_mark(self, path: str) -> bool:
+        """Whether another file system mirrored with the source is mounted at ``path`` (below
+        it): the mark does not reach it, so it is covered by full syncs only."""
+        mount = self.mounts.at(path)
+        return mount is not None and mount.device != self.mounts.root_device and (
+            self.mounts.kept_out_reason(mount.device) is None)
+
+    def read_mount_changes(self) -> list[Change]:
+        """After the mount table changed: ROOT_LOST when the source's file system is no longer
+        where it was (unmounted, or covered by another mount); each place below the source
+        where a file system came or went is sent again (one the mark does not reach is noted
+        in :attr:`unwatched`, as the inotify watcher notes a directory it cannot watch)."""
+        assert self.translator is not None
+        table = self.mount_table.read()
+        changes = self.translator.mount_table_changed(table)
+        self.root_lost = self.root_lost or bool(changes)
+        for path in self.mounts.note(table):
+            if self.excluder and self.excluder.excludes(path, True):
+                continue
+            if self._beyond_the_mark(path):
+                mount = self.mounts.at(path)
+                log.warning("a %s file system was mounted at %s: the fanotify mark does not reach it, so it is "
+                            "covered by full syncs only", mount.fstype if mount else "", path)
+                self.unwatched.add(path)
+            else:
+                self.unwatched.discard(path)
+            present = is_dir_on_disk(os.path.join(self.source, path))
+            changes.append(Change(ChangeKind.NEW_DIR, path, True) if present
+                           else Change(ChangeKind.REMOVED, path, True))
+        return changes
