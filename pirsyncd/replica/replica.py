@@ -8,7 +8,6 @@ A second destination is a second Replica fed the same changes.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import stat
@@ -22,12 +21,13 @@ from pirsyncd.replica.batch import Batch
 from pirsyncd.replica.counters import RunTally
 from pirsyncd.replica.deletions import DeletionPath, DeletionProbe
 from pirsyncd.replica.failing import FailingPaths
-from pirsyncd.replica.itemize import ItemizedChanges, ItemizeReader
+from pirsyncd.replica.itemize import ItemizedChanges
 from pirsyncd.replica.job import JobResult, RunRecord, SyncJob
 from pirsyncd.replica.pending import Pending
 from pirsyncd.replica.plan import SourceFacts
 from pirsyncd.replica.policy import ReplicaPolicy, ReplicaState, Timer
-from pirsyncd.replica.progress import FullSyncProgress, ProgressParser
+from pirsyncd.replica.progress import FullSyncProgress
+from pirsyncd.replica.readers import RSYNC_RUNS, output_sink
 from pirsyncd.replica.results import ReplicaReport, SyncedJob
 from pirsyncd.replica.rsync import Outcome, RunMode
 from pirsyncd.replica.runlog import RsyncOutputLog, log_run
@@ -39,7 +39,6 @@ log = logging.getLogger("pirsyncd")
 # Entries rsync created, updated or deleted that on_sync is told of, per call (past it the hook is
 # told its list is not complete: PIRSYNCD_COMPLETE=0).
 CHANGED_PATHS_LIMIT = 100_000
-_RSYNC_RUNS = frozenset(mode.value for mode in RunMode)  # the labels of a job's rsync runs
 
 HELD_WARNING = ("deletions held: more than max_delete entries would be deleted; check the source, then raise "
                 "max_delete and reload")
@@ -227,31 +226,14 @@ class Replica:
             self.child = None
             return self._job_ended(step, now)
         self.child = self.start_child(step) if isinstance(step, Command) else step
-        if isinstance(step, Command) and step.label in _RSYNC_RUNS:
-            sinks: list[Callable[[bytes], bytes]] = []
+        if isinstance(step, Command) and step.label in RSYNC_RUNS:
             if step.label == RunMode.FULL.value and self.progress is not None:
                 self.progress.new_attempt()
-                sinks.append(self._progress_reader(self.progress))
-            if self.config.on_sync:
-                sinks.append(ItemizeReader(CHANGED_PATHS_LIMIT, self.changed_by_rsync).feed)
-            if sinks:
-                self.child.stdout_sink = functools.reduce(
-                    lambda first, then: lambda data: then(first(data)), sinks)
+            sink = output_sink(step.label, self.progress,
+                               self.changed_by_rsync if self.config.on_sync else None, CHANGED_PATHS_LIMIT)
+            if sink is not None:
+                self.child.stdout_sink = sink
         return self.child
-
-    @staticmethod
-    def _progress_reader(progress: FullSyncProgress) -> Callable[[bytes], bytes]:
-        """What reads a FULL run's output as the loop gets it: its progress lines feed ``progress``,
-        the rest is kept. A chunk is parsed at once, never waited on."""
-        parser = ProgressParser()
-
-        def read(data: bytes) -> bytes:
-            kept, sample = parser.feed(data)
-            if sample is not None:
-                progress.observe(sample, time.monotonic())
-            return kept
-
-        return read
 
     def _on_run(self, record: RunRecord) -> None:
         self.files_sent_in_job += record.figures.get("files_transferred", 0)
