@@ -397,6 +397,7 @@ class Instance:
         identity = self.source.identity
         return {
             **whole, "instance": self.config.instance, "source": self.config.source,
+            "config_file": self.config.origin if self.config.origin.startswith("/") else None,
             "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
             "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
             "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],

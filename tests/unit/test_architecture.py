@@ -28,7 +28,7 @@ MAY_IMPORT = {
 }
 PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
         "source.events", "source.hardlinks", "replica.batch", "replica.pending",
-        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "policy")
+        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "ops.drift", "policy")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple"}
 
 
