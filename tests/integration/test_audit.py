@@ -190,9 +190,13 @@ def test_an_in_sync_mirror_under_live_churn_reports_nothing_but_drift_made_at_th
                 pirsyncd_command("audit", *attached), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, env=path.environment(os.environ) if path is not None else None)
             try:
-                while running.poll() is None:
-                    workload.run(5)
-                stdout, stderr = running.communicate(timeout=60)
+                stdout = stderr = ""
+                while True:  # churn at about 40 operations a second until the audit is done
+                    try:
+                        stdout, stderr = running.communicate(timeout=0.05)
+                        break
+                    except subprocess.TimeoutExpired:
+                        workload.run(2)
             finally:
                 if running.poll() is None:
                     running.kill()
