@@ -234,3 +234,42 @@ def test_an_instance_is_audited_by_name_or_by_its_status_file(tmp_path: Path, st
         assert drift_of(audit_json(*named, expect=1))["attributes"] == {"mode.txt"}
         assert audit(*named, "--repair").returncode == 0
         wait_until_equal(source, destination, 30)
+
+
+@pytest.mark.remote
+@pytest.mark.skipif(os.geteuid() != 0, reason="sshd and rsync --daemon as root need root")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server")
+def test_ssh_and_rsync_daemon_destinations_are_audited_and_repaired(tmp_path: Path) -> None:
+    from tests.integration.test_remote_destinations import rsyncd_section, ssh_section, write_config
+    from tests.support.servers import RsyncDaemon, SshServer
+
+    source, local = tmp_path / "source", tmp_path / "local"
+    make_tree(source)
+    with SshServer() as ssh, RsyncDaemon() as rsyncd:
+        mirrors = {"ssh": tmp_path / "ssh-mirror", "rsyncd": rsyncd.module_path / "rsyncd", "local": local}
+        config = write_config(tmp_path, source, ssh_section("ssh", ssh, mirrors["ssh"])
+                              + rsyncd_section("rsyncd", rsyncd), local)
+        with Daemon(tmp_path / "daemon", "--config", str(config)) as daemon:
+            for mirror_path in mirrors.values():
+                wait_until_equal(source, mirror_path, 60)
+            attached = ["--config", str(config), "--status-file", str(daemon.status_file)]
+            answer = audit_json(*attached, "--content", expect=0)
+            assert [entry["destination"] for entry in answer["destinations"]] == ["local", "ssh", "rsyncd"]
+            for name in ("ssh", "rsyncd"):
+                make_drift(mirrors[name])
+            answer = audit_json(*attached, "--content", expect=1)
+            by_name = {entry["destination"]: index for index, entry in enumerate(answer["destinations"])}
+            assert drift_of(answer, by_name["local"]) == {kind: set() for kind in EXPECTED}
+            for name in ("ssh", "rsyncd"):
+                assert_found(drift_of(answer, by_name[name]), {**EXPECTED, "modified": {"grown.txt", "same.txt"}})
+            only = audit_json(*attached, "--destination", "ssh", expect=1)
+            assert [entry["destination"] for entry in only["destinations"]] == ["ssh"]
+            repaired = audit(*attached, "--content", "--repair")
+            assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+            for name, mirror_path in mirrors.items():
+                assert differences(source, mirror_path) == [], name
+            assert audit_json(*attached, "--content", expect=0)["identical"]
+            ssh.stop()
+            down = audit(*attached, "--destination", "ssh")
+            assert down.returncode == 69, down.stdout + down.stderr
+            assert "ssh" in down.stderr and "Traceback" not in down.stderr
