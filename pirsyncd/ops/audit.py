@@ -262,6 +262,9 @@ def _settle(audits: list[DestinationAudit], found: dict[str, dict[str, str]], er
             request: AuditRequest, only: str | None, print_error: Callable[[str], None]) -> dict[str, dict[str, str]]:
     """Let the daemon send what it has (a sync barrier), then keep only what a recheck confirms."""
     assert request.status_path is not None
+    if (running_status(request.status_path) or {}).get("paused"):
+        raise AuditError("the instance is paused, so changes on their way cannot be told from drift; resume it "
+                         "(pirsyncd resume) and audit again", exitcodes.TEMPFAIL)
     settled_before = time.time()
     status = wait_until_synced(request.status_path, request.timeout, print_error=print_error, destination=only)
     if status != exitcodes.OK:
