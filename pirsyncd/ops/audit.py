@@ -11,7 +11,10 @@ Why a daemon's churn raises no alarm: a change made before the barrier is at the
 when the barrier returns, so the recheck no longer sees it; a change made after it gives the
 source entry (or for an extra entry, its nearest directory at the source) a ctime past the
 barrier, which user space cannot set back, so it is left for the next audit. What a recheck
-still sees on an entry the source did not touch since is drift.
+still sees on an entry the source did not touch since is drift. So while a daemon runs, rsync
+may over-report (``--ignore-errors``: a directory that vanished under it does not make it skip
+the deletions, its entries at the destination show as extra until the recheck); without a
+daemon, a pass that lost its deletions that way is run again.
 """
 
 from __future__ import annotations
@@ -72,12 +75,12 @@ def _run(config: Config, argv: list[str], paths: list[str] | None, label: str) -
     return child.wait(config.time_limit if config.time_limit > 0 else 10.0 ** 9)
 
 
-def _dry_run(config: Config, argv: list[str], paths: list[str] | None, label: str) -> dict[str, str]:
+def _dry_run(config: Config, argv: list[str], paths: Callable[[], list[str]] | None, label: str) -> dict[str, str]:
     """Drift as one dry run itemizes it; AuditError when rsync failed. A source that changed
     while rsync read it (status 24, or 23 for paths that vanished) is no failure, unless rsync
-    skipped the deletions for it: then the pass is run again."""
+    skipped the deletions for it: then the pass is run again (``paths`` are asked for again)."""
     for _ in range(_ATTEMPTS):
-        result = _run(config, argv, paths, label)
+        result = _run(config, argv, paths() if paths is not None else None, label)
         if result.status in (0, 24):
             return plan.parse_itemized(result.stdout)
         errors = analyse_errors(result.stderr, config.source, result.stdout.decode(errors="replace"))
@@ -150,23 +153,28 @@ def _is_source_directory(config: Config) -> Callable[[str], bool]:
 class DestinationAudit:
     """The audit of one destination (``config`` is one of ``Config.per_destination()``)."""
 
-    def __init__(self, config: Config, request: AuditRequest) -> None:
+    def __init__(self, config: Config, request: AuditRequest, daemon: bool) -> None:
+        """``daemon``: a daemon mirrors the source meanwhile; what is found is rechecked."""
         self.config = config
         self.request = request
         self.kept_out = kept_out_now(config)
         self.name = config.destination_name or config.destination.text
+        self.extra_options = ["--ignore-errors"] if daemon else []
+
+    def _options(self, argv: list[str]) -> list[str]:
+        return [*argv[:-2], *self.extra_options, *argv[-2:]]
 
     def first_pass(self) -> dict[str, str]:
         """The whole tree (with checksums for ``--content``), and a content slice if asked for."""
         content = self.request.content
-        found = _dry_run(self.config, plan.build_audit_command(self.config, content=content == "all",
-                                                               kept_out=self.kept_out), None, "audit")
+        argv = plan.build_audit_command(self.config, content=content == "all", kept_out=self.kept_out)
+        found = _dry_run(self.config, self._options(argv), None, "audit")
         if content and content != "all":
             part, parts = plan.parse_slice(content)
             files = list(slice_files(self.config, part, parts, self.kept_out))
             if files:
                 sliced = _dry_run(self.config, plan.build_slice_command(self.config, kept_out=self.kept_out),
-                                  files, f"audit slice {content}")
+                                  lambda: files, f"audit slice {content}")
                 found.update({path: kind for path, kind in sliced.items() if path not in found})
         return found
 
@@ -176,8 +184,14 @@ class DestinationAudit:
         if not found:
             return {}
         argv = plan.build_recheck_command(self.config, content=bool(self.request.content), kept_out=self.kept_out)
-        entries = plan.recheck_entries(found, _is_source_directory(self.config))
-        again = plan.confirmed(found, _dry_run(self.config, argv, entries, "audit recheck"))
+        is_directory = _is_source_directory(self.config)
+
+        def entries() -> list[str]:
+            # Not below a directory that is no longer one at the source (rsync: "Not a directory").
+            listed = plan.recheck_entries(found, is_directory)
+            return [entry for entry in listed if is_directory(os.path.dirname(entry.removesuffix("/.")) or ".")
+                    and (not entry.endswith("/.") or is_directory(entry[:-2]))]
+        again = plan.confirmed(found, _dry_run(self.config, self._options(argv), entries, "audit recheck"))
         if settled_before is None:
             return again
         return {path: kind for path, kind in again.items()
@@ -205,7 +219,10 @@ class DestinationAudit:
 
     def _send(self, argv: list[str], paths: list[str], label: str) -> None:
         result = _run(self.config, argv, paths, label)
-        if result.status not in (0, 24):
+        errors = analyse_errors(result.stderr, self.config.source)
+        churn = result.status == 23 and errors.failed and not errors.destination_trouble and all(
+            reason == "vanished" for reason in errors.failed.values())  # the recheck tells what is left
+        if result.status not in (0, 24) and not churn:
             verdict = explain(classify_exit_status(result.status, result.stderr_tail), self.config)
             raise AuditError(f"the {label} failed: rsync exited with status {result.status} ({verdict.meaning})"
                              + (f"; {verdict.fix}" if verdict.fix else ""),
@@ -224,7 +241,8 @@ def run_audit(config: Config, request: AuditRequest, only: str | None = None,
     if not destinations:
         names = ", ".join(each.destination_name for each in config.per_destination())
         raise AuditError(f"no destination {only!r} (known: {names})", exitcodes.USAGE)
-    audits = [DestinationAudit(each, request) for each in destinations]
+    daemon = request.status_path is not None and running_status(request.status_path) is not None
+    audits = [DestinationAudit(each, request, daemon) for each in destinations]
     started = time.monotonic()
     found: dict[str, dict[str, str]] = {}
     errors: dict[str, AuditError] = {}
@@ -233,7 +251,6 @@ def run_audit(config: Config, request: AuditRequest, only: str | None = None,
             found[audit.name] = audit.first_pass()
         except AuditError as error:
             errors[audit.name] = error
-    daemon = request.status_path is not None and running_status(request.status_path) is not None
     if daemon and any(found.values()):
         found = _settle(audits, found, errors, request, only, print_error)
     repaired: dict[str, dict[str, str]] = {}

@@ -180,7 +180,7 @@ def test_an_in_sync_mirror_under_live_churn_reports_nothing_but_drift_made_at_th
         write_file(source / "quiet" / f"file{index}", f"quiet {index}\n")
     config = tmp_path / "www.conf"
     config.write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.3\n")
-    workload = Workload(source / "busy", seed_from_environment(2525), "mixed", outside, hard_links=False)
+    workload = Workload(source / "busy", seed_from_environment(2525), "hostile", outside, hard_links=False)
     with Daemon(tmp_path / "daemon", "--config", str(config)) as daemon:
         attached = ["--status-file", str(daemon.status_file)]
         for _ in range(3):
@@ -206,12 +206,13 @@ def test_an_in_sync_mirror_under_live_churn_reports_nothing_but_drift_made_at_th
         # Drift made at the destination while the churn goes on: found, and only that.
         os.chmod(destination / "quiet" / "file3", 0o600)
         rewrite_keeping_size_and_mtime(destination / "quiet" / "file4")
+        (destination / "quiet" / "file5").unlink()
+        write_file(destination / "quiet" / "stray", "made at the destination\n")
         workload.run(60)
         answer = audit_json(*attached, "--content", expect=1)
         found = drift_of(answer)
-        assert found["attributes"] == {"quiet/file3"} and found["modified"] == {"quiet/file4"}, (
-            f"{workload.describe()}\n{found}")
-        assert not found["missing"] and not found["extra"]
+        assert found == {"attributes": {"quiet/file3", "quiet"}, "modified": {"quiet/file4"},
+                         "missing": {"quiet/file5"}, "extra": {"quiet/stray"}}, f"{workload.describe()}\n{found}"
         workload.run(30)
         result = audit(*attached, "--content", "--repair")
         assert result.returncode == 0, result.stdout + result.stderr
