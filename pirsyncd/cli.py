@@ -384,7 +384,9 @@ def _audit_command(argv: list[str]) -> int:
         print(json.dumps({"instance": config.instance or None, "identical": exit_status == exitcodes.OK,
                           "destinations": [result.as_json() for result in results]}, indent=1))
     else:
-        print("\n".join(format_result(result) for result in results))
+        shown = [format_result(result) for result in results if not result.error]
+        if shown:
+            print("\n".join(shown))
     for result in results:
         if result.error:
             _print_problems([f"audit: {result.destination}: {result.error}"])

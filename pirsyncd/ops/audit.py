@@ -90,7 +90,7 @@ def _dry_run(config: Config, argv: list[str], paths: Callable[[], list[str]] | N
             return plan.parse_itemized(result.stdout)
         if not churn:
             verdict = explain(classify_exit_status(result.status, result.stderr_tail), config)
-            tail = result.stderr_tail.splitlines()[-1] if result.stderr_tail else ""
+            tail = _telling_line(result.stderr_tail)
             message = f"rsync exited with status {result.status} ({verdict.meaning})" + (
                 f": {tail}" if tail and verdict.outcome != Outcome.FATAL else "") + (
                 f"; {verdict.fix}" if verdict.fix else "")
@@ -101,6 +101,14 @@ def _dry_run(config: Config, argv: list[str], paths: Callable[[], list[str]] | N
             exit_status = verdict.exit_status if verdict.outcome == Outcome.FATAL else exitcodes.UNAVAILABLE
             raise AuditError(message, exit_status)
     raise AuditError("the source changed too much while it was audited; audit again", exitcodes.TEMPFAIL)
+
+
+def _telling_line(stderr_tail: str) -> str:
+    """The line of rsync's stderr that says what went wrong ("ssh: connect to host ...: Connection
+    refused"), not its closing summary ("rsync error: ... (code 12)")."""
+    lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("rsync error:", "rsync: connection unexpectedly"))]
+    return (telling or lines or [""])[0]
 
 
 def slice_files(config: Config, part: int, parts: int, kept_out: list[str]) -> Iterator[str]:
