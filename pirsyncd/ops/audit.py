@@ -20,6 +20,7 @@ daemon, a pass that lost its deletions that way is run again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import stat
 import time
@@ -150,12 +151,15 @@ def _source_ctime(config: Config, path: str) -> float:
 
 
 def _is_source_directory(config: Config) -> Callable[[str], bool]:
-    def is_directory(path: str) -> bool:
-        try:
-            return stat.S_ISDIR(os.lstat(os.path.join(config.source, path)).st_mode)
-        except OSError:
-            return False
-    return is_directory
+    return functools.partial(is_source_directory, config.source)
+
+
+def is_source_directory(source: str, path: str) -> bool:
+    """Whether ``path`` (relative) is a directory at the source, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(os.path.join(source, path)).st_mode)
+    except OSError:
+        return False
 
 
 class DestinationAudit:
@@ -195,10 +199,7 @@ class DestinationAudit:
         is_directory = _is_source_directory(self.config)
 
         def entries() -> list[str]:
-            # Not below a directory that is no longer one at the source (rsync: "Not a directory").
-            listed = plan.recheck_entries(found, is_directory)
-            return [entry for entry in listed if is_directory(os.path.dirname(entry.removesuffix("/.")) or ".")
-                    and (not entry.endswith("/.") or is_directory(entry[:-2]))]
+            return plan.listable_recheck_entries(found, is_directory)
         again = plan.confirmed(found, _dry_run(self.config, self._options(argv), entries, "audit recheck"))
         if settled_before is None:
             return again

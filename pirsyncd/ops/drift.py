@@ -147,6 +147,14 @@ def recheck_entries(drift: dict[str, str], is_directory: Callable[[str], bool]) 
     return listed + deletion_entries(sorted(parents))
 
 
+def listable_recheck_entries(drift: dict[str, str], is_directory: Callable[[str], bool]) -> list[str]:
+    """:func:`recheck_entries`, less those below what is no longer a directory at the source
+    (rsync would fail on them: "Not a directory")."""
+    return [entry for entry in recheck_entries(drift, is_directory)
+            if is_directory(os.path.dirname(entry.removesuffix("/.")) or ".")
+            and (not entry.endswith("/.") or is_directory(entry[:-2]))]
+
+
 def confirmed(first: dict[str, str], again: dict[str, str]) -> dict[str, str]:
     """What a recheck confirms of the first audit's drift: each path still different (of the
     kind the recheck says); an extra path also when an extra directory above it is.

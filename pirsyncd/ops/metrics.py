@@ -67,6 +67,10 @@ class _SnapshotCollector:
                           labels=per_destination)
         full_syncs = counter("pirsyncd_full_syncs", "Full syncs started, by reason.",
                              labels=[*per_destination, "reason"])
+        audit_time = gauge("pirsyncd_audit_last_timestamp_seconds", "When the last periodic audit ended (epoch).",
+                           labels=per_destination)
+        audit_drift = gauge("pirsyncd_audit_drift_entries", "Differences the last periodic audit found, by kind.",
+                            labels=[*per_destination, "kind"])
         views = destination_views(snapshot)
         for view in views:
             labels = [instance, view.get("name") or "default"]
@@ -87,7 +91,13 @@ class _SnapshotCollector:
             deleted.add_metric(labels, counters.get("files_deleted", 0))
             for reason, count in (counters.get("full_syncs") or {}).items():
                 full_syncs.add_metric([*labels, reason], count)
-        yield from (pending, state, failing, last_sync, runs, seconds, sent, transferred, deleted, full_syncs)
+            audit = view.get("audit") or {}
+            if audit.get("time"):
+                audit_time.add_metric(labels, audit["time"])
+            for kind, count in (audit.get("drift") or {}).items():
+                audit_drift.add_metric([*labels, kind], count)
+        yield from (pending, state, failing, last_sync, runs, seconds, sent, transferred, deleted, full_syncs,
+                    audit_time, audit_drift)
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
                         instance, 1.0 if snapshot.get("paused") else 0.0)

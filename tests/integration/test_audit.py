@@ -284,3 +284,95 @@ def test_ssh_and_rsync_daemon_destinations_are_audited_and_repaired(tmp_path: Pa
             assert down.returncode == 69, down.stdout + down.stderr
             assert down.stderr.count("\n") == 1 and "ssh: connect to host" in down.stderr, down.stderr
             assert down.stdout == ""
+
+
+def periodic_daemon(tmp_path: Path, source: Path, destination: Path, *lines: str) -> tuple[Daemon, Path, Path]:
+    """An instance auditing every half second, with a metrics file and an on_failure recorder."""
+    from tests.integration.test_hooks import recorder
+
+    hook, out = recorder(tmp_path, "on_failure")
+    metrics = tmp_path / "pirsyncd.prom"
+    config = tmp_path / "www.conf"
+    config.write_text("\n".join([f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.1",
+                                 "audit_interval = 0.5", *lines, f"[log]\nmetrics_file = {metrics}",
+                                 f"[hooks]\non_failure = {hook}\n"]))
+    return Daemon(tmp_path / "daemon", "--config", str(config)), metrics, out
+
+
+def audited(daemon: Daemon, predicate: Any, timeout: float = 30) -> dict[str, Any]:
+    """The status's audit once ``predicate(audit)`` holds."""
+    from tests.support.trees import wait_for
+
+    def reached() -> dict[str, Any] | None:
+        daemon.assert_running()
+        audit = daemon.status().get("audit")
+        return audit if isinstance(audit, dict) and audit.get("time") and predicate(audit) else None
+
+    return wait_for(reached, timeout, lambda: f"audit: {daemon.status().get('audit')}\n{daemon.describe()}")
+
+
+def test_the_daemon_audits_periodically_and_reports_drift_everywhere(tmp_path: Path) -> None:
+    from tests.integration.test_hooks import calls
+    from tests.integration.test_metrics import read_metrics, total
+    from tests.support.trees import wait_for
+
+    source, destination = tmp_path / "source", tmp_path / "mirror"
+    make_tree(source)
+    daemon, metrics, out = periodic_daemon(tmp_path, source, destination)
+    with daemon:
+        audited(daemon, lambda audit: audit["drift"] == {"missing": 0, "extra": 0, "modified": 0, "attributes": 0})
+        os.chmod(destination / "mode.txt", 0o600)
+        write_file(destination / "names" / "stray", "made at the destination\n")
+        audit = audited(daemon, lambda audit: (audit["drift"] or {}).get("extra"))
+        assert ["mode.txt", "attributes"] in audit["paths"] and ["names/stray", "extra"] in audit["paths"]
+        assert audit["drift"]["missing"] == 0 and audit["drift"]["modified"] == 0
+        assert "audit found" in daemon.status()["status_line"]
+        samples = read_metrics(metrics)
+        assert total(samples, "pirsyncd_audit_drift_entries", kind="extra") == 1
+        assert total(samples, "pirsyncd_audit_last_timestamp_seconds") > 0
+        wait_for(lambda: any(call["env"].get("PIRSYNCD_EVENT") == "drift" for call in calls(out)), 20,
+                 lambda: f"no drift event: {calls(out)}")
+        assert "audit: 2 differences at the destination" in daemon.log() or "audit: 3 differences" in daemon.log()
+        status = run_pirsyncd("status", "--status-file", str(daemon.status_file))
+        assert "audit:" in status.stdout and "differences" in status.stdout
+        # Put right by hand: the next audit finds nothing, and on_failure hears it recovered.
+        os.chmod(destination / "mode.txt", (source / "mode.txt").stat().st_mode & 0o7777)
+        os.unlink(destination / "names" / "stray")
+        subprocess.run(["rsync", "-a", "--delete", f"{source}/", f"{destination}/"], check=True)
+        audited(daemon, lambda audit: not any((audit["drift"] or {}).values()))
+        wait_for(lambda: calls(out) and calls(out)[-1]["env"].get("PIRSYNCD_EVENT") == "recovered", 20,
+                 lambda: f"no recovered event: {calls(out)}")
+
+
+def test_audit_repair_sends_the_drift_again_and_churn_raises_no_alarm(tmp_path: Path) -> None:
+    from tests.integration.test_hooks import calls
+    from tests.support.trees import wait_for
+
+    source, destination, outside = tmp_path / "source", tmp_path / "mirror", tmp_path / "outside"
+    make_tree(source)
+    outside.mkdir()
+    (source / "busy").mkdir()
+    daemon, _, out = periodic_daemon(tmp_path, source, destination, "audit_content = yes", "audit_repair = yes")
+    with daemon:
+        make_drift(destination)
+        wait_until_equal(source, destination, 30)
+        assert (destination / "same.txt").read_bytes() == (source / "same.txt").read_bytes()
+        repaired = audited(daemon, lambda audit: not any((audit["drift"] or {}).values()))
+        started = repaired["time"]
+        workload = Workload(source / "busy", seed_from_environment(2526), "hostile", outside, hard_links=False)
+        ended: set[float] = set()
+
+        def churned_through_audits() -> bool:
+            """Two operations each poll (about 40 a second); True once 3 audits ended meanwhile."""
+            workload.run(2)
+            audit = daemon.status().get("audit") or {}
+            assert not any((audit.get("drift") or {}).values()), f"{workload.describe()}\n{audit}"
+            if audit.get("time") and audit["time"] > started:
+                ended.add(audit["time"])
+            return len(ended) >= 3
+
+        wait_for(churned_through_audits, 60, lambda: f"{len(ended)} audits ended under churn\n{daemon.describe()}")
+        audited(daemon, lambda audit: not any((audit["drift"] or {}).values()))
+        daemon.assert_in_sync(source, destination)
+        events = [call["env"].get("PIRSYNCD_EVENT") for call in calls(out)]
+        assert events.count("drift") <= 1, events  # the drift made on purpose, once; churn never
