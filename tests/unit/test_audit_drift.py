@@ -1,7 +1,12 @@
 """The audit's pure part (pirsyncd.ops.drift): the argv is the live full sync's, fit for a dry run;
-rsync's itemized lines become drift with every name whole; slices cover the tree once."""
+rsync's itemized lines become drift with every name whole; slices cover the tree once. And the
+daemon's periodic audit (pirsyncd.ops.auditor) with fabricated child results: what it finds is
+rechecked once the destination settled, churn is dropped, audit_repair makes pending changes."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +105,46 @@ def test_a_summary_names_the_first_paths_of_each_kind_and_json_every_one() -> No
     assert result.as_json()["drift"]["missing"] == sorted(f"f{index}" for index in range(8))  # type: ignore[index]
     assert drift.format_result(drift.AuditResult("web1", {}, 0.5, "2/7")) == \
         "web1: identical (content slice 2/7, 0.5 s)"
+
+
+def test_a_periodic_audit_rechecks_what_it_found_once_the_destination_has_settled(tmp_path: Path) -> None:
+    from pirsyncd.ops.auditor import FIRST, RECHECK, PeriodicAudits
+    from tests.support.fabricated import exited
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("a", "b"):
+        (source / name).write_text(name)
+    config = parse(f"[sync]\nsource = {source}\ndestination = /backup/www\naudit_interval = 60\n")
+    audits = PeriodicAudits()
+    audits.configure([("www", config)], 0.0)
+    assert audits.due_at("www", 0, True) == 60.0
+    audit = audits.audits["www"]
+    audit.phase = FIRST  # as step() leaves it; its child is the runner's business
+    first = exited(stdout=b"pirsyncd-audit .f...p..... a\npirsyncd-audit >f.s....... b\n")
+    assert audits.finished("www", config, first, 61.0, change_seq=7) is None  # not over: settle, recheck
+    assert audits.due_at("www", 6, False) is None  # the destination has not every change yet
+    assert audits.due_at("www", 7, False) == float("-inf")
+    assert audits.due_at("www", 6, True) == float("-inf")  # nothing pending or running: settled
+    audit.phase, audit.settled_wall = RECHECK, time.time() + 2  # the source did not change since
+    again = exited(stdout=b"pirsyncd-audit .f...p..... a\n")  # b was a change on its way
+    assert audits.finished("www", config, again, 62.0, change_seq=9) == {"a": "attributes"}
+    assert audits.drift_count("www") == 1 and audits.due_at("www", 9, True) == 122.0
+    snapshot = audits.snapshot("www", 0.0)
+    assert snapshot is not None and snapshot["drift"] == {"missing": 0, "extra": 0, "modified": 0, "attributes": 1}
+    audit.phase, audit.found, audit.settled_wall = RECHECK, {"a": "attributes"}, 0.0  # changed since: churn
+    assert audits.finished("www", config, again, 123.0, change_seq=9) == {}
+    assert audits.finished("www", config, exited(status=12, stderr="rsync error"), 124.0, 9) is None
+    assert "rsync exited with status 12" in (audits.snapshot("www", 0.0) or {})["error"]
+
+
+def test_audit_repair_makes_the_drift_pending_changes() -> None:
+    from pirsyncd.ops.auditor import repair_changes
+    from pirsyncd.source.events import Change, ChangeKind
+
+    found = {"new": "missing", "d": "attributes", "d/f": "modified", "old": "extra", "old/x": "extra",
+             "gone": "extra", ".": "attributes"}
+    assert repair_changes(found, lambda path: path in ("new", "d")) == [
+        Change(ChangeKind.CHANGED, ".", True), Change(ChangeKind.CHANGED, "d", True), Change(ChangeKind.CHANGED, "d/f"),
+        Change(ChangeKind.REMOVED, "gone", False), Change(ChangeKind.NEW_DIR, "new", True),
+        Change(ChangeKind.REMOVED, "old", True)]
