@@ -179,8 +179,8 @@ class PeriodicAudits:
         if found:
             summary = ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
             first = ", ".join(f"{path!r} ({kind})" for path, kind in sorted(found.items())[:_SHOWN])
-            log.warning("%saudit: %d differences at the destination (%s): %s%s", prefix, len(found), summary,
-                        first, "; sent again" if config.audit_repair else "", extra=fields)
+            log.warning("%saudit: %s at the destination (%s): %s%s", prefix, plan.count_of(len(found), "difference"),
+                        summary, first, "; sent again" if config.audit_repair else "", extra=fields)
         else:
             log.info("%saudit: the destination is identical", prefix, extra=fields)
         return found

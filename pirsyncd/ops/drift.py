@@ -272,6 +272,11 @@ class AuditResult:
         return result
 
 
+def count_of(number: int, noun: str) -> str:
+    """'1 difference', '3 differences'."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def format_result(result: AuditResult, shown: int = 5) -> str:
     """A few lines for a person: the verdict, then the first paths of each kind.
 
@@ -292,7 +297,8 @@ def format_result(result: AuditResult, shown: int = 5) -> str:
         return "\n".join(lines)
     counts = result.counts()
     summary = ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
-    lines.append(f"{result.destination}: {len(result.drift)} differences ({summary}) in {result.seconds:.1f} s")
+    lines.append(f"{result.destination}: {count_of(len(result.drift), 'difference')} ({summary}) in "
+                 f"{result.seconds:.1f} s")
     for kind in KINDS:
         paths = sorted(path for path, found in result.drift.items() if found == kind)
         for index, path in enumerate(paths[:shown]):

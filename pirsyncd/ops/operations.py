@@ -61,8 +61,8 @@ class Operations:
         """After every event: on_failure when a destination's alarm (failing, held, failed,
         source-lost, drift found by its last periodic audit, or none) changed."""
         alarm = "source-lost" if lost_reason else _ALARMS.get(state, "") or ("drift" if drift else "")
-        error = lost_reason or reason or (last_error or {}).get("message", "") or (
-            f"the last audit found {drift} differences at the destination" if alarm == "drift" else "")
+        found = f"the last audit found {drift} difference{'' if drift == 1 else 's'} at the destination"
+        error = lost_reason or reason or (last_error or {}).get("message", "") or (found if alarm == "drift" else "")
         self.hooks.observe(destination, alarm, error)
 
     def reconfigure(self, new: Config, status_path: str | None, pending: int) -> None:

@@ -91,7 +91,7 @@ def _drift(view: dict[str, Any]) -> str:
     """'audit found 3 differences' when the destination's last periodic audit found drift, else ''."""
     counts = (view.get("audit") or {}).get("drift") or {}
     total = sum(counts.values())
-    return f"audit found {total} differences" if total else ""
+    return f"audit found {total} difference{'' if total == 1 else 's'}" if total else ""
 
 
 def status_line(snapshot: dict[str, Any]) -> str:

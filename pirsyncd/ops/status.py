@@ -121,7 +121,8 @@ def _audit_text(audit: dict[str, Any]) -> str:
     elif not any(counts.values()):
         found = "identical"
     else:
-        found = (f"{sum(counts.values())} differences ("
+        total = sum(counts.values())
+        found = (f"{total} difference{'' if total == 1 else 's'} ("
                  + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + ")")
     when = f"last {_when(audit.get('time'))}: " if audit.get("time") else ""
     upcoming = audit.get("next")

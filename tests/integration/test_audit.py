@@ -376,3 +376,27 @@ def test_audit_repair_sends_the_drift_again_and_churn_raises_no_alarm(tmp_path: 
         daemon.assert_in_sync(source, destination)
         events = [call["env"].get("PIRSYNCD_EVENT") for call in calls(out)]
         assert events.count("drift") <= 1, events  # the drift made on purpose, once; churn never
+
+
+def test_each_destination_has_its_own_periodic_audit(tmp_path: Path) -> None:
+    from tests.support.trees import wait_for
+
+    source, web1, web2 = tmp_path / "source", tmp_path / "web1", tmp_path / "web2"
+    make_tree(source)
+    config = tmp_path / "farm.conf"
+    config.write_text(f"[sync]\nsource = {source}\ndelay = 0.1\naudit_interval = 0.5\n"
+                      f"[destination web1]\ndestination = {web1}\n[destination web2]\ndestination = {web2}\n")
+    with Daemon(tmp_path / "daemon", "--config", str(config)) as daemon:
+        wait_until_equal(source, web2, 30)
+        os.chmod(web2 / "mode.txt", 0o600)
+
+        def audits() -> dict[str, Any] | None:
+            daemon.assert_running()
+            views = {view["name"]: view.get("audit") or {} for view in daemon.status().get("destinations") or []}
+            done = all(view.get("time") and view.get("drift") is not None for view in views.values())
+            return views if done and (views["web2"]["drift"] or {}).get("attributes") else None
+
+        views = wait_for(audits, 30, lambda: daemon.describe())
+        assert views["web2"]["paths"] == [["mode.txt", "attributes"]]
+        assert not any(views["web1"]["drift"].values())
+        assert "web2: audit found 1 difference" in daemon.status()["status_line"]
