@@ -1,5 +1,6 @@
 """Command line: ``pirsyncd [NAME | --config FILE] [options]``, ``--check``,
-``pirsyncd status [NAME]``, ``pirsyncd wait NAME`` and ``pirsyncd pause|resume NAME``."""
+``pirsyncd status [NAME]``, ``pirsyncd wait NAME``, ``pirsyncd pause|resume NAME`` and
+``pirsyncd audit NAME``."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
                     "Runs in the foreground; stop it with SIGTERM or Ctrl-C.",
         epilog="Also: 'pirsyncd status [NAME]' (no NAME: every instance), 'pirsyncd wait NAME [--timeout S]', "
-               "'pirsyncd pause NAME', 'pirsyncd resume NAME' and 'pirsyncd plan NAME [--json]' (what a full sync "
-               "would send and delete, changing nothing). " + exitcodes.help_text())
+               "'pirsyncd pause NAME', 'pirsyncd resume NAME', 'pirsyncd plan NAME [--json]' (what a full sync "
+               "would send and delete, changing nothing) and 'pirsyncd audit NAME [--content[=K/N]] [--repair]'. "
+               + exitcodes.help_text())
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
     parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
@@ -61,12 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-config", action="store_true",
                         help="print a sample config, every key commented out with its default, and exit")
     parser.add_argument("--version", action="version", version=f"pirsyncd {__version__}")
-    _add_option_flags(parser)
+    add_option_flags(parser)
     return parser
 
 
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag for every option of the table (the daemon's, and ``plan``'s: the same config)."""
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of the table (``--delay``, ``--exclude`` ...), by section: the daemon's,
+    and those of ``plan`` and ``audit``, which read the same config."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS:
         group = groups.setdefault(option.section, parser.add_argument_group(f"[{option.section}] options"))
@@ -187,7 +190,7 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
 
 
-SUBCOMMANDS = ("status", "wait", "pause", "resume", "plan")
+SUBCOMMANDS = ("status", "wait", "pause", "resume", "plan", "audit")
 
 
 def plan_parser() -> argparse.ArgumentParser:
@@ -206,7 +209,7 @@ def plan_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON, one object per destination")
     parser.add_argument("--first", type=int, default=20, metavar="N",
                         help="paths shown of each kind: deletions, creations, updates (default 20)")
-    _add_option_flags(parser)
+    add_option_flags(parser)
     return parser
 
 
@@ -215,6 +218,8 @@ def subcommand_parser(verb: str) -> argparse.ArgumentParser:
     each, and what the verb adds."""
     if verb == "plan":
         return plan_parser()
+    if verb == "audit":
+        return audit_parser()
     parser = _Parser(prog=f"pirsyncd {verb}")
     parser.add_argument("name", nargs="?", metavar="NAME")
     parser.add_argument("--status-file", metavar="FILE",
@@ -355,9 +360,101 @@ def _plan_command(argv: list[str]) -> int:
     return plan_exit_status(plans)
 
 
+def audit_parser() -> argparse.ArgumentParser:
+    """``pirsyncd audit``: NAME, --config FILE or --status-file FILE of a running daemon, or the option flags
+    alone (--source, --destination ...), and what an audit adds."""
+    parser = _Parser(
+        prog="pirsyncd audit",
+        description="Compare the source with each destination as the live sync would (rsync --dry-run with its "
+                    "filters and options) and name every difference: missing, extra, modified, attributes. "
+                    "Exit 0 identical, 1 drift found.",
+        epilog="--status-file FILE: the running daemon's (default: the instance's); alone, its config file is read. "
+               "With NAME, --config or --status-file, --destination DNAME audits that destination only; with "
+               "--source, --destination names where to compare (as for the daemon). While the daemon runs, "
+               "changes on their way are not reported: drift is rechecked after a sync barrier. "
+               + exitcodes.help_text())
+    parser.add_argument("name", nargs="?", metavar="NAME", help="instance: read CONFIG_DIR/NAME.conf")
+    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
+    parser.add_argument("--config-dir", metavar="DIR",
+                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    parser.add_argument("--content", nargs="?", const="all", default="", metavar="K/N",
+                        help="also compare contents by checksum (reads both trees' bytes); K/N: only slice K of N "
+                             "of the files, by a hash of each path, so N runs cover the tree")
+    parser.add_argument("--repair", action="store_true",
+                        help="send the drifted paths again and delete the extra ones (within max_delete), then "
+                             "audit them again")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON, every path listed")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for a running daemon's sync barrier (default 600)")
+    add_option_flags(parser)
+    return parser
+
+
+def _audit_command(argv: list[str]) -> int:
+    """``pirsyncd audit``: load the instance's config, audit (pirsyncd.ops.audit), print, exit 0/1/error."""
+    from pirsyncd.ops.audit import AuditError, AuditRequest, run_audit
+    from pirsyncd.ops.drift import format_result, parse_slice
+    from pirsyncd.ops.status import default_status_path, read_status
+    from pirsyncd.replica.preflight import preflight
+
+    arguments = audit_parser().parse_args(argv[1:])
+    if arguments.name and arguments.config:
+        raise UsageError("give either NAME or --config FILE, not both")
+    if arguments.content not in ("", "all"):
+        try:
+            parse_slice(arguments.content)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    only = None
+    if arguments.name or arguments.config or arguments.status_file:
+        if len(arguments.destination or ()) > 1:
+            raise UsageError("--destination names one destination of the instance to audit")
+        only = (arguments.destination or [None])[0]
+        arguments.destination = None
+    if arguments.status_file and not arguments.name and not arguments.config and not arguments.source:
+        status = read_status(arguments.status_file) or {}
+        if not status.get("config_file"):
+            raise UsageError(f"{arguments.status_file}: names no config file (no daemon wrote it, or it was "
+                             "started without one); give NAME, --config FILE, or its --source and --destination")
+        arguments.config = status["config_file"]
+    if not (arguments.name or arguments.config or arguments.source or arguments.destination):
+        raise UsageError("nothing to audit: give NAME, --config FILE, --status-file FILE, or --source and "
+                         "--destination")
+    try:
+        config = load_config(arguments)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return exitcodes.CONFIG
+    problems = [problem for problem in preflight(config, look_at_destination=False)
+                if problem[0] != exitcodes.REFUSED_WIPE]
+    if problems:
+        _print_problems([message for _, message in problems])
+        return problems[0][0]
+    status_path = arguments.status_file or config.status_file or default_status_path(config.instance)
+    request = AuditRequest(arguments.content, arguments.repair, status_path, arguments.timeout)
+    try:
+        results, exit_status = run_audit(config, request, only, print_error=lambda text: print(text, file=sys.stderr))
+    except AuditError as error:
+        _print_problems([f"audit: {error}"])
+        return error.exit_status
+    if arguments.json:
+        print(json.dumps({"instance": config.instance or None, "identical": exit_status == exitcodes.OK,
+                          "destinations": [result.as_json() for result in results]}, indent=1))
+    else:
+        shown = [format_result(result) for result in results if not result.error]
+        if shown:
+            print("\n".join(shown))
+    for result in results:
+        if result.error:
+            _print_problems([f"audit: {result.destination}: {result.error}"])
+    return exit_status
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] == "plan":
         return _plan_command(argv)
+    if argv and argv[0] == "audit":
+        return _audit_command(argv)
     if argv and argv[0] in ("status", "wait"):
         return _status_command(argv)
     if argv and argv[0] in ("pause", "resume"):

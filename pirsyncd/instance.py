@@ -14,6 +14,7 @@ source, a pause, a tree walk), never the facts it is made of.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pirsyncd.config.parse import Config, ConfigError
 from pirsyncd.edges import notify
 from pirsyncd.edges.loop import Loop
 from pirsyncd.edges.runner import Child, ChildResult
+from pirsyncd.ops.auditor import PeriodicAudits, repair_changes
 from pirsyncd.ops.metrics import MetricsFile
 from pirsyncd.ops.operations import Operations
 from pirsyncd.ops.report import Reporter, combine_destinations
@@ -68,6 +70,7 @@ class Instance:
         self.final_state: str | None = None
         self.ssh = SharedConnections()
         self.keeper = StateKeeper(config)  # the restart state: a warm start, the watermark
+        self.audits = PeriodicAudits()  # audit_interval: each destination's periodic audit
         self._next_start = 0
 
     @property
@@ -99,6 +102,7 @@ class Instance:
             return problem.exit_status
         self.source.listen(self.loop, self.take_changes)
         self.ops.refresh_pause(0)
+        self.audits.configure([(replica.name, replica.config) for replica in self.replicas], now)
         self.policy.started(now, unwatched=bool(self.source.unwatched))
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
         self.publish(force=True)
@@ -113,6 +117,7 @@ class Instance:
     def shut_down(self) -> None:
         for replica in self.replicas:
             replica.stop_job_and_wait("shutting down")
+        self.audits.stop_all()
         self.ops.hooks.stop()
         if self.keeper.activity and self.policy.exit_status == exitcodes.OK:
             self.save_state(self.clock())  # a clean stop with everything sent
@@ -131,9 +136,14 @@ class Instance:
         full = sum(replica.job is not None for replica in self.replicas) >= self.config.parallel_syncs
         state = self.state
         for replica in self.replicas:
+            auditing = self.audits.running(replica.name)  # its sync waits for its audit
             table += [(at, timer, replica) for timer, at in
                       replica.deadlines(state.stopping, state.may_send).items()
-                      if not (full and timer == Timer.BATCH)]
+                      if not ((full or auditing) and timer == Timer.BATCH)]
+            audit_at = self.audits.due_at(replica.name, replica.synced_seq,
+                                          not replica.pending_count and replica.job is None)
+            if audit_at is not None and self._may_audit(replica):
+                table.append((audit_at, Timer.AUDIT, replica))
         table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
         if self.source.walking:
             table.append((AT_ONCE, Timer.WALK, None))
@@ -145,7 +155,9 @@ class Instance:
         return table
 
     def on_timer(self, timer: Timer, replica: Replica | None, now: float) -> None:
-        if replica is not None:
+        if timer == Timer.AUDIT and replica is not None:
+            self._start_audit(replica)
+        elif replica is not None:
             replica.on_timer(timer, now)
         elif timer == Timer.WATCHDOG:
             if self.healthy(now):
@@ -230,7 +242,7 @@ class Instance:
             state = self.state  # again: a job that ended at once may have found the source lost
             if running >= self.config.parallel_syncs or not state.may_send:
                 return
-            if not replica.job_due(now, state.stopping):
+            if self.audits.running(replica.name) or not replica.job_due(now, state.stopping):
                 continue
             running += 1
             self._next_start = (self.replicas.index(replica) + 1) % len(self.replicas)
@@ -265,6 +277,32 @@ class Instance:
         if step.exit_status is not None and not self.state.stopping and all(
                 other.policy.state == ReplicaState.FAILED for other in self.replicas):
             self.policy.finish(step.exit_status)
+        self.publish(force=True)
+
+    # -- periodic audits ----------------------------------------------------------------------------
+    def _may_audit(self, replica: Replica) -> bool:
+        """A child of a destination's audit may start: it runs no job, it is not failing, syncing is allowed."""
+        state = self.state
+        return (state.may_send and not state.stopping and replica.job is None
+                and replica.policy.state in (ReplicaState.IN_SYNC, ReplicaState.SYNCING))
+
+    def _start_audit(self, replica: Replica) -> None:
+        if not self._may_audit(replica) or self.audits.running(replica.name):
+            return
+        child = self.audits.step(replica.name, replica.config, self.source.kept_out())
+        self.loop.watch_child(child, lambda result: self._on_audit_exit(replica, result))
+        self.publish(force=True)
+
+    def _on_audit_exit(self, replica: Replica, result: ChildResult) -> None:
+        now = self.clock()
+        found = self.audits.finished(replica.name, replica.config, result, now, self.source.change_seq)
+        if found and replica.config.audit_repair and replica in self.replicas:
+            source = replica.config.source
+
+            def is_directory(path: str) -> bool:
+                return os.path.isdir(os.path.join(source, path)) and not os.path.islink(os.path.join(source, path))
+            replica.add(repair_changes(found, is_directory), set(), now, self.source.change_seq)
+            replica.pending.make_due(now)
         self.publish(force=True)
 
     def save_state(self, now: float) -> None:
@@ -388,6 +426,7 @@ class Instance:
         self.rsync_output.reopen(new.rsync_log)
         self.ops.reconfigure(new, self.reporter.path, sum(replica.pending_count for replica in self.replicas))
         self.replicas = make_replicas(new, self.rsync_output, keep=self.replicas, now=now, old=old)
+        self.audits.configure([(replica.name, replica.config) for replica in self.replicas], now)
         self._next_start = 0
         self.policy.schedule_full_resync(now, bool(self.source.unwatched))
         log.info("reloaded the configuration from %s", new.origin)
@@ -397,7 +436,8 @@ class Instance:
         """What readers see: the status file's keys (docs/CONTRACT.md)."""
         wall_offset = time.time() - self.clock()
         views = [{"name": replica.name, "destination": replica.config.destination.text,
-                  **replica.snapshot(wall_offset)} for replica in self.replicas]
+                  **replica.snapshot(wall_offset), "audit": self.audits.snapshot(replica.name, wall_offset)}
+                 for replica in self.replicas]
         whole = combine_destinations(views)
         label = self.state.label
         if self.final_state is not None:
@@ -407,6 +447,7 @@ class Instance:
         identity = self.source.identity
         return {
             **whole, "instance": self.config.instance, "source": self.config.source,
+            "config_file": self.config.origin if self.config.origin.startswith("/") else None,
             "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
             "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
             "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],
@@ -419,5 +460,5 @@ class Instance:
         """Tell readers (after every event): on_failure on a destination's alarm, STATUS=, the files."""
         for replica in self.replicas:
             self.ops.observe(replica.name or "default", replica.policy.state, replica.policy.reason,
-                             replica.last_error, self.policy.lost_reason)
+                             replica.last_error, self.policy.lost_reason, self.audits.drift_count(replica.name))
         self.reporter.publish(self.snapshot(), self.clock(), force)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 OK = 0
-UNHEALTHY = 1  # pirsyncd status with no NAME, as a monitoring check: something needs a look
+UNHEALTHY = 1  # pirsyncd status with no NAME, as a monitoring check: something needs a look; audit: drift
 REFUSED_WIPE = 65  # EX_DATAERR
 NO_SOURCE = 66  # EX_NOINPUT
 UNAVAILABLE = 69  # EX_UNAVAILABLE
@@ -32,20 +32,21 @@ class ExitStatus:
 
 STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(OK, "success; or stopped by SIGTERM or SIGINT after sending what was pending"),
-    ExitStatus(UNHEALTHY, "a destination is retrying, held or failed, or a source is lost (status with no NAME)"),
+    ExitStatus(UNHEALTHY, "a destination is retrying, held or failed, or a source is lost (status with no NAME); "
+                          "the mirror differs from the source (audit)"),
     ExitStatus(REFUSED_WIPE, "refused to wipe the destination: the source is empty and the destination is not "
                              "(see allow_empty_source); or plan: a full sync would delete more than max_delete, "
                              "or a destination looks wrong"),
     ExitStatus(NO_SOURCE, "the source is missing or not a directory"),
     ExitStatus(UNAVAILABLE, "the instance is not running (status, wait), or a configured one is not (status with "
-                            "no NAME)"),
+                            "no NAME), or a destination could not be audited (audit)"),
     ExitStatus(SOFTWARE, "internal error (a bug in pirsyncd; the traceback is in the log: please report it)"),
     ExitStatus(OS_ERROR, "the kernel's inotify is not available (for example the inotify instance limit is reached)"),
     ExitStatus(NOTIFY, "systemd asked for notifications (NOTIFY_SOCKET) and they cannot be sent: systemd-python "
                        "is not installed (install python3-systemd) or the socket refuses them"),
     ExitStatus(CANNOT_CREATE, "the pause file cannot be created or removed (pause, resume)"),
     ExitStatus(TEMPFAIL, "the wait command timed out, or the daemon did not confirm a pause or resume in time, "
-                         "or plan could not reach a destination"),
+                         "or plan could not reach a destination, or the daemon did not settle for an audit in time"),
     ExitStatus(NO_PERMISSION, "the destination refused authentication: wrong password, wrong key, or an unknown "
                               "host key"),
     ExitStatus(CONFIG, "the configuration or the command line is not valid; every problem is listed"),

@@ -163,6 +163,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync", "full_resync_interval", Kind.DURATION, 0.0,
            "Also run a full sync this often, as a safety net (0 turns it off).",
            "6h"),
+    Option("sync", "audit_interval", Kind.DURATION, 0.0,
+           "Audit each destination this often, as pirsyncd audit does: a dry run that finds what differs "
+           "at the destination (changes made there); the result goes to the status, the journal, the metrics "
+           "and on_failure (0 turns it off).",
+           "24h"),
+    Option("sync", "audit_content", Kind.BOOL, False,
+           "Periodic audits also compare contents by checksum: they read both trees' bytes.",
+           "yes"),
+    Option("sync", "audit_repair", Kind.BOOL, False,
+           "Send again what a periodic audit finds different, and delete what is extra (within max_delete).",
+           "yes"),
     Option("sync", "max_delete", Kind.INT, -1,
            "Refuse to delete more than this many entries in one rsync run; the run is reported "
            "and retried, and nothing beyond the limit is deleted (-1: no limit).",

@@ -51,6 +51,9 @@ class Config:
     state_file: str | None
     initial_sync: bool
     full_resync_interval: float
+    audit_interval: float
+    audit_content: bool
+    audit_repair: bool
     max_delete: int
     one_file_system: bool
     allow_empty_source: bool

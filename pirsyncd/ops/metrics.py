@@ -81,6 +81,10 @@ class _SnapshotCollector:
                            labels=[*per_destination, "reason"])
         eta = gauge("pirsyncd_full_sync_eta_seconds", "Seconds the running full sync still needs, once that "
                     "means something.", labels=[*per_destination, "reason"])
+        audit_time = gauge("pirsyncd_audit_last_timestamp_seconds", "When the last periodic audit ended (epoch).",
+                           labels=per_destination)
+        audit_drift = gauge("pirsyncd_audit_drift_entries", "Differences the last periodic audit found, by kind.",
+                            labels=[*per_destination, "kind"])
         views = destination_views(snapshot)
         for view in views:
             labels = [instance, view.get("name") or "default"]
@@ -113,8 +117,13 @@ class _SnapshotCollector:
                 full_bytes.add_metric(with_reason, progress.get("bytes") or 0)
                 if progress.get("eta_s") is not None:
                     eta.add_metric(with_reason, progress["eta_s"])
+            audit = view.get("audit") or {}
+            if audit.get("time"):
+                audit_time.add_metric(labels, audit["time"])
+            for kind, count in (audit.get("drift") or {}).items():
+                audit_drift.add_metric([*labels, kind], count)
         yield from (pending, state, failing, last_sync, oldest, runs, seconds, sent, transferred, deleted, full_syncs,
-                    ratio, entries_done, entries_total, full_bytes, eta)
+                    ratio, entries_done, entries_total, full_bytes, eta, audit_time, audit_drift)
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
                         instance, 1.0 if snapshot.get("paused") else 0.0)

@@ -57,11 +57,12 @@ class Operations:
         self.hooks.synced(HookCall.after_sync(destination, *synced))
 
     def observe(self, destination: str, state: ReplicaState, reason: str, last_error: dict[str, Any] | None,
-                lost_reason: str) -> None:
+                lost_reason: str, drift: int = 0) -> None:
         """After every event: on_failure when a destination's alarm (failing, held, failed,
-        source-lost, or none) changed."""
-        alarm = "source-lost" if lost_reason else _ALARMS.get(state, "")
-        error = lost_reason or reason or (last_error or {}).get("message", "")
+        source-lost, drift found by its last periodic audit, or none) changed."""
+        alarm = "source-lost" if lost_reason else _ALARMS.get(state, "") or ("drift" if drift else "")
+        found = f"the last audit found {drift} difference{'' if drift == 1 else 's'} at the destination"
+        error = lost_reason or reason or (last_error or {}).get("message", "") or (found if alarm == "drift" else "")
         self.hooks.observe(destination, alarm, error)
 
     def reconfigure(self, new: Config, status_path: str | None, pending: int) -> None:

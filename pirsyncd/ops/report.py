@@ -21,7 +21,7 @@ PUBLISH_INTERVAL = 1.0
 # A change in any of these is worth telling readers about.
 _WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
                  "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows",
-                 "oldest_unsent", "progress")
+                 "oldest_unsent", "progress", "audit")
 
 
 class MetricsWriter(Protocol):
@@ -89,7 +89,15 @@ def _destinations_line(snapshot: dict[str, Any]) -> str:
             continue
         others.append(f"{view['name']}: {view['state'].replace('-', ' ')}" + (f" ({reason})" if reason else ""))
     text = f"{good} of {len(views)} in sync" + "".join(f"; {other}" for other in others)
-    return f"{text} · {snapshot['watched_dirs']:,} dirs watched · {snapshot['pending']:,} pending"
+    drift = "".join(f" · {view['name']}: {_drift(view)}" for view in views if _drift(view))
+    return f"{text} · {snapshot['watched_dirs']:,} dirs watched · {snapshot['pending']:,} pending{drift}"
+
+
+def _drift(view: dict[str, Any]) -> str:
+    """'audit found 3 differences' when the destination's last periodic audit found drift, else ''."""
+    counts = (view.get("audit") or {}).get("drift") or {}
+    total = sum(counts.values())
+    return f"audit found {total} difference{'' if total == 1 else 's'}" if total else ""
 
 
 def status_line(snapshot: dict[str, Any]) -> str:
@@ -123,6 +131,8 @@ def status_line(snapshot: dict[str, Any]) -> str:
     text = f"{state.replace('-', ' ')} · {snapshot['watched_dirs']:,} dirs watched{last} · {pending}"
     if snapshot.get("failing"):
         text = f"{text} · {snapshot['failing']}"
+    if _drift(snapshot):
+        text = f"{text} · {_drift(snapshot)}"
     return f"{text} · {warning}" if warning else text
 
 

@@ -88,6 +88,9 @@ def format_status(status: dict[str, Any]) -> str:
         way = {"missing-args": "rsync --delete-missing-args",
                "parents": "re-checking each deleted path's parent directory"}.get(status["deletion_path"], "")
         lines.append(f"deletions:    {way or status['deletion_path']}")
+    audit = status.get("audit")
+    if isinstance(audit, dict):
+        lines.append(f"audit:        {_audit_text(audit)}")
     failing = status.get("failing_paths")
     if isinstance(failing, list) and failing:
         lines.append(f"failing:      {status.get('failing')}")
@@ -123,6 +126,27 @@ def _progress_lines(status: dict[str, Any]) -> list[str]:
             lines.append(f"full sync:    {name}{progress.get('reason')}, {progress.get('files_total', 0):,} files, "
                          f"{progress.get('bytes', 0):,} bytes sent, done {_when(progress.get('finished'))}")
     return lines
+
+
+def _audit_text(audit: dict[str, Any]) -> str:
+    """The last periodic audit of a destination, for a person: when, what it found, the next one."""
+    counts = audit.get("drift") if isinstance(audit.get("drift"), dict) else None
+    if audit.get("running"):
+        found = "running now"
+    elif audit.get("error"):
+        found = f"failed: {audit['error']}"
+    elif counts is None:
+        found = "none yet"
+    elif not any(counts.values()):
+        found = "identical"
+    else:
+        total = sum(counts.values())
+        found = (f"{total} difference{'' if total == 1 else 's'} ("
+                 + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + ")")
+    when = f"last {_when(audit.get('time'))}: " if audit.get("time") else ""
+    upcoming = audit.get("next")
+    after = f"; next in {max(0.0, upcoming - time.time()):.0f} s" if isinstance(upcoming, (int, float)) else ""
+    return f"{when}{found}{after}"
 
 
 def _restart_lines(status: dict[str, Any]) -> list[str]:

@@ -41,6 +41,7 @@ class Timer(enum.Enum):
     HOOK = "hook"  # a hook ran past hook_timeout: stop it, then kill it
     STATE = "state"  # everything is in sync: write the restart state (watermark)
     WALK = "walk"  # a tree walk has more to watch: its next bounded step, in the next turn
+    AUDIT = "audit"  # a destination's periodic audit is due (it starts once that destination is idle)
 
 
 class ReplicaState(enum.Enum):

@@ -45,8 +45,8 @@ def test_the_shipped_completion_is_the_generated_one() -> None:
 
 def test_subcommands_and_instance_names_complete_the_first_word(config_dir: Path) -> None:
     assert complete("st", config_dir=config_dir) == ["status"]
-    assert sorted(complete("", config_dir=config_dir)) == ["pause", "plan", "resume", "status", "wait", "web-api",
-                                                                  "www"]
+    assert sorted(complete("", config_dir=config_dir)) == ["audit", "pause", "plan", "resume", "status", "wait",
+                                                           "web-api", "www"]
     assert complete("w", config_dir=config_dir) == ["wait", "web-api", "www"]
 
 
@@ -56,6 +56,8 @@ def test_a_subcommand_completes_instance_names_and_its_own_options(config_dir: P
     assert complete("wait", "--t", config_dir=config_dir) == ["--timeout"]
     assert complete("status", "--js", config_dir=config_dir) == ["--json"]
     assert "--json" not in complete("wait", "--", config_dir=config_dir)
+    assert complete("audit", "--con", config_dir=config_dir) == ["--config", "--config-dir", "--content"]
+    assert complete("audit", "--rep", config_dir=config_dir) == ["--repair"]
 
 
 def test_the_config_dir_on_the_line_is_where_instances_come_from(config_dir: Path, tmp_path: Path) -> None:
