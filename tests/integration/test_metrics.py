@@ -194,13 +194,14 @@ def test_the_grafana_dashboard_is_valid_promql_over_metrics_the_daemon_exports(t
                 "eta_s": 9}
     MetricsFile(str(written)).write({"instance": "www", "state": "syncing", "last_change": 1.0, "updated": 2.0,
                                      "hooks": {"on_sync": {"ok": 1}}, "progress": progress, "oldest_unsent": 1.0,
-                                     "last_success": 1.0})
+                                     "last_success": 1.0, "audit": {"time": 1.0, "drift": {"extra": 1}}})
     exported = set(re.findall(r"^# HELP (\w+) ", written.read_text(), re.MULTILINE))
     used = {name for expression in expressions for name in re.findall(r"\bpirsyncd_\w+", expression)}
     assert used <= exported, f"the dashboard names metrics the daemon never writes: {sorted(used - exported)}"
     assert {"pirsyncd_state", "pirsyncd_oldest_unsent_timestamp_seconds", "pirsyncd_pending_paths",
             "pirsyncd_rsync_runs_total", "pirsyncd_sent_bytes_total", "pirsyncd_full_syncs_total",
-            "pirsyncd_full_sync_progress_ratio"} <= used
+            "pirsyncd_full_sync_progress_ratio", "pirsyncd_audit_drift_entries",
+            "pirsyncd_audit_last_timestamp_seconds"} <= used
     # promtool parses each one as a recording rule's expression (a JSON file is YAML too).
     rules = tmp_path / "dashboard.rules.yml"
     recorded = [{"record": f"pirsyncd:dashboard_{index}", "expr": expression}
