@@ -18,6 +18,8 @@ that its close sends again. What is kept aside does not hold back the other chan
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Iterator
 
 from pirsyncd.replica.batch import Batch, Move
@@ -371,15 +373,46 @@ class Pending:
             # Renames not replayed at the destination: send both ends instead.
             self.add(Change(ChangeKind.REMOVED, move.old_path, move.is_dir), now)
             again(move.new_path)
-        # Pending renames of paths this batch should have sent: the destination's copy under
-        # the old name is stale, so the new name must be sent in full, not renamed.
-        unsent = {*batch.changed, *batch.new_dirs, *batch.moved_paths}
+        self._stale_renames({*batch.changed, *batch.new_dirs, *batch.moved_paths}, now)
+        self._keep_first_change(batch)
+
+    def stale_at_destination(self, gone: list[str], now: float) -> None:
+        """Files known to have changed that a full sync could not send, gone from the source
+        since (renamed or deleted): the destination's copy is stale. They are removed there,
+        and a rename of one, read already or still to come, sends the new name in full."""
+        for path in gone:
+            self.add(Change(ChangeKind.REMOVED, path), now)  # a rename still to come carries this
+        if gone:
+            self._stale_renames(set(gone), now)
+
+    def _stale_renames(self, unsent: set[str], now: float) -> None:
+        """Pending renames of paths not sent: the destination's copy under the old name is stale,
+        so the new name is sent in full, not just renamed. A rename of a directory holding an
+        unsent path carries that path to its new name (and on, through later renames)."""
+        stale = sorted(unsent)
         for move in self.moves:
             components = move.old_path.split("/")
             if any("/".join(components[:depth]) in unsent for depth in range(1, len(components) + 1)):
                 kind = ChangeKind.NEW_DIR if move.is_dir else ChangeKind.CHANGED
                 self.add(Change(kind, move.new_path, move.is_dir), now)
-        self._keep_first_change(batch)
+                self._carry(stale, unsent, move.new_path)
+                continue
+            if not move.is_dir:
+                continue
+            prefix = move.old_path + "/"
+            start = bisect.bisect_left(stale, prefix)
+            below = list(itertools.takewhile(lambda path: path.startswith(prefix), stale[start:]))
+            for path in below:
+                moved = move.new_path + path[len(move.old_path):]
+                self.add(Change(ChangeKind.CHANGED, moved), now)
+                self._carry(stale, unsent, moved)
+
+    @staticmethod
+    def _carry(stale: list[str], unsent: set[str], path: str) -> None:
+        """``path`` is stale at the destination too (for the renames that follow)."""
+        if path not in unsent:
+            unsent.add(path)
+            bisect.insort(stale, path)
 
     def _keep_first_change(self, batch: Batch) -> None:
         """A batch put back is as old as its oldest change, not as the moment it came back."""

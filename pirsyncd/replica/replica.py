@@ -277,6 +277,11 @@ class Replica:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
             self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
+        if batch.full and batch.changed:
+            # Files known to have changed are sent byte for byte after the full sync's quick
+            # check; those gone by then (a rename) are stale at the destination.
+            facts = SourceFacts(self.config.source)
+            self.pending.stale_at_destination([path for path in batch.changed if facts.kind(path) is None], now)
         cleared = self._settle_failing(batch, result, now)
         if not result.vanished:
             self.synced_seq = max(self.synced_seq, batch.change_seq)

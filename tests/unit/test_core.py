@@ -332,6 +332,22 @@ def test_a_full_sync_keeps_the_changed_files_to_compare_byte_for_byte() -> None:
     assert pending.take().changed == ["after", "before"]
 
 
+def test_files_a_batch_did_not_send_follow_their_directories_through_renames_to_be_sent_in_full() -> None:
+    pending = Pending(delay=1.0, full_sync_threshold=1000)
+    pending.add(Change(ChangeKind.CHANGED, "d/x"), 0.0)
+    pending.add(Change(ChangeKind.CHANGED, "f"), 0.0)
+    batch = pending.take()  # being sent when d is renamed twice and f once (events read meanwhile)
+    pending.add(Change(ChangeKind.MOVED, "e", True, "d"), 1.0)
+    pending.add(Change(ChangeKind.MOVED, "top", True, "other"), 1.0)
+    pending.add(Change(ChangeKind.MOVED, "top/g", True, "e"), 1.0)
+    pending.add(Change(ChangeKind.MOVED, "h", False, "f"), 1.0)
+    pending.put_back(batch, 2.0, lambda path: None if path in ("d", "d/x", "f") else True)
+    again = pending.take()
+    assert sorted(again.changed) == ["h", "top/g/x"]  # in full: not renamed from the stale copies
+    assert [(move.old_path, move.new_path) for move in again.moves] == [("d", "e"), ("other", "top"), ("e", "top/g"),
+                                                                        ("f", "h")]
+
+
 def test_a_failed_batch_is_put_back_whole() -> None:
     pending = Pending(delay=1.0, full_sync_threshold=1000)
     pending.add(Change(ChangeKind.CHANGED, "x"), 0.0)

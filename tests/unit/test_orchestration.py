@@ -175,6 +175,33 @@ def test_a_file_renamed_while_a_partial_run_sent_it_is_sent_in_full_under_its_ne
     assert replica.synced_seq == 4
 
 
+@pytest.mark.parametrize("read_before_the_end", [True, False])
+def test_a_file_whose_directory_was_renamed_while_it_was_sent_is_sent_in_full_under_the_new_name(
+        mirror: Mirror, read_before_the_end: bool) -> None:
+    (mirror.source / "d").mkdir()
+    (mirror.destination / "d").mkdir()
+    write_file(mirror.source / "d" / "x.txt", "new content")
+    write_file(mirror.destination / "d" / "x.txt", "old content")
+    mirror.change(0.0, changed("d/x.txt"), seq=3)
+    replica, loop = mirror.replica, mirror.loop
+    rename = Change(ChangeKind.MOVED, "e", is_dir=True, old_path="d")
+
+    def renamed_while_sent(command: Command) -> ChildResult:
+        (mirror.source / "d").rename(mirror.source / "e")
+        if read_before_the_end:
+            mirror.change(0.1, rename, seq=4)
+        return exited(24, f'file has vanished: "{mirror.source}/d/x.txt"\n')
+
+    loop.run_job(replica, DELAY, renamed_while_sent, change_seq=3)
+    if not read_before_the_end:
+        mirror.change(0.2, rename, seq=4)
+    loop.run_job(replica, 2 * DELAY, succeed, change_seq=4)
+    assert not (mirror.destination / "d").exists() and (mirror.destination / "e").is_dir()  # renamed there
+    changes = [command for command in loop.commands[1:] if command.label == "changes"]
+    assert any("e/x.txt" in listed_paths(command) for command in changes), [
+        (command.label, listed_paths(command)) for command in loop.commands]
+
+
 # -- failing paths --------------------------------------------------------------------------------
 def test_a_failing_path_is_kept_and_retried_on_its_own_while_the_rest_is_synced(mirror: Mirror) -> None:
     write_file(mirror.source / "a.txt")
@@ -297,6 +324,35 @@ def test_an_overflow_means_a_full_sync_and_files_known_changed_are_compared_afte
     assert report.synced is not None and report.synced.batch.full
     assert replica.tally.full_syncs == {"overflow": 1} and replica.full_sync_reason == ""
     assert replica.last_full_sync is not None
+
+
+@pytest.mark.parametrize("read_before_the_end", [True, False])
+def test_a_changed_file_renamed_while_a_full_sync_ran_is_sent_in_full_under_its_new_name(
+        mirror: Mirror, read_before_the_end: bool) -> None:
+    # A rewrite that kept size and mtime: the full sync's quick check leaves the destination's
+    # copy as it was, and the byte-for-byte pass after it finds the file renamed away. Replaying
+    # the rename at the destination then moves that stale copy to the new name.
+    write_file(mirror.source / "a.txt", "new content")
+    write_file(mirror.destination / "a.txt", "old content")
+    replica, loop = mirror.replica, mirror.loop
+    replica.request_full_sync(0.0, reason="overflow")
+    mirror.change(0.0, changed("a.txt"))
+    rename = Change(ChangeKind.MOVED, "b.txt", old_path="a.txt")
+
+    def renamed_during_the_full_sync(command: Command) -> ChildResult:
+        if command.label == "full":
+            (mirror.source / "a.txt").rename(mirror.source / "b.txt")
+            if read_before_the_end:
+                mirror.change(0.1, rename, seq=2)
+        return exited(0)
+
+    report = loop.run_job(replica, DELAY, renamed_during_the_full_sync)
+    assert report.synced is not None and loop.labels() == ["full"]  # a.txt was gone for the pass after it
+    if not read_before_the_end:
+        mirror.change(0.2, rename, seq=2)
+    loop.run_job(replica, 2 * DELAY, succeed, change_seq=2)
+    changes = [command for command in loop.commands[1:] if command.label == "changes"]
+    assert any("b.txt" in listed_paths(command) for command in changes), loop.labels()
 
 
 def test_a_full_sync_that_failed_is_owed_until_it_succeeds(mirror: Mirror) -> None:
