@@ -19,7 +19,6 @@ that its close sends again. What is kept aside does not hold back the other chan
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Callable, Iterator
 
 from pirsyncd.replica.batch import Batch, Move
@@ -400,8 +399,11 @@ class Pending:
             if not move.is_dir:
                 continue
             prefix = move.old_path + "/"
-            start = bisect.bisect_left(stale, prefix)
-            below = list(itertools.takewhile(lambda path: path.startswith(prefix), stale[start:]))
+            below = []
+            for path in stale[bisect.bisect_left(stale, prefix):]:
+                if not path.startswith(prefix):
+                    break
+                below.append(path)
             for path in below:
                 moved = move.new_path + path[len(move.old_path):]
                 self.add(Change(ChangeKind.CHANGED, moved), now)
