@@ -22,6 +22,7 @@ import bisect
 from collections.abc import Callable, Iterator
 
 from pirsyncd.replica.batch import Batch, Move
+from pirsyncd.replica.keptaside import KeptAside
 from pirsyncd.source.events import Change, ChangeKind
 
 # Node flags.
@@ -53,9 +54,7 @@ class Pending:
     def __init__(self, delay: float, full_sync_threshold: int) -> None:
         self.delay = delay
         self.full_sync_threshold = full_sync_threshold
-        # Files being written: path -> (when its writing was first seen, the change sequence
-        # that brought it), oldest first (both only grow). Not emptied by take().
-        self.writing: dict[str, tuple[float, int]] = {}
+        self.writing = KeptAside()  # files being written; not emptied by take()
         self._reset()
 
     def _reset(self) -> None:
@@ -120,7 +119,8 @@ class Pending:
     def oldest_unsent_at(self) -> float | None:
         """When the oldest change still here was read (a file kept aside: when its writing began);
         None when nothing is pending. The lag is the time since."""
-        times = [since for since, _seq in self.writing.values()]
+        kept = self.writing.oldest()
+        times = [kept[0]] if kept is not None else []
         if self and self.first_change_at is not None:
             times.append(self.first_change_at)
         return min(times) if times else None
@@ -175,41 +175,27 @@ class Pending:
             crowded = len(self.writing) >= self.full_sync_threshold  # then the threshold counts it
             if (node is not None and node.flags) or self._subsumed(path) or crowded:
                 return Change(ChangeKind.CHANGED, path)  # it is sent anyway
-            self.writing[path] = (now, seq)
+            self.writing.keep(path, now, seq)
             return None
         if kind == ChangeKind.CLOSED:
-            self.writing.pop(path, None)
+            self.writing.drop(path, is_dir=False)
             return Change(ChangeKind.CHANGED, path)
         if kind == ChangeKind.CHANGED and not change.is_dir:
             return None if path in self.writing else change  # its metadata goes with its content
         if kind == ChangeKind.MOVED:
             # What was being written under the old name is released under it, so the pending
             # tree carries it to the new name; what the rename replaced is gone.
-            for held in self._stop_keeping(change.old_path, change.is_dir):
+            for held in self.writing.drop(change.old_path, change.is_dir):
                 self.add(Change(ChangeKind.CHANGED, held), now)
-            self._stop_keeping(change.path, change.is_dir)
+            self.writing.drop(change.path, change.is_dir)
         elif kind in (ChangeKind.REMOVED, ChangeKind.NEW_DIR):
-            self._stop_keeping(path, change.is_dir)  # gone, or sent whole with its directory
+            self.writing.drop(path, change.is_dir)  # gone, or sent whole with its directory
         return change
-
-    def _stop_keeping(self, path: str, is_dir: bool) -> list[str]:
-        """Forget what is kept aside at ``path`` (and below it, for a directory); return it."""
-        if not is_dir:
-            return [path] if self.writing.pop(path, None) is not None else []
-        prefix = path + "/"
-        held = [each for each in self.writing if each == path or each.startswith(prefix)]
-        for each in held:
-            del self.writing[each]
-        return held
 
     def release_writing(self, now: float, expired_only: bool = False) -> None:
         """Stop keeping aside the files being written (only those kept for hold_limit), to
         send them as they are: on a sync barrier, at stop, when their time is up."""
-        while self.writing:
-            path, (since, _seq) = next(iter(self.writing.items()))
-            if expired_only and since + self.hold_limit > now:  # as deadline() has it
-                return
-            del self.writing[path]
+        for path in self.writing.take_expired(now, self.hold_limit if expired_only else None):  # as deadline()
             self.add(Change(ChangeKind.CHANGED, path), now)
 
     def is_changed(self, path: str) -> bool:
@@ -301,8 +287,9 @@ class Pending:
         due: float | None = None
         if self.full_sync_needed or self.count > 0 or self.moves:
             due = 0.0 if self.oldest_change_at is None else self.oldest_change_at + self.delay
-        if self.writing:
-            since, _seq = next(iter(self.writing.values()))
+        kept = self.writing.oldest()
+        if kept is not None:
+            since, _seq = kept
             due = since + self.hold_limit if due is None else min(due, since + self.hold_limit)
         return due
 
@@ -312,9 +299,9 @@ class Pending:
         sequences before the one that brought it."""
         if now is not None:
             self.release_writing(now, expired_only=True)
-        if self.writing:
-            _since, seq = next(iter(self.writing.values()))
-            change_seq = min(change_seq, seq - 1)
+        kept = self.writing.oldest()
+        if kept is not None:
+            change_seq = min(change_seq, kept[1] - 1)
         batch = Batch(full=self.full_sync_needed, change_seq=change_seq, first_change_at=self.first_change_at)
         if batch.full:
             batch.changed = sorted(self.compare_after_full)
@@ -349,7 +336,7 @@ class Pending:
             return
 
         for path in batch.covered_paths():  # not sent: it goes as it is now (and again at its close)
-            self._stop_keeping(path, True)
+            self.writing.drop(path, is_dir=True)
 
         def again(path: str, as_directory_metadata: bool = False) -> None:
             kind = is_dir(path) if is_dir is not None else (path in new_dirs or as_directory_metadata)

@@ -28,8 +28,8 @@ MAY_IMPORT = {
 }
 PURE = ("config.options", "config.filters", "config.parse", "config.values", "config.destination", "config.exitcodes",
         "source.events", "source.fanotify_events", "source.fanotify_changes", "source.hardlinks",
-        "replica.batch", "replica.pending", "replica.progress", "replica.itemize", "replica.rsync", "replica.plan",
-        "replica.policy", "replica.failing", "ops.drift", "policy")
+        "replica.batch", "replica.pending", "replica.keptaside", "replica.progress", "replica.itemize",
+        "replica.rsync", "replica.plan", "replica.policy", "replica.failing", "ops.drift", "policy")
 OS_MACHINERY = {"select", "selectors", "subprocess", "socket", "signal", "inotify_simple", "ctypes"}
 # The raw calls of fanotify(7) and of file handles: made through the binding alone.
 FANOTIFY_CALLS = {"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at"}
