@@ -22,9 +22,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pirsyncd.config.parse import Config
-from pirsyncd.source.identity import SourceIdentity
+from pirsyncd.source.identity import SourceIdentity, file_handle
 
-FORMAT = 1
+FORMAT = 2  # 2: file handles instead of mount ids
 MARGIN = 2.0  # seconds the watermark lies before the moment it was taken
 MIN_WRITE_INTERVAL = 5.0  # seconds between two writes (more when writing takes long)
 MAX_FAILING = 1000  # failing paths a destination may carry in the state (more: a full sync)
@@ -55,8 +55,10 @@ def destination_settings(config: Config) -> list[Any]:
 
 def mounts_below(source: str) -> list[list[str]]:
     """The mounts at and below the source (path relative to it, device, root, type, what,
-    and last the mount id, which only means something within one boot): another file system
-    mounted there while the daemon was down is not the same tree."""
+    and last the file handle of its mount point, see :func:`file_handle`): another file
+    system mounted there while the daemon was down is not the same tree. (Not the mount
+    id: a unit's mount namespace, new at each start, gives every mount a new one, and ids
+    are recycled.)"""
     found = []
     prefix = source.rstrip("/") + "/"
     try:
@@ -72,7 +74,7 @@ def mounts_below(source: str) -> list[list[str]]:
         if point == source.rstrip("/") or point.startswith(prefix):
             tail = fields[fields.index("-", 6) + 1:]
             found.append([point[len(prefix):] if point.startswith(prefix) else ".", fields[2],
-                          _unescape(fields[3]), *tail[:2], fields[0]])
+                          _unescape(fields[3]), *tail[:2], file_handle(point)])
     return found
 
 
@@ -92,7 +94,7 @@ class Header:
     device: int
     inode: int
     fsid: int  # statvfs f_fsid: a file system's UUID on ext4, btrfs, a fresh one per tmpfs mount
-    mount_id: int  # of the mount the source is reached through (within one boot)
+    handle: str  # the source directory's file handle ("" where the file system has none)
     mounts: list[list[str]]
     boot_id: str
     boot_offset: float
@@ -214,10 +216,16 @@ def judge(header: Header, now: Header, full_resync_interval: float) -> None:
         raise StateUnusable(f"the state is older than full_resync_interval ({full_resync_interval:g} s)")
     if [mount[:-1] for mount in header.mounts] != [mount[:-1] for mount in now.mounts]:
         raise StateUnusable("the mounts at or below the source changed")
-    if same_boot and ([mount[-1] for mount in header.mounts], header.mount_id) != (
-            [mount[-1] for mount in now.mounts], now.mount_id):
-        raise StateUnusable("the source's file system was mounted again since the state was written "
+    if _handles_differ([header.handle, *(mount[-1] for mount in header.mounts)],
+                       [now.handle, *(mount[-1] for mount in now.mounts)]):
+        raise StateUnusable("the source's file system was made or mounted anew since the state was written "
                             "(another file system at the same place?)")
+
+
+def _handles_differ(before: list[str], now: list[str]) -> bool:
+    """File handles compared where both sides have one (a file system without handles
+    is judged by its device and fsid alone)."""
+    return any(old and new and old != new for old, new in zip(before, now, strict=True))  # mounts: same list
 
 
 def describe_source(source: str, identity: SourceIdentity, watermark: float, index_token: str = "",
@@ -225,7 +233,7 @@ def describe_source(source: str, identity: SourceIdentity, watermark: float, ind
     """A header for the source as it is now (for writing, or to judge a saved one against)."""
     boot_id, offset = boot_clock()
     return Header(watermark=watermark, source=source, device=identity.device, inode=identity.inode,
-                  fsid=os.statvfs(source).f_fsid, mount_id=identity.mount_id or 0, mounts=mounts_below(source),
+                  fsid=os.statvfs(source).f_fsid, handle=file_handle(source), mounts=mounts_below(source),
                   boot_id=boot_id, boot_offset=offset, index_token=index_token, destinations=destinations or {})
 
 

@@ -34,6 +34,21 @@ class SourceIdentity:
         return (self.device, self.inode) == (other.device, other.inode)
 
 
+def file_handle(path: str) -> str:
+    """The kernel's file handle of ``path`` (name_to_handle_at(2)) as text, or "" where the
+    file system has none. It names the object on its file system, the same through every
+    mount and mount namespace of it (a unit's private namespace, each start, is one), and
+    another for the directory of a file system made anew at the same place (a new tmpfs:
+    the generation is random), where device numbers and mount ids are recycled."""
+    from pirsyncd.source.fanotify import name_to_handle_at  # ctypes: loaded when first asked
+
+    try:
+        handle_type, handle, _mount_id = name_to_handle_at(path)
+    except OSError:
+        return ""
+    return f"{handle_type}:{handle.hex()}"
+
+
 def source_identity(path: str) -> SourceIdentity:
     """The identity of the directory ``path`` leads to now; OSError when it cannot be opened."""
     descriptor = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

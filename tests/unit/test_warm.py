@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,8 +127,8 @@ def test_move_order() -> None:
 
 def header(**changes: object) -> Header:
     boot_id, offset = statefile.boot_clock()
-    values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "fsid": 3, "mount_id": 4,
-              "mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "4"]], "boot_id": boot_id, "boot_offset": offset,
+    values = {"watermark": time.time() - 10, "source": "/srv", "device": 1, "inode": 2, "fsid": 3, "handle": "1:aa",
+              "mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "1:bb"]], "boot_id": boot_id, "boot_offset": offset,
               "index_token": "t", "destinations": {}}
     values.update(changes)
     return Header(**values)  # type: ignore[arg-type]
@@ -141,16 +143,40 @@ def header(**changes: object) -> Header:
     ({"boot_offset": statefile.boot_clock()[1] + 60}, 0.0, "clock went back"),
     ({}, 5.0, "older than full_resync_interval"),
     ({"mounts": []}, 0.0, "mounts at or below the source changed"),
-    ({"mount_id": 5}, 0.0, "mounted again"),
-    ({"mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "5"]]}, 0.0, "mounted again"),
+    ({"handle": "1:cc"}, 0.0, "made or mounted anew"),
+    ({"mounts": [[".", "0:40", "/", "tmpfs", "tmpfs", "1:cc"]]}, 0.0, "made or mounted anew"),
 ])
 def test_judge_names_the_reason(changes: dict[str, object], interval: float, reason: str) -> None:
     now = header(watermark=time.time())
     with pytest.raises(StateUnusable, match=reason):
         statefile.judge(header(**changes), now, interval)
     statefile.judge(header(), now, 0.0)  # and the unchanged header passes
-    # Mount ids mean nothing across a reboot: another boot with other ids is the same mount.
-    statefile.judge(header(boot_id="another boot", mount_id=5, boot_offset=0.0), now, 0.0)
+    # A file system without file handles is judged by its device and fsid alone.
+    statefile.judge(header(handle="", mounts=[[".", "0:40", "/", "tmpfs", "tmpfs", ""]]), now, 0.0)
+
+
+def test_a_source_keeps_its_handles_across_mount_namespaces_and_a_new_tmpfs_does_not(tmp_path: Path) -> None:
+    # What a unit does at each start (a mount namespace of its own: new mount ids) must not
+    # look like a file system mounted anew; a tmpfs made anew at the same place (recycled
+    # device number and mount id) must.
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to make mount namespaces and a tmpfs")
+    place = tmp_path / "place"
+    place.mkdir()
+    script = ("import sys; from pirsyncd.source.identity import file_handle; "
+              "from pirsyncd.restart.statefile import mounts_below; "
+              "print(file_handle(sys.argv[1]), mounts_below(sys.argv[1])[0][-1])")
+    seen = []
+    for _ in range(2):
+        shell = (f"mount -t tmpfs tmpfs {shlex.quote(str(place))} && mkdir {shlex.quote(str(place / 'src'))} && "
+                 f"{shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(str(place))} && "
+                 f"unshare -m {shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(str(place))}")
+        shown = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        outer, inner = shown.stdout.splitlines()
+        assert outer == inner and outer.split()[0]  # the same handles from another mount namespace
+        seen.append(outer)
+    assert seen[0] != seen[1]  # a tmpfs made anew: other handles
 
 
 def test_state_files_round_trip_and_unreadable_ones_say_so(tmp_path: Path) -> None:
