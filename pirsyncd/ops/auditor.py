@@ -197,7 +197,7 @@ class PeriodicAudits:
             log.error("%saudit failed: %s; the next in %g s", prefix, reason, config.audit_interval, extra=fields)
             self._done(audit, config, now)
             audit.last = {"time": time.time(), "seconds": round(result.seconds, 3), "error": reason,
-                          "drift": None, "paths": []}
+                          "slice": self._slice_text(audit, config) or None, "drift": None, "paths": []}
             return None
         itemized = plan.parse_itemized(result.stdout)
         if audit.phase == FIRST and sliced(config):
@@ -226,13 +226,15 @@ class PeriodicAudits:
                       "drift": counts,
                       "paths": [[path, kind] for path, kind in sorted(found.items())[:20]]}
         fields["PIRSYNCD_AUDIT_DRIFT"] = str(len(found))
+        checked = f" of content slice {audit.last['slice']}" if audit.last["slice"] else ""
         if found:
             summary = ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
             first = ", ".join(f"{path!r} ({kind})" for path, kind in sorted(found.items())[:_SHOWN])
-            log.warning("%saudit: %s at the destination (%s): %s%s", prefix, plan.count_of(len(found), "difference"),
-                        summary, first, "; sent again" if config.audit_repair else "", extra=fields)
+            log.warning("%saudit%s: %s at the destination (%s): %s%s", prefix, checked,
+                        plan.count_of(len(found), "difference"), summary, first,
+                        "; sent again" if config.audit_repair else "", extra=fields)
         else:
-            log.info("%saudit: the destination is identical", prefix, extra=fields)
+            log.info("%saudit%s: the destination is identical", prefix, checked, extra=fields)
         return found
 
     @staticmethod
