@@ -194,6 +194,8 @@ class PeriodicAudits:
         if result.stopped_for or (result.status not in (0, 24) and not churn):
             verdict = classify_exit_status(result.status, result.stderr_tail)
             reason = result.stopped_for or f"rsync exited with status {result.status} ({verdict.meaning})"
+            if audit.phase == LISTING:
+                reason = f"the listing of the source for content slice {self._slice_text(audit, config)}: {reason}"
             log.error("%saudit failed: %s; the next in %g s", prefix, reason, config.audit_interval, extra=fields)
             self._done(audit, config, now)
             audit.last = {"time": time.time(), "seconds": round(result.seconds, 3), "error": reason,

@@ -32,6 +32,7 @@ KINDS = (MISSING, EXTRA, MODIFIED, ATTRIBUTES)
 TAG = b"pirsyncd-audit "
 OUT_FORMAT = "--out-format=pirsyncd-audit %i %n"
 _NOT_FOR_AUDITS = ("--stats", "--partial", "--append-verify", "--checksum", "-c")
+_REMOTE_ONLY = ("--rsh=", "--password-file=")  # how to reach the destination: a listing of the source refuses them
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
 
@@ -126,7 +127,8 @@ def build_listing_command(config: Config, *, kept_out: list[str] | None = None) 
     ['rsync', '-a', '--timeout=60', '--list-only', '/srv/www/']
     """
     argv = _audit_base(config, kept_out, False)
-    words = [word for word in argv[:-2] if word not in ("--delete", "--force", "--dry-run", OUT_FORMAT)]
+    words = [word for word in argv[:-2] if word not in ("--delete", "--force", "--dry-run", OUT_FORMAT)
+             and not word.startswith(_REMOTE_ONLY)]
     return [*words, "--list-only", argv[-2]]
 
 

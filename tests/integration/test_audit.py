@@ -504,3 +504,38 @@ def test_sliced_periodic_audits_neither_block_the_loop_nor_hold_up_the_sync_unde
         # A ping every 0.5 s from the loop itself: a loop blocked by an audit misses them.
         assert pings >= elapsed / 0.5 / 2 - 1 and longest < 3.0, (
             f"{pings} WATCHDOG=1 in {elapsed:.1f} s, {longest:.2f} s the longest gap\n{daemon.describe()}")
+
+
+@pytest.mark.remote
+@pytest.mark.skipif(os.geteuid() != 0, reason="sshd and rsync --daemon as root need root")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server")
+def test_periodic_audits_in_slices_find_a_rewrite_at_ssh_and_rsync_daemon_destinations(tmp_path: Path) -> None:
+    from tests.integration.test_remote_destinations import rsyncd_section, ssh_section, write_config
+    from tests.support.servers import RsyncDaemon, SshServer
+    from tests.support.trees import wait_for
+
+    source = tmp_path / "source"
+    make_tree(source)
+    home = next(part for part in (1, 2) if in_slice("same.txt", part, 2))
+    with SshServer() as ssh, RsyncDaemon() as rsyncd:
+        mirrors = {"ssh": tmp_path / "ssh-mirror", "rsyncd": rsyncd.module_path / "rsyncd"}
+        config = write_config(tmp_path, source, ssh_section("ssh", ssh, mirrors["ssh"])
+                              + rsyncd_section("rsyncd", rsyncd), None)
+        config.write_text(config.read_text().replace("[sync]\n", "[sync]\naudit_interval = 0.5\n"
+                                                                 "audit_content_slices = 2\n", 1))
+        with Daemon(tmp_path / "daemon", "--config", str(config)) as daemon:
+            for mirror_path in mirrors.values():
+                wait_until_equal(source, mirror_path, 60)
+                rewrite_keeping_size_and_mtime(mirror_path / "same.txt")
+
+            def found() -> dict[str, Any] | None:
+                daemon.assert_running()
+                views = {view["name"]: view.get("audit") or {} for view in daemon.status().get("destinations") or []}
+                return views if all(["same.txt", "modified"] in (views.get(name) or {}).get("paths", [])
+                                    for name in mirrors) else None
+
+            views = wait_for(found, 60, daemon.describe)
+            for name in mirrors:
+                assert views[name]["slice"] == f"{home}/2" and views[name]["error"] is None, views[name]
+                assert views[name]["paths"] == [["same.txt", "modified"]], views[name]
+            assert "audit failed" not in daemon.log(), daemon.log()

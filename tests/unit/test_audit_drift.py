@@ -194,6 +194,12 @@ def test_a_listing_sees_the_source_as_the_metadata_pass_does() -> None:
     assert argv[-2:] == ["--list-only", "/srv/www/"]  # the source alone: nothing reaches the destination
     assert {"--exclude=*.tmp", "--exclude=/proc/**", "-x", "-H"} <= set(argv)
     assert not {"--delete", "--dry-run", "--checksum", drift.OUT_FORMAT} & set(argv)
+    for destination, remote in (("rsync://backup@mirror.example/www/", "password_file = /etc/pirsyncd/www.pw"),
+                                ("backup@web1.example:/srv/www", "ssh_port = 2222")):
+        argv = drift.build_listing_command(parse(f"[sync]\nsource = /srv/www\ndestination = {destination}\n"
+                                                 f"[remote]\n{remote}\n"))
+        assert argv[-2:] == ["--list-only", "/srv/www/"]  # rsync refuses --password-file without a daemon
+        assert not [word for word in argv if word.startswith(("--rsh", "--password-file", "-e"))], argv
 
 
 def test_a_sliced_periodic_audit_checks_one_slice_in_turn(tmp_path: Path) -> None:
