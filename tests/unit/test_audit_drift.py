@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pirsyncd.config.parse import parse
+from pirsyncd.config.parse import ConfigError, parse
 from pirsyncd.ops import drift
 from pirsyncd.replica.rsync import RunMode, build_rsync_command
 
@@ -211,6 +211,10 @@ def test_a_sliced_periodic_audit_checks_one_slice_in_turn(tmp_path: Path) -> Non
     config = parse(f"[sync]\nsource = {source}\ndestination = /backup/www\naudit_interval = 60\n"
                    "audit_content_slices = 3\n")
     assert config.audit_content  # implied
+    with pytest.raises(ConfigError, match=r"\[sync\] audit_content_slices: slices of the content contradict "
+                                          r"audit_content = no; remove one of them"):
+        parse(f"[sync]\nsource = {source}\ndestination = /b\naudit_content = no\naudit_content_slices = 3\n",
+              "www.conf")
     assert "--checksum" not in build_periodic_audit_command(config, [])  # the whole tree's metadata only
     audits = PeriodicAudits()
     audits.configure([("www", config)], 0.0)
