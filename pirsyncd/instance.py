@@ -287,7 +287,7 @@ class Instance:
                 and replica.policy.state in (ReplicaState.IN_SYNC, ReplicaState.SYNCING))
 
     def _start_audit(self, replica: Replica) -> None:
-        if not self._may_audit(replica) or self.audits.running(replica.name):
+        if not self._may_audit(replica) or self.audits.has_child(replica.name):
             return
         child = self.audits.step(replica.name, replica.config, self.source.kept_out())
         self.loop.watch_child(child, lambda result: self._on_audit_exit(replica, result))

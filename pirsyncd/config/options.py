@@ -169,8 +169,17 @@ OPTIONS: tuple[Option, ...] = (
            "and on_failure (0 turns it off).",
            "24h"),
     Option("sync", "audit_content", Kind.BOOL, False,
-           "Periodic audits also compare contents by checksum: they read both trees' bytes.",
+           "Periodic audits also compare contents by checksum: they read both trees' bytes "
+           "(all of them at every audit, unless audit_content_slices spreads them over several).",
            "yes"),
+    Option("sync", "audit_content_slices", Kind.INT, 1,
+           "Each periodic audit checksums one slice of the content of this many (audit_content = yes "
+           "is implied), the next one at the next audit (slice K holds the files whose path's CRC-32 "
+           "modulo N is K-1, as "
+           "pirsyncd audit --content=K/N), so the content of a large tree is covered over N audits; "
+           "every audit still compares the whole tree's metadata. The rotation starts again at slice 1 "
+           "when the daemon starts (1: the whole content at every audit).",
+           "7", bounds=Bounds(1, 10000)),
     Option("sync", "audit_repair", Kind.BOOL, False,
            "Send again what a periodic audit finds different, and delete what is extra (within max_delete).",
            "yes"),

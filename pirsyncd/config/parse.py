@@ -53,6 +53,7 @@ class Config:
     full_resync_interval: float
     audit_interval: float
     audit_content: bool
+    audit_content_slices: int
     audit_repair: bool
     max_delete: int
     one_file_system: bool
@@ -178,6 +179,11 @@ def parse(text: str, source_name: str = "command line", overrides: Mapping[str, 
     if "destination" not in raw_values and named:
         problems[:] = [problem for problem in problems if "[sync] destination: missing" not in problem]
     specs = _destination_specs(values, where, named, source_name, problems)
+    if values["audit_content_slices"] > 1:  # slices of the content: content it is
+        if "audit_content" in raw_values and not values["audit_content"]:
+            problems.append(f"{where['audit_content_slices']}: slices of the content contradict "
+                            "audit_content = no; remove one of them")
+        values["audit_content"] = True
     if values["on_sync"]:
         flag_sets = [("rsync_flags", values["rsync_flags"])] + [
             (f"[destination {spec.name}] rsync_flags", dict(spec.settings)["rsync_flags"])

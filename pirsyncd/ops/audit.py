@@ -187,7 +187,7 @@ class DestinationAudit:
             if files:
                 sliced = _dry_run(self.config, plan.build_slice_command(self.config, kept_out=self.kept_out),
                                   lambda: files, f"audit slice {content}")
-                found.update({path: kind for path, kind in sliced.items() if path not in found})
+                found = plan.with_slice(found, sliced)
         return found
 
     def recheck(self, found: dict[str, str], settled_before: float | None) -> dict[str, str]:

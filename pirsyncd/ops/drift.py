@@ -25,13 +25,14 @@ import zlib
 from collections.abc import Callable, Iterable
 
 from pirsyncd.config.parse import Config
-from pirsyncd.replica.rsync import RunMode, build_rsync_command, deletion_entries
+from pirsyncd.replica.rsync import RunMode, build_rsync_command, deletion_entries, encode_path_list
 
 MISSING, EXTRA, MODIFIED, ATTRIBUTES = "missing", "extra", "modified", "attributes"
 KINDS = (MISSING, EXTRA, MODIFIED, ATTRIBUTES)
 TAG = b"pirsyncd-audit "
 OUT_FORMAT = "--out-format=pirsyncd-audit %i %n"
 _NOT_FOR_AUDITS = ("--stats", "--partial", "--append-verify", "--checksum", "-c")
+_REMOTE_ONLY = ("--rsh=", "--password-file=")  # how to reach the destination: a listing of the source refuses them
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
 
@@ -116,6 +117,19 @@ def _listed(argv: list[str], extra: list[str]) -> list[str]:
 def build_slice_command(config: Config, *, kept_out: list[str] | None = None) -> list[str]:
     """argv of a ``--content=K/N`` pass: the listed files (stdin, NUL-separated) compared by checksum."""
     return _listed(_audit_base(config, kept_out, True), ["--files-from=-", "--from0", "--ignore-missing-args"])
+
+
+def build_listing_command(config: Config, *, kept_out: list[str] | None = None) -> list[str]:
+    """argv that lists the source as the metadata pass sees it (its filters, ``-x``, the kept-out
+    mount points): ``rsync --list-only`` of the source alone, for :class:`SliceListing`.
+
+    >>> build_listing_command(config)  # doctest: +SKIP
+    ['rsync', '-a', '--timeout=60', '--list-only', '/srv/www/']
+    """
+    argv = _audit_base(config, kept_out, False)
+    words = [word for word in argv[:-2] if word not in ("--delete", "--force", "--dry-run", OUT_FORMAT)
+             and not word.startswith(_REMOTE_ONLY)]
+    return [*words, "--list-only", argv[-2]]
 
 
 def build_recheck_command(config: Config, *, content: bool = False, kept_out: list[str] | None = None) -> list[str]:
@@ -245,6 +259,63 @@ def in_slice(path: str, part: int, parts: int) -> bool:
     [1]
     """
     return zlib.crc32(os.fsencode(path)) % parts == part - 1
+
+
+def next_slice(last: int, parts: int) -> int:
+    """The slice a periodic audit checks after slice ``last`` (0: none yet), in turn 1..``parts``.
+
+    >>> [next_slice(last, 3) for last in (0, 1, 2, 3, 5)]
+    [1, 2, 3, 1, 3]
+    """
+    return last % parts + 1
+
+
+def with_slice(found: dict[str, str], sliced: dict[str, str]) -> dict[str, str]:
+    """The drift of a metadata pass and of a content slice's pass: the first pass's kind wins.
+
+    >>> with_slice({"a": "missing"}, {"a": "modified", "b": "modified"})
+    {'a': 'missing', 'b': 'modified'}
+    """
+    return {**found, **{path: kind for path, kind in sliced.items() if path not in found}}
+
+
+_LISTED = re.compile(rb"-\S{9} +[0-9,.]+ \d{4}/\d\d/\d\d \d\d:\d\d:\d\d (.*)")
+
+
+class SliceListing:
+    """The regular files of slice ``part`` of ``parts``, read from ``rsync --list-only`` output
+    (:func:`build_listing_command`, ``LC_ALL=C``) a chunk at a time as it arrives, so the work
+    per chunk is bounded: :meth:`feed` is a Child's ``stdout_sink`` (keeps nothing of the output).
+    ``stdin`` is the slice as a ``--from0`` list, for :func:`build_slice_command`.
+
+    >>> listing = SliceListing(1, 1)
+    >>> listing.feed(b"drwxr-xr-x      4,096 2026/12/07 07:49:35 .\\n-rw-r--r--   1 2026/12/07 07:49:35 a b")
+    b''
+    >>> listing.feed(b"\\\\#012c\\nlrwxrwxrwx   3 2026/12/07 07:49:35 ln -> a\\n"), listing.feed(b"")
+    (b'', b'')
+    >>> bytes(listing.stdin), listing.count
+    (b'a b\\nc\\x00', 1)
+    """
+
+    def __init__(self, part: int, parts: int) -> None:
+        self.part, self.parts = part, parts
+        self.stdin = bytearray()
+        self.count = 0
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        lines = (self._rest + chunk).split(b"\n")
+        self._rest = lines.pop() if chunk else b""
+        files = []
+        for line in lines:
+            match = _LISTED.fullmatch(line)
+            if match:
+                path = unescape_name(match[1])
+                if in_slice(path, self.part, self.parts):
+                    files.append(path)
+        self.count += len(files)
+        self.stdin += encode_path_list(files)
+        return b""
 
 
 @dataclasses.dataclass(frozen=True)

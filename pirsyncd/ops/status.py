@@ -143,6 +143,8 @@ def _audit_text(audit: dict[str, Any]) -> str:
         total = sum(counts.values())
         found = (f"{total} difference{'' if total == 1 else 's'} ("
                  + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + ")")
+    if audit.get("slice") and not audit.get("running"):
+        found += f" (content slice {audit['slice']})"
     when = f"last {_when(audit.get('time'))}: " if audit.get("time") else ""
     upcoming = audit.get("next")
     after = f"; next in {max(0.0, upcoming - time.time()):.0f} s" if isinstance(upcoming, (int, float)) else ""

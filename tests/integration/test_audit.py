@@ -1,14 +1,19 @@
 """``pirsyncd audit`` against real rsync on both deletion paths: each kind of drift made at the
 destination is found and named (a same-size rewrite with its old mtime only by ``--content``),
 ``--repair`` leaves the destination equal to the source, and an in-sync mirror under live churn
-with a running daemon reports nothing.
+with a running daemon reports nothing. The daemon's periodic audits in content slices
+(``audit_content_slices``) check one slice in turn, find a same-size rewrite within N audits, and
+neither block the loop nor hold up the sync.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +405,137 @@ def test_each_destination_has_its_own_periodic_audit(tmp_path: Path) -> None:
         assert views["web2"]["paths"] == [["mode.txt", "attributes"]]
         assert not any(views["web1"]["drift"].values())
         assert "web2: audit found 1 difference" in daemon.status()["status_line"]
+
+
+SLICE_LINE = re.compile(r"audit of content slice (\d+)/(\d+): (.*)")
+
+
+def slice_audits(daemon: Daemon) -> list[tuple[int, str]]:
+    """Each periodic audit of a content slice the daemon logged: (K, what it found)."""
+    return [(int(match[1]), match[3]) for match in SLICE_LINE.finditer(daemon.log())]
+
+
+def test_periodic_audits_checksum_one_slice_in_turn_and_find_a_rewrite_within_n_audits(tmp_path: Path) -> None:
+    from tests.support.trees import wait_for
+
+    source, destination = tmp_path / "source", tmp_path / "mirror"
+    make_tree(source)
+    parts = 3
+    daemon, _, _ = periodic_daemon(tmp_path, source, destination, f"audit_content_slices = {parts}")
+    with daemon:
+        # A whole turn over an identical mirror: every slice checked in order, no drift reported.
+        wait_for(lambda: len(slice_audits(daemon)) >= parts, 60, daemon.describe)
+        before = slice_audits(daemon)
+        assert [part for part, _ in before[:parts]] == list(range(1, parts + 1)), before
+        assert all(found == "the destination is identical" for _, found in before), before
+        assert "differences at the destination" not in daemon.log() and "1 difference" not in daemon.log()
+
+        rewritten = ["same.txt", "names/café"]  # same size, same mtime: only a checksum tells
+        for name in rewritten:
+            rewrite_keeping_size_and_mtime(destination / name)
+        homes = {name: next(part for part in range(1, parts + 1) if in_slice(name, part, parts))
+                 for name in rewritten}
+        start = len(before)
+        # Within N audits (one more: one may have been under way during the rewrite) each is found.
+
+        def enough() -> list[tuple[int, str]] | None:
+            audits = slice_audits(daemon)[start:]
+            return audits if len(audits) >= parts + 2 else None
+
+        after = wait_for(enough, 60, daemon.describe)
+        for part, found in after[1:]:  # the audit under way may have read either version
+            for name in rewritten:
+                assert (repr(name) in found) == (part == homes[name]), f"{name} (slice {homes[name]}): {after}"
+            if part not in homes.values():
+                assert found == "the destination is identical", after
+        assert [part for part, _ in after] == [(before[-1][0] + index) % parts + 1 for index in range(len(after))]
+        audit = audited(daemon, lambda audit: (audit["drift"] or {}).get("modified"))
+        assert audit["slice"] in {f"{homes[name]}/{parts}" for name in rewritten}, audit
+        assert audit["content"] is True and audit["drift"]["missing"] == 0
+
+        def shown() -> str | None:  # not while an audit runs: then it says "running now"
+            text = run_pirsyncd("status", "--status-file", str(daemon.status_file)).stdout
+            return text if re.search(rf"audit: +last .*: .*\(content slice [1-{parts}]/{parts}\)", text) else None
+
+        wait_for(shown, 30, daemon.describe)
+        assert daemon.status()["state"] == "in-sync"
+
+
+def test_sliced_periodic_audits_neither_block_the_loop_nor_hold_up_the_sync_under_churn(
+        tmp_path: Path, notify_socket: Any) -> None:
+    from tests.integration.test_notify import WATCHDOG_USEC, WITH_WATCHDOG_PID, pings_since
+    from tests.support.trees import wait_for
+
+    source, destination, outside = tmp_path / "source", tmp_path / "mirror", tmp_path / "outside"
+    for index in range(3000):  # a listing of several chunks
+        write_file(source / f"dir{index % 30}" / f"file-{index}.txt", f"file {index}\n")
+    (source / "busy").mkdir()
+    outside.mkdir()
+    config = tmp_path / "www.conf"
+    config.write_text(f"[sync]\nsource = {source}\ndestination = {destination}\ndelay = 0.1\n"
+                      "audit_interval = 0.5\naudit_content_slices = 3\n")
+    daemon = Daemon(tmp_path / "daemon", "--config", str(config), env={"WATCHDOG_USEC": str(WATCHDOG_USEC)},
+                    prefix=WITH_WATCHDOG_PID, notify=notify_socket)
+    workload = Workload(source / "busy", seed_from_environment(2527), "hostile", outside, hard_links=False)
+    with daemon:
+        pings_from, started = len(notify_socket.messages), time.monotonic()
+        start = len(slice_audits(daemon))
+        synced: set[float] = set()
+
+        def churned_through_a_turn() -> bool:
+            """Two operations a poll; True once 4 slice audits ended meanwhile (a whole turn and one)."""
+            workload.run(2)
+            notify_socket.receive()  # as systemd does: a full notify socket would hold the daemon up
+            status = daemon.status()
+            if status.get("last_success"):
+                synced.add(status["last_success"])
+            return len(slice_audits(daemon)) - start >= 4
+
+        wait_for(churned_through_a_turn, 120, lambda: f"{slice_audits(daemon)[start:]}\n{daemon.describe()}")
+        elapsed = time.monotonic() - started
+        pings = pings_since(notify_socket, pings_from)
+        times = [message.received_at for message in notify_socket.messages[pings_from:] if message.has("WATCHDOG=1")]
+        longest = max((later - earlier for earlier, later in itertools.pairwise(times)), default=elapsed)
+        daemon.assert_in_sync(source, destination)
+        audits = slice_audits(daemon)[start:]
+        assert all(found == "the destination is identical" for _, found in audits), f"{workload.describe()}\n{audits}"
+        assert {part for part, _ in audits} == {1, 2, 3}
+        assert len(synced) >= 4, f"the sync waited for the audits: {len(synced)} syncs in {elapsed:.1f} s"
+        # A ping every 0.5 s from the loop itself: a loop blocked by an audit misses them.
+        assert pings >= elapsed / 0.5 / 2 - 1 and longest < 3.0, (
+            f"{pings} WATCHDOG=1 in {elapsed:.1f} s, {longest:.2f} s the longest gap\n{daemon.describe()}")
+
+
+@pytest.mark.remote
+@pytest.mark.skipif(os.geteuid() != 0, reason="sshd and rsync --daemon as root need root")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server")
+def test_periodic_audits_in_slices_find_a_rewrite_at_ssh_and_rsync_daemon_destinations(tmp_path: Path) -> None:
+    from tests.integration.test_remote_destinations import rsyncd_section, ssh_section, write_config
+    from tests.support.servers import RsyncDaemon, SshServer
+    from tests.support.trees import wait_for
+
+    source = tmp_path / "source"
+    make_tree(source)
+    home = next(part for part in (1, 2) if in_slice("same.txt", part, 2))
+    with SshServer() as ssh, RsyncDaemon() as rsyncd:
+        mirrors = {"ssh": tmp_path / "ssh-mirror", "rsyncd": rsyncd.module_path / "rsyncd"}
+        config = write_config(tmp_path, source, ssh_section("ssh", ssh, mirrors["ssh"])
+                              + rsyncd_section("rsyncd", rsyncd), None)
+        config.write_text(config.read_text().replace("[sync]\n", "[sync]\naudit_interval = 0.5\n"
+                                                                 "audit_content_slices = 2\n", 1))
+        with Daemon(tmp_path / "daemon", "--config", str(config)) as daemon:
+            for mirror_path in mirrors.values():
+                wait_until_equal(source, mirror_path, 60)
+                rewrite_keeping_size_and_mtime(mirror_path / "same.txt")
+
+            def found() -> dict[str, Any] | None:
+                daemon.assert_running()
+                views = {view["name"]: view.get("audit") or {} for view in daemon.status().get("destinations") or []}
+                return views if all(["same.txt", "modified"] in (views.get(name) or {}).get("paths", [])
+                                    for name in mirrors) else None
+
+            views = wait_for(found, 60, daemon.describe)
+            for name in mirrors:
+                assert views[name]["slice"] == f"{home}/2" and views[name]["error"] is None, views[name]
+                assert views[name]["paths"] == [["same.txt", "modified"]], views[name]
+            assert "audit failed" not in daemon.log(), daemon.log()

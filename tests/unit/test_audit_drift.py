@@ -5,12 +5,14 @@ rechecked once the destination settled, churn is dropped, audit_repair makes pen
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from pathlib import Path
 
 import pytest
 
-from pirsyncd.config.parse import parse
+from pirsyncd.config.parse import ConfigError, parse
 from pirsyncd.ops import drift
 from pirsyncd.replica.rsync import RunMode, build_rsync_command
 
@@ -148,3 +150,101 @@ def test_audit_repair_makes_the_drift_pending_changes() -> None:
         Change(ChangeKind.CHANGED, ".", True), Change(ChangeKind.CHANGED, "d", True), Change(ChangeKind.CHANGED, "d/f"),
         Change(ChangeKind.REMOVED, "gone", False), Change(ChangeKind.NEW_DIR, "new", True),
         Change(ChangeKind.REMOVED, "old", True)]
+
+
+def listed(paths: list[str]) -> bytes:
+    """What ``rsync --list-only`` prints (LC_ALL=C) for a directory holding ``paths``, and a
+    directory, a symlink and a fifo besides: only regular files are in a slice."""
+    lines = [b"drwxr-xr-x          4,096 2026/12/07 07:49:35 .", b"drwxr-xr-x          4,096 2026/12/07 07:49:35 d",
+             b"lrwxrwxrwx              3 2026/12/07 07:49:35 link -> d/f0",
+             b"prw-r--r--              0 2026/12/07 07:49:35 fifo"]
+    for index, path in enumerate(paths):
+        escaped = b"".join(b"\\#%03o" % byte if not 32 <= byte <= 126 else bytes([byte]) for byte in os.fsencode(path))
+        lines.append(b"-rw-r--r-- %14s 2026/12/07 07:49:35 " % f"{index * 997:,}".encode() + escaped)
+    return b"\n".join(lines) + b"\n"
+
+
+def test_the_slices_turn_and_a_listing_picks_each_slice_s_files_whatever_its_chunks() -> None:
+    parts = 4
+    turns = [0]
+    for _ in range(2 * parts):
+        turns.append(drift.next_slice(turns[-1], parts))
+    assert turns[1:] == [1, 2, 3, 4, 1, 2, 3, 4]
+    assert drift.next_slice(6, 4) == 3  # audit_content_slices lowered by a reload: still a slice
+    paths = [f"d/f{index}" for index in range(300)] + ["café", "new\nline", " lead", "#hash", "sp ace -> x"]
+    text = listed(paths)
+    chunks = random.Random(25)
+    picked: list[set[str]] = []
+    for part in range(1, parts + 1):
+        listing, start = drift.SliceListing(part, parts), 0
+        while start < len(text):  # cut anywhere, also inside a line or an escape
+            size = chunks.randint(1, 200)
+            assert listing.feed(text[start:start + size]) == b""  # nothing of the output is kept
+            start += size
+        listing.feed(b"")
+        files = [os.fsdecode(entry.removeprefix(b"./")) for entry in bytes(listing.stdin).split(b"\0")[:-1]]
+        assert files == [path for path in paths if drift.in_slice(path, part, parts)]
+        assert listing.count == len(files)
+        picked.append(set(files))
+    assert set().union(*picked) == set(paths) and sum(map(len, picked)) == len(paths)  # every file once
+
+
+def test_a_listing_sees_the_source_as_the_metadata_pass_does() -> None:
+    argv = drift.build_listing_command(CONFIG, kept_out=["proc"])
+    assert argv[-2:] == ["--list-only", "/srv/www/"]  # the source alone: nothing reaches the destination
+    assert {"--exclude=*.tmp", "--exclude=/proc/**", "-x", "-H"} <= set(argv)
+    assert not {"--delete", "--dry-run", "--checksum", drift.OUT_FORMAT} & set(argv)
+    for destination, remote in (("rsync://backup@mirror.example/www/", "password_file = /etc/pirsyncd/www.pw"),
+                                ("backup@web1.example:/srv/www", "ssh_port = 2222")):
+        argv = drift.build_listing_command(parse(f"[sync]\nsource = /srv/www\ndestination = {destination}\n"
+                                                 f"[remote]\n{remote}\n"))
+        assert argv[-2:] == ["--list-only", "/srv/www/"]  # rsync refuses --password-file without a daemon
+        assert not [word for word in argv if word.startswith(("--rsh", "--password-file", "-e"))], argv
+
+
+def test_a_sliced_periodic_audit_checks_one_slice_in_turn(tmp_path: Path) -> None:
+    from pirsyncd.ops.auditor import FIRST, LISTING, SETTLING, SLICE, PeriodicAudits, build_periodic_audit_command
+    from tests.support.fabricated import exited
+
+    source = tmp_path / "source"
+    source.mkdir()
+    config = parse(f"[sync]\nsource = {source}\ndestination = /backup/www\naudit_interval = 60\n"
+                   "audit_content_slices = 3\n")
+    assert config.audit_content  # implied
+    with pytest.raises(ConfigError, match=r"\[sync\] audit_content_slices: slices of the content contradict "
+                                          r"audit_content = no; remove one of them"):
+        parse(f"[sync]\nsource = {source}\ndestination = /b\naudit_content = no\naudit_content_slices = 3\n",
+              "www.conf")
+    assert "--checksum" not in build_periodic_audit_command(config, [])  # the whole tree's metadata only
+    audits = PeriodicAudits()
+    audits.configure([("www", config)], 0.0)
+    audit = audits.audits["www"]
+    files = [f"f{index}" for index in range(30)]
+    seen = []
+    for number in range(4):
+        now = 61.0 + 60 * number
+        audit.phase = FIRST
+        assert audits.finished("www", config, exited(), now, change_seq=1) is None
+        assert audit.phase == LISTING and audits.due_at("www", 1, True) == float("-inf")  # next child at once
+        audit.slice = drift.next_slice(audit.last_slice, 3)  # as step() does, with the listing's child
+        audit.listing = drift.SliceListing(audit.slice, 3)
+        audit.listing.feed(listed(files))
+        audit.listing.feed(b"")
+        assert audits.finished("www", config, exited(), now, change_seq=1) is None
+        assert audit.phase == SLICE
+        assert audits.finished("www", config, exited(), now, change_seq=1) == {}
+        snapshot = audits.snapshot("www", 0.0) or {}
+        seen.append(snapshot["slice"])
+        assert snapshot["drift"] == {"missing": 0, "extra": 0, "modified": 0, "attributes": 0}
+    assert seen == ["1/3", "2/3", "3/3", "1/3"]
+    # A rewrite the slice's checksum pass finds is rechecked like any drift; a failed audit
+    # checks the same slice again.
+    audit.phase = FIRST
+    audits.finished("www", config, exited(), 400.0, change_seq=2)
+    audit.slice, audit.listing, audit.phase = 2, None, SLICE
+    assert audits.finished("www", config, exited(stdout=b"pirsyncd-audit >fc........ f7\n"), 400.0, 2) is None
+    assert audit.phase == SETTLING and audit.found == {"f7": "modified"}
+    audit.phase = SLICE
+    assert audits.finished("www", config, exited(status=12, stderr="rsync error"), 460.0, 2) is None
+    assert (audits.snapshot("www", 0.0) or {})["slice"] == "2/3" and audit.last_slice == 1
+    assert drift.next_slice(audit.last_slice, 3) == 2
