@@ -53,6 +53,7 @@ class Config:
     full_resync_interval: float
     max_delete: int
     one_file_system: bool
+    watch_backend: str
     allow_empty_source: bool
     parallel_syncs: int
     stop_timeout: float
