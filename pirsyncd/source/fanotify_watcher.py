@@ -119,12 +119,19 @@ class FanotifyWatcher:
                 if not buffer:
                     break
                 events = parse_events(buffer)
-                if self.debug_events:
-                    for event in events:
+                if not self.debug_events:
+                    changes += self.translator.feed(events)
+                    continue
+                for event in events:
+                    # Only events that change something below the source are logged: the log
+                    # lands on some file system, perhaps the marked one, and logging every event
+                    # there would make events of its own without end.
+                    translated = self.translator.feed([event])
+                    if translated:
                         log.debug("fanotify event mask=%s entry=%r old=%r new=%r", describe_mask(event.mask),
                                   event.entry and event.entry.name, event.old and event.old.name,
                                   event.new and event.new.name)
-                changes += self.translator.feed(events)
+                    changes += translated
         finally:
             if self.lookup is not None:
                 self.lookup.release()  # so that the source's file system can be unmounted
