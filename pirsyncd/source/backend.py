@@ -74,8 +74,8 @@ def choose_backend(asked: str, source: str, one_file_system: bool,
         if beyond:
             first = sorted(beyond)[0]
             more = f" and {len(beyond) - 1} more" if len(beyond) > 1 else ""
-            return BackendChoice(INOTIFY, f"a {beyond[first].fstype} file system is mounted below the source at "
-                                          f"{first}{more}, which a fanotify mark would not reach")
+            return BackendChoice(INOTIFY, f"another file system ({beyond[first].fstype}) is mounted below the "
+                                          f"source at {first}{more}, which a fanotify mark would not reach")
     why_not = refusal(source)
     if why_not is None:
         return BackendChoice(FANOTIFY)
