@@ -40,6 +40,7 @@ from pirsyncd.replica.results import ReplicaReport
 from pirsyncd.replica.runlog import RsyncOutputLog
 from pirsyncd.replica.ssh import SharedConnections
 from pirsyncd.restart.keeper import StateKeeper, all_in_sync, default_state_path
+from pirsyncd.source.backend import FANOTIFY, BackendUnavailable
 from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.identity import SourceProblem
 from pirsyncd.source.intake import SourceSide
@@ -58,7 +59,7 @@ class Instance:
         self.loop = loop
         self.clock = clock
         self.source = SourceSide(config.source, config.exclude, config.debug_events,
-                                 one_file_system=config.one_file_system)
+                                 one_file_system=config.one_file_system, watch_backend=config.watch_backend)
         self.rsync_output = RsyncOutputLog(config.rsync_log)
         self.replicas = make_replicas(config, self.rsync_output)
         self.policy = InstancePolicy(config.stop_timeout, config.full_resync_interval, notify.watchdog_interval())
@@ -93,10 +94,18 @@ class Instance:
         try:
             self.keeper.start(config, self.source, self.replicas, now)  # watches, starts each replica
         except OSError as error:
-            log.error("cannot watch the source %s: %s; check that it is readable and that "
-                      "fs.inotify.max_user_watches and max_user_instances are not exhausted",
-                      config.source, error.strerror)
+            if self.source.attempted.backend == FANOTIFY:
+                log.error("cannot watch the source %s with fanotify: %s; check that it is readable and that "
+                          "fs.fanotify.max_user_groups and max_user_marks are not exhausted",
+                          config.source, error.strerror)
+            else:
+                log.error("cannot watch the source %s: %s; check that it is readable and that "
+                          "fs.inotify.max_user_watches and max_user_instances are not exhausted",
+                          config.source, error.strerror)
             return exitcodes.OS_ERROR
+        except BackendUnavailable as problem:
+            log.error("%s", problem)
+            return problem.exit_status
         except SourceProblem as problem:
             log.error("%s; start pirsyncd again once it stays put", problem)
             return problem.exit_status
@@ -107,7 +116,9 @@ class Instance:
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL)
         self.publish(force=True)
         notify.send("READY=1", f"STATUS={self.reporter.line}")
-        log.info("watching %s (%d directories), mirroring to %s", config.source, self.source.watched_count,
+        watching = ("one fanotify mark" if self.source.backend.backend == FANOTIFY
+                    else f"{self.source.watched_count} directories")
+        log.info("watching %s (%s), mirroring to %s", config.source, watching,
                  ", ".join(f"{replica.name} ({replica.config.destination.text})" if len(self.replicas) > 1
                            else replica.config.destination.text for replica in self.replicas))
         for replica in self.replicas:
@@ -404,9 +415,10 @@ class Instance:
         if problems:
             raise ConfigError(problems)
         old, now = self.config, self.clock()
-        if (old.source, old.exclude, old.one_file_system) != (new.source, new.exclude, new.one_file_system):
+        if (old.source, old.exclude, old.one_file_system, old.watch_backend) != (
+                new.source, new.exclude, new.one_file_system, new.watch_backend):
             source = SourceSide(new.source, new.exclude, new.debug_events, previous=self.source,
-                                one_file_system=new.one_file_system)
+                                one_file_system=new.one_file_system, watch_backend=new.watch_backend)
             try:
                 source.watch()
             except (OSError, SourceProblem) as error:
@@ -448,7 +460,8 @@ class Instance:
         return {
             **whole, "instance": self.config.instance, "source": self.config.source,
             "config_file": self.config.origin if self.config.origin.startswith("/") else None,
-            "watched_dirs": self.source.watched_count, "heartbeat": self.heartbeat,
+            "watched_dirs": self.source.watched_count, "watch_backend": self.source.backend.backend,
+            "watch_backend_reason": self.source.backend.reason, "heartbeat": self.heartbeat,
             "change_seq": self.source.change_seq, "barrier_requests": self.source.barrier_requests,
             "barrier_seq": self.source.barrier_seq, "warning": self.warning or whole["warning"],
             **self.ops.snapshot(), "watermark": self.keeper.watermark, "start": self.keeper.start_info,

@@ -21,6 +21,8 @@ CANNOT_CREATE = 73  # EX_CANTCREAT
 TEMPFAIL = 75  # EX_TEMPFAIL
 NO_PERMISSION = 77  # EX_NOPERM
 CONFIG = 78  # EX_CONFIG
+# Not in sysexits.h (which ends at 78): watch_backend = fanotify, and fanotify cannot watch the source here.
+NO_FANOTIFY = 79
 USAGE = CONFIG  # the command line is configuration too, so systemd does not restart-loop on it
 
 
@@ -50,6 +52,9 @@ STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(NO_PERMISSION, "the destination refused authentication: wrong password, wrong key, or an unknown "
                               "host key"),
     ExitStatus(CONFIG, "the configuration or the command line is not valid; every problem is listed"),
+    ExitStatus(NO_FANOTIFY, "fanotify was asked for (watch_backend = fanotify) and cannot watch the source here "
+                            "(the one line logged says why: capabilities, kernel or file system); "
+                            "watch_backend = auto falls back to inotify instead"),
 )
 
 

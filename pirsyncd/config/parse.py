@@ -57,6 +57,7 @@ class Config:
     audit_repair: bool
     max_delete: int
     one_file_system: bool
+    watch_backend: str
     allow_empty_source: bool
     parallel_syncs: int
     stop_timeout: float

@@ -131,6 +131,11 @@ class _SnapshotCollector:
                         instance, snapshot.get("inotify_overflows", 0))
         yield self._one(gauge, "pirsyncd_watched_directories", "Directories with an inotify watch.",
                         instance, snapshot.get("watched_dirs") or 0)
+        if snapshot.get("watch_backend"):
+            backend = gauge("pirsyncd_watch_backend", "How the source is watched (1 for the backend in use): inotify "
+                           "(a watch per directory) or fanotify (one filesystem mark).", labels=["instance", "backend"])
+            backend.add_metric([instance, snapshot["watch_backend"]], 1.0)
+            yield backend
         limit = _watch_limit()
         if limit is not None:
             yield self._one(gauge, "pirsyncd_watch_limit", "The kernel's fs.inotify.max_user_watches.",

@@ -21,7 +21,7 @@ PUBLISH_INTERVAL = 1.0
 # A change in any of these is worth telling readers about.
 _WATCHED_KEYS = ("state", "pending", "watched_dirs", "synced_seq", "barrier_requests", "warning", "next_retry",
                  "failing", "deletion_path", "heartbeat", "paused", "counters", "hooks", "inotify_overflows",
-                 "oldest_unsent", "progress", "audit")
+                 "oldest_unsent", "progress", "audit", "watch_backend")
 
 
 class MetricsWriter(Protocol):
@@ -90,7 +90,7 @@ def _destinations_line(snapshot: dict[str, Any]) -> str:
         others.append(f"{view['name']}: {view['state'].replace('-', ' ')}" + (f" ({reason})" if reason else ""))
     text = f"{good} of {len(views)} in sync" + "".join(f"; {other}" for other in others)
     drift = "".join(f" · {view['name']}: {_drift(view)}" for view in views if _drift(view))
-    return f"{text} · {snapshot['watched_dirs']:,} dirs watched · {snapshot['pending']:,} pending{drift}"
+    return f"{text} · {_watching(snapshot)} · {snapshot['pending']:,} pending{drift}"
 
 
 def _drift(view: dict[str, Any]) -> str:
@@ -98,6 +98,18 @@ def _drift(view: dict[str, Any]) -> str:
     counts = (view.get("audit") or {}).get("drift") or {}
     total = sum(counts.values())
     return f"audit found {total} difference{'' if total == 1 else 's'}" if total else ""
+
+
+def _watching(snapshot: dict[str, Any]) -> str:
+    """How the source is watched, for the status line: '1,234 dirs watched' (inotify), or
+    'watched by fanotify' (no directory is watched one by one).
+
+    >>> _watching({"watched_dirs": 1234}), _watching({"watched_dirs": 0, "watch_backend": "fanotify"})
+    ('1,234 dirs watched', 'watched by fanotify')
+    """
+    if snapshot.get("watch_backend") == "fanotify":
+        return "watched by fanotify"
+    return f"{snapshot['watched_dirs']:,} dirs watched"
 
 
 def status_line(snapshot: dict[str, Any]) -> str:
@@ -109,14 +121,14 @@ def status_line(snapshot: dict[str, Any]) -> str:
     warning = snapshot.get("warning")
     if state == "paused":
         return (f"paused since {_clock(snapshot.get('paused_since'))} (pirsyncd resume to send) · "
-                f"{snapshot['watched_dirs']:,} dirs watched · {pending}")
+                f"{_watching(snapshot)} · {pending}")
     if warning and state == "source-lost":
         return f"source lost: {warning} · mirror kept as it was · {pending}"
     progress = snapshot.get("progress") or {}
     if progress.get("active") and state in ("initial-sync", "syncing"):
-        return f"{describe_progress(progress)} · {snapshot['watched_dirs']:,} dirs watched · {pending}"
+        return f"{describe_progress(progress)} · {_watching(snapshot)} · {pending}"
     if state == "initial-sync":
-        return f"initial sync: {snapshot['files_sent_in_job']:,} files sent · {snapshot['watched_dirs']:,} dirs watched"
+        return f"initial sync: {snapshot['files_sent_in_job']:,} files sent · {_watching(snapshot)}"
     if state == "retrying" and snapshot.get("next_retry"):
         reason = (snapshot.get("last_error") or {}).get("message", "sync failed")
         wait = max(0.0, snapshot["next_retry"] - time.time())
@@ -128,7 +140,7 @@ def status_line(snapshot: dict[str, Any]) -> str:
     last_sync = snapshot.get("last_sync")
     if last_sync:
         last = f" · last sync {_clock(last_sync['time'])} ({last_sync['paths']} paths, {last_sync['seconds']} s)"
-    text = f"{state.replace('-', ' ')} · {snapshot['watched_dirs']:,} dirs watched{last} · {pending}"
+    text = f"{state.replace('-', ' ')} · {_watching(snapshot)}{last} · {pending}"
     if snapshot.get("failing"):
         text = f"{text} · {snapshot['failing']}"
     if _drift(snapshot):

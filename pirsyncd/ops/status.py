@@ -58,6 +58,17 @@ def _when(epoch: object) -> str:
     return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(epoch))} ({age:.0f} s ago)"
 
 
+def _watching_lines(status: dict[str, Any]) -> list[str]:
+    """How the source is watched: the directories inotify watches; with fanotify, that instead;
+    and why auto did not take fanotify, when it did not."""
+    if status.get("watch_backend") == "fanotify":
+        return ["watching:     fanotify (one filesystem mark, no watch per directory)"]
+    lines = [f"watched dirs: {status.get('watched_dirs')}"]
+    if status.get("watch_backend_reason"):
+        lines.append(f"watching:     inotify, not fanotify: {status['watch_backend_reason']}")
+    return lines
+
+
 def format_status(status: dict[str, Any]) -> str:
     """Status for a person: a few aligned lines."""
     alive = process_alive(status.get("pid"))
@@ -71,7 +82,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"pending:      {status.get('pending')}",
         *([f"paused:       since {_when(status.get('paused_since'))}; pirsyncd resume sends what is pending"]
           if status.get("paused") else []),
-        f"watched dirs: {status.get('watched_dirs')}",
+        *_watching_lines(status),
         f"last success: {_when(status.get('last_success'))}",
         *_restart_lines(status),
     ]

@@ -6,6 +6,9 @@ everything is in sync, and mark a destination's layout as moved on before its ne
              changes (warm) or a full sync (with the reason, in the log and the status)
     running: all in sync, nothing pending ─> drain inotify ─> watermark = then - MARGIN
              ─> STATE_FILE.dirs (when the tree changed) ─> STATE_FILE
+
+With the fanotify backend there is no tree of watched directories, so no index: every start
+is a full sync (saying so), and no state is written.
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ class StateKeeper:
             except StateUnusable as problem:
                 reason = str(problem)
         source.watch(at_once=True)  # before READY=1, and the scan judges the whole tree
+        if source.watcher is not None and source.watch_tree is None:
+            # fanotify watches no directory one by one: there is no index to judge renames by,
+            # none to write, and a state left from an inotify run would outlive what it says.
+            self._forget()
+            if scan is not None:
+                scan, reason = None, "the fanotify backend keeps no directory index for a warm start"
         if scan is not None and source.watcher is not None and source.watcher.limit_reached:
             scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
         if scan is not None and source.watcher is not None:
@@ -117,8 +126,8 @@ class StateKeeper:
         """What changed: the directories from the tree just built (before any event is read),
         the entries from find, run here before the loop starts (like the watch walk, it is
         part of starting). A reason for a full sync when that does not work out."""
-        assert source.watcher is not None
-        tree = source.watcher.tree
+        tree = source.watch_tree
+        assert tree is not None
         scan.directories(tree)
         scan.unreadable(source.unwatched)
         child = Child(scan.find_command(source.kept_out()), b"", "warm scan", env={**os.environ, "LC_ALL": "C"},
@@ -225,8 +234,9 @@ class StateKeeper:
               now: float) -> None:
         """Everything is in sync: the watermark advances (``now``: monotonic)."""
         self.activity = False
-        if self.path is None or source.watcher is None or source.identity is None:
-            return
+        tree = source.watch_tree
+        if self.path is None or tree is None or source.identity is None:
+            return  # (fanotify: no index, no state; every start is a full sync)
         destinations = {}
         for replica in replicas:
             if in_sync(replica) and len(replica.failing) <= statefile.MAX_FAILING:
@@ -238,7 +248,6 @@ class StateKeeper:
             return
         began = time.monotonic()
         try:
-            tree = source.watcher.tree
             token = self.header.index_token if self.header is not None else ""
             if self._index is None or self._index[0] is not tree or self._index[1] != tree.version or not token:
                 token = statefile.write_index(self.path, _unambiguous(tree))

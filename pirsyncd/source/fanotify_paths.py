@@ -36,20 +36,35 @@ CACHE_LIMIT = 100_000
 
 
 class KernelLookup:
-    """Where a directory handle of one file system is now, by asking the kernel; a callable."""
+    """Where a directory handle of one file system is now, by asking the kernel; a callable.
+
+    Its ``mount_fd`` (``mount_path`` opened; OSError at once when it cannot be) is held only
+    while lookups go on: :meth:`release` lets it go (after each read of the queue), since an
+    open descriptor keeps the file system busy and an operator's ``umount`` of the source would
+    fail with EBUSY; the next lookup opens ``mount_path`` again."""
 
     def __init__(self, mount_path: str) -> None:
+        self.mount_path = mount_path
         self.mount_fd = os.open(mount_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Close the descriptor until the next lookup."""
         if self.mount_fd >= 0:
             os.close(self.mount_fd)
             self.mount_fd = -1
+
+    def close(self) -> None:
+        self.release()
 
     def __call__(self, handle: FileHandle) -> str | Gone:
         """The absolute path of the directory ``handle`` names, or :class:`Gone`: "stale",
         "deleted", or (with the errno's name as ``last_path``) "unresolvable" when the kernel
         kept failing otherwise. EPERM (no CAP_DAC_READ_SEARCH) is raised."""
+        if self.mount_fd < 0:
+            try:
+                self.mount_fd = os.open(self.mount_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as error:  # the source is gone or covered: its own events say so
+                return Gone(UNRESOLVABLE, errno.errorcode.get(error.errno or 0, str(error.errno)))
         for attempt in range(ATTEMPTS):
             try:
                 descriptor = open_by_handle_at(self.mount_fd, handle.handle_type, handle.handle)

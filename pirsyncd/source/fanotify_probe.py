@@ -7,7 +7,8 @@ undoes it all. What it can meet (checked on Linux 6.18):
 - no fanotify in the kernel (ENOSYS), or one older than 5.9 (EINVAL: no FAN_REPORT_DFID_NAME),
   or without ``FAN_RENAME`` (5.17, backported to 5.15.154 and 5.10.220);
 - no CAP_SYS_ADMIN: the group is made, the mark refused (EPERM); no CAP_DAC_READ_SEARCH:
-  handles do not open (EPERM);
+  handles do not open (EPERM); a seccomp filter without fanotify_init (systemd's
+  ``SystemCallFilter=@system-service``, the default unit's): the group refused (EPERM);
 - overlayfs with default options (EOPNOTSUPP: no file handles to report), FUSE (ENODEV: a
   zero fsid), a path inside a btrfs subvolume other than the file system's top (EXDEV);
 - ``fs.fanotify.max_user_groups`` or ``max_user_marks`` used up (EMFILE, ENOSPC).
@@ -32,7 +33,8 @@ from pirsyncd.source.mounts import MOUNTINFO, Mount, mount_of, parse_mountinfo
 _GROUP_REFUSALS = {
     errno.ENOSYS: "the kernel has no fanotify (CONFIG_FANOTIFY)",
     errno.EINVAL: "the kernel is too old for fanotify with file handles and names (Linux 5.9 or later needed)",
-    errno.EPERM: "making a fanotify group needs CAP_SYS_ADMIN",
+    errno.EPERM: ("fanotify_init was refused: a seccomp filter forbids it (under systemd, SystemCallFilter=: "
+                  "see the fanotify drop-in example), or the kernel (before Linux 5.13) wants CAP_SYS_ADMIN"),
     errno.EMFILE: "too many fanotify groups (fs.fanotify.max_user_groups)",
 }
 

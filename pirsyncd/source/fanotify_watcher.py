@@ -66,6 +66,7 @@ class FanotifyWatcher:
         self.mounts.root_device = os.stat(self.source).st_dev
         self.mounts.note(table)
         self.unwatched = {path for path in mounts_below(real_source, table) if self._beyond_the_mark(path)}
+        lookup.release()  # (held only while a read resolves handles: see KernelLookup)
         self.group, self.lookup, self.root_lost = group, lookup, False
         self.translator = FanotifyTranslator(real_source, (handle_type, handle), HandleResolver(lookup),
                                              is_dir_on_disk, mount_of(real_source, table))
@@ -112,17 +113,28 @@ class FanotifyWatcher:
         """Read the queued events (never blocks) and turn them into Changes."""
         assert self.group is not None and self.translator is not None, "watch_root first"
         changes: list[Change] = []
-        for _ in range(MAX_READS):
-            buffer = self.group.read()
-            if not buffer:
-                break
-            events = parse_events(buffer)
-            if self.debug_events:
+        try:
+            for _ in range(MAX_READS):
+                buffer = self.group.read()
+                if not buffer:
+                    break
+                events = parse_events(buffer)
+                if not self.debug_events:
+                    changes += self.translator.feed(events)
+                    continue
                 for event in events:
-                    log.debug("fanotify event mask=%s entry=%r old=%r new=%r", describe_mask(event.mask),
-                              event.entry and event.entry.name, event.old and event.old.name,
-                              event.new and event.new.name)
-            changes += self.translator.feed(events)
+                    # Only events that change something below the source are logged: the log
+                    # lands on some file system, perhaps the marked one, and logging every event
+                    # there would make events of its own without end.
+                    translated = self.translator.feed([event])
+                    if translated:
+                        log.debug("fanotify event mask=%s entry=%r old=%r new=%r", describe_mask(event.mask),
+                                  event.entry and event.entry.name, event.old and event.old.name,
+                                  event.new and event.new.name)
+                    changes += translated
+        finally:
+            if self.lookup is not None:
+                self.lookup.release()  # so that the source's file system can be unmounted
         self.root_lost = self.root_lost or any(change.kind == ChangeKind.ROOT_LOST for change in changes)
         return changes
 

@@ -2,8 +2,12 @@
 hard-link inodes) and the source's identity. It produces changes and knows nothing of
 destinations.
 
-    inotify ─> Watcher ─> Intake: excluded paths dropped or rewritten, multi-link inodes
-                                  noted, overflow / root lost flagged ─> replicas
+    inotify  ─> Watcher ──────────┐
+    fanotify ─> FanotifyWatcher ──┴─> Intake: excluded paths dropped or rewritten, multi-link
+                                      inodes noted, overflow / root lost flagged ─> replicas
+
+Which watcher (``watch_backend``) is :mod:`pirsyncd.source.backend`'s choice, made at each
+(re)watch.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from collections.abc import Callable
 from pirsyncd.config import exitcodes
 from pirsyncd.config.filters import Excluder
 from pirsyncd.edges.loop import Loop
-from pirsyncd.source.events import Change, ChangeKind
+from pirsyncd.source.backend import FANOTIFY, INOTIFY, BackendChoice, choose_backend
+from pirsyncd.source.events import Change, ChangeKind, WatchTree
+from pirsyncd.source.fanotify_watcher import FanotifyWatcher
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
 from pirsyncd.source.identity import (
     SourceIdentity,
@@ -51,15 +57,20 @@ class Intake:
 
 class SourceSide:
     def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False,
-                 previous: SourceSide | None = None, one_file_system: bool = False) -> None:
+                 previous: SourceSide | None = None, one_file_system: bool = False,
+                 watch_backend: str = INOTIFY) -> None:
         """``previous``: the side this one replaces (a reload); its counts go on, since a change
-        sequence that went back would satisfy every sync barrier at once."""
+        sequence that went back would satisfy every sync barrier at once. ``watch_backend``:
+        inotify, fanotify or auto (the option)."""
         self.source = source
         self.excluder = Excluder(exclude)
         self.debug_events = debug_events
         self.one_file_system = one_file_system
+        self.watch_backend = watch_backend
+        self.backend = BackendChoice(INOTIFY)  # what watches now (and why, when auto fell back)
+        self.attempted = self.backend  # what the last watch() tried, whether it worked or not
         self._mount_table_changed = False
-        self.watcher: Watcher | None = None
+        self.watcher: Watcher | FanotifyWatcher | None = None
         self.identity: SourceIdentity | None = None
         self.hard_links = HardLinkIndex(source)
         self.change_seq = 0  # counts reads that brought changes: what `pirsyncd wait` waits for
@@ -77,8 +88,14 @@ class SourceSide:
         """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
         SourceProblem when the source is not ``expected``, the directory watched before).
         The root is watched now, what is below it by :meth:`walk_step` while :attr:`walking`
-        (``at_once``: before this returns, as at start)."""
-        watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
+        (``at_once``: before this returns, as at start). With fanotify, one mark and no walk;
+        BackendUnavailable (a SourceProblem) when watch_backend = fanotify cannot be had."""
+        choice = self.attempted = self._choose_backend()
+        watcher: Watcher | FanotifyWatcher
+        if choice.backend == FANOTIFY:
+            watcher = FanotifyWatcher(self.source, self.excluder, self.debug_events, self.one_file_system)
+        else:
+            watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         try:
             identity = source_identity(self.source)
             if expected is not None and not identity.same_directory(expected):
@@ -97,6 +114,31 @@ class SourceSide:
         self.watcher, self.identity = watcher, identity
         self.limit_reported = False
         self._unwatched_seen = len(watcher.unwatched)
+        if choice != self.backend and self.watch_backend != INOTIFY:
+            if choice.reason is not None:
+                log.info("watch_backend = %s: watching with inotify, since %s", self.watch_backend, choice.reason)
+            else:
+                log.info("watch_backend = %s: watching with fanotify (one filesystem mark, no watch per directory)",
+                         self.watch_backend)
+            if choice.backend == FANOTIFY and watcher.unwatched:
+                log.warning("file systems mounted below the source (%s) are beyond the fanotify mark: they are "
+                            "covered by full syncs only (watch_backend = inotify watches them)",
+                            ", ".join(sorted(watcher.unwatched)[:5]))
+        self.backend = choice
+
+    def _choose_backend(self) -> BackendChoice:
+        """The backend for this watch: inotify at once when asked for (nothing is probed); else
+        the source must be there first (OSError as for inotify), then the probe decides."""
+        if self.watch_backend == INOTIFY:
+            return BackendChoice(INOTIFY)
+        source_identity(self.source)
+        return choose_backend(self.watch_backend, self.source, self.one_file_system)
+
+    @property
+    def watch_tree(self) -> WatchTree | None:
+        """The tree of watched directories (the warm start's index); None with fanotify, which
+        watches no directory one by one."""
+        return self.watcher.tree if isinstance(self.watcher, Watcher) else None
 
     def recheck(self, allow_empty: bool, destinations_hold_data: Callable[[], bool]) -> None:
         """Watch the lost source again if it is back: the same directory (whatever else appears
@@ -111,7 +153,7 @@ class SourceSide:
         if self.watcher is not None:
             self.watcher.close()
 
-    def listen(self, loop: Loop, on_change: Callable[[], None], old: Watcher | None = None) -> None:
+    def listen(self, loop: Loop, on_change: Callable[[], None], old: Watcher | FanotifyWatcher | None = None) -> None:
         """Have the loop call ``on_change`` when the watcher has events or the mount table changed
         (after forgetting ``old``, the watcher this one replaced)."""
         assert self.watcher is not None
@@ -167,7 +209,7 @@ class SourceSide:
 
     # -- intake ------------------------------------------------------------------------
     def read(self, is_pending_file: Callable[[str], bool]) -> Intake:
-        """Drain the inotify queue into an Intake. ``is_pending_file(path)`` tells whether a
+        """Drain the watcher's queue into an Intake. ``is_pending_file(path)`` tells whether a
         path is pending as a changed file already (its inode need not be looked at again)."""
         assert self.watcher is not None
         intake = Intake()
@@ -180,8 +222,13 @@ class SourceSide:
         self.change_seq += 1
         for change in changes:
             if change.kind == ChangeKind.RESCAN:
-                log.warning("the inotify queue overflowed (fs.inotify.max_queued_events is too small for "
-                            "this burst): events were lost, so a full sync follows")
+                if self.backend.backend == FANOTIFY:
+                    log.warning("the fanotify queue overflowed (fs.fanotify.max_queued_events is too small for "
+                                "this burst, on the whole file system), or a directory could not be resolved: "
+                                "events were lost, so a full sync follows")
+                else:
+                    log.warning("the inotify queue overflowed (fs.inotify.max_queued_events is too small for "
+                                "this burst): events were lost, so a full sync follows")
                 intake.overflow = True
                 continue
             if change.kind == ChangeKind.ROOT_LOST:

@@ -5,22 +5,51 @@
 A test marked ``auto_deletion_mode`` runs once, with pirsyncd choosing (deletion_mode auto): for
 tests about that choice itself, or that never sync. Without an rsync that handles
 ``--delete-missing-args`` the missing-args tests are skipped by hand and fail under CI (CI=true).
+
+A test marked ``fanotify_too`` also runs with ``watch_backend = fanotify`` (ids ``inotify`` and
+``fanotify``; tests/support/backends.py):
+
+    .venv/bin/python -m pytest tests/integration -k "fanotify and not inotify"   # fanotify only
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import rsyncs
+from tests.support import backends, rsyncs
 from tests.support.mounts import Mounts
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "deletion_path" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("auto_deletion_mode"):
         metafunc.parametrize("deletion_path", rsyncs.DELETION_PATHS, indirect=True)
+    if "watch_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("fanotify_too"):
+        metafunc.parametrize("watch_backend", backends.BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def watch_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The watch backend of this test's daemons: inotify, and for a test marked ``fanotify_too``
+    fanotify as well, on a tmpfs mounted at ``tmp_path`` before anything is made in it (this
+    fixture is autouse, so it comes before the test's others), skipped with the probe's reason
+    where filesystem marks cannot be had."""
+    name: str = getattr(request, "param", backends.INOTIFY)
+    if name == backends.FANOTIFY:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        mounts: Mounts = request.getfixturevalue("mounts")
+        refusal = backends.fanotify_refusal(tmp_path)
+        if refusal is None:
+            assert not any(tmp_path.iterdir()), "tmp_path is written before the fanotify tmpfs is mounted on it"
+            mounts.mount("-t", "tmpfs", "tmpfs", target=tmp_path)
+            refusal = backends.fanotify_refusal(tmp_path)
+        if refusal is not None:
+            pytest.skip(f"watch_backend = fanotify is not possible here: {refusal}")
+    with backends.using(name):
+        yield name
 
 
 @pytest.fixture(autouse=True)

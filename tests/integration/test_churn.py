@@ -5,6 +5,7 @@ equals the source, and the daemon is settled. A failure prints the seed to repla
 
 More seeds (a longer run): PIRSYNCD_CHURN_SEEDS=200 .venv/bin/python -m pytest tests/integration/test_churn.py
 Thousands, over every profile, delay and deletion path: scripts/soak --runs 2000 (tests/support/soak.py).
+One seed of each profile with watch_backend = fanotify: -k fanotify.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import backends
 from tests.support.daemon import Daemon
 from tests.support.workload import PROFILES, Workload
 
@@ -66,3 +68,13 @@ def test_sneaky_and_deploy_churn(tmp_path: Path, profile: str, index: int) -> No
     """Half the seeds at --delay 0, half at the default (1 s); scripts/soak runs many more."""
     seed = int(FIXED_SEED) if FIXED_SEED else 1000 * (PROFILES.index(profile) + 1) + index
     churn(tmp_path, seed, profile, 150, delay="0" if index % 2 == 0 else "1")
+
+
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_churn_on_fanotify(tmp_path: Path, profile: str, watch_backend: str) -> None:
+    """watch_backend = fanotify: the first seed of each profile (on a tmpfs of the test's own,
+    skipped where filesystem marks cannot be had); the same checks, the mark in place of the
+    watches (:meth:`tests.support.daemon.Daemon.assert_watching`)."""
+    seed = int(FIXED_SEED) if FIXED_SEED else 1000 * (PROFILES.index(profile) + 1)
+    churn(tmp_path, seed, profile, 150, delay="0" if profile in SAMPLED_PROFILES else "0.05")

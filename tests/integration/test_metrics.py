@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import REPO, Daemon, overflow_the_inotify_queue, start_with_a_small_inotify_queue
+from tests.support.daemon import REPO, Daemon, overflow_the_queue, start_with_a_small_queue
 from tests.support.fakes import FAKE_RSYNC
 from tests.support.trees import wait_for, wait_until_equal, write_file
 
@@ -145,9 +145,9 @@ def test_metrics_count_failed_runs_and_show_the_state(tmp_path: Path, trees: tup
 
 def test_metrics_count_an_inotify_overflow_and_its_full_sync(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    daemon, metrics = start_with_a_small_inotify_queue(lambda: start(tmp_path, source, destination))
+    daemon, metrics = start_with_a_small_queue(lambda: start(tmp_path, source, destination))
     with daemon:
-        overflow_the_inotify_queue(daemon, source, destination)
+        overflow_the_queue(daemon, source, destination)
         samples = settled(daemon, metrics)
         assert total(samples, "pirsyncd_inotify_overflows_total") == 1
         assert total(samples, "pirsyncd_full_syncs_total", reason="overflow") == 1

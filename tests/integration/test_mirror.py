@@ -1,4 +1,5 @@
-"""The real daemon, real inotify, real rsync: the destination must equal the source."""
+"""The real daemon, real inotify (and fanotify, for the tests marked fanotify_too), real rsync:
+the destination must equal the source."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import shutil
 import signal
 from pathlib import Path
 
-from tests.support.daemon import Daemon, overflow_the_inotify_queue, run_pirsyncd, start_with_a_small_inotify_queue
+import pytest
+
+from tests.support import backends
+from tests.support.daemon import Daemon, overflow_the_queue, run_pirsyncd, start_with_a_small_queue
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES, LONG_NAMES
 
 
+@pytest.mark.fanotify_too
 def test_creates_overwrites_deletes_and_recursive_deletes(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, daemon = mirror
     for index in range(20):
@@ -26,6 +31,7 @@ def test_creates_overwrites_deletes_and_recursive_deletes(mirror: tuple[Path, Pa
     assert differences(source, destination) == []
 
 
+@pytest.mark.fanotify_too
 def test_renames_within_into_and_out_of_the_tree(mirror: tuple[Path, Path, Daemon], tmp_path: Path) -> None:
     source, destination, _daemon = mirror
     outside = tmp_path / "outside"
@@ -48,6 +54,7 @@ def test_renames_within_into_and_out_of_the_tree(mirror: tuple[Path, Path, Daemo
     wait_until_equal(source, destination, 20)
 
 
+@pytest.mark.fanotify_too
 def test_directory_created_and_filled_at_once_and_deep_trees(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, _ = mirror
     deep = source.joinpath(*[f"level{depth}" for depth in range(40)])
@@ -60,6 +67,7 @@ def test_directory_created_and_filled_at_once_and_deep_trees(mirror: tuple[Path,
     wait_until_equal(source, destination, 30)
 
 
+@pytest.mark.fanotify_too
 def test_hostile_file_names_are_files_never_options(mirror: tuple[Path, Path, Daemon]) -> None:
     source, destination, _ = mirror
     for name in (*HOSTILE_NAMES, *LONG_NAMES):
@@ -166,12 +174,13 @@ def test_under_sustained_change_each_file_arrives_within_the_delay_while_writing
         daemon.wait_synced()
 
 
+@pytest.mark.fanotify_too
 def test_queue_overflow_is_logged_and_recovered(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
-    daemon = start_with_a_small_inotify_queue(lambda: Daemon(
+    daemon = start_with_a_small_queue(lambda: Daemon(
         tmp_path / "daemon", "--source", str(source), "--destination", str(destination), "--delay", "0.1").start())
     with daemon:
-        overflow_the_inotify_queue(daemon, source, destination)
+        overflow_the_queue(daemon, source, destination)
 
 
 def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[Path, Path]) -> None:
@@ -186,6 +195,7 @@ def test_sigterm_sends_pending_changes_before_exit(tmp_path: Path, trees: tuple[
     assert differences(source, destination) == []
 
 
+@pytest.mark.fanotify_too
 def test_refuses_to_wipe_when_the_source_is_replaced_by_an_empty_directory(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
@@ -221,6 +231,7 @@ def test_refuses_to_start_with_an_empty_source_and_a_full_destination(trees: tup
     assert (destination / "precious").exists()
 
 
+@pytest.mark.fanotify_too
 def test_source_root_deleted_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     write_file(source / "a" / "precious", "keep\n")
@@ -233,6 +244,7 @@ def test_source_root_deleted_keeps_the_mirror(tmp_path: Path, trees: tuple[Path,
     assert (destination / "a" / "precious").read_text() == "keep\n"
 
 
+@pytest.mark.fanotify_too
 def test_excluded_paths_are_neither_sent_nor_watched(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
@@ -282,11 +294,12 @@ def test_a_reload_with_new_excludes_keeps_the_change_sequence_for_pirsyncd_wait(
         assert differences(source, destination) == []
 
 
+@pytest.mark.fanotify_too
 def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
         tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     (source / "d").mkdir()
-    daemon = start_with_a_small_inotify_queue(lambda: Daemon(
+    daemon = start_with_a_small_queue(lambda: Daemon(
         tmp_path / "daemon", "--source", str(source), "--destination", str(destination), "--delay", "0.1").start(),
         events=32)
     with daemon:
@@ -298,7 +311,7 @@ def test_overflow_during_renames_and_new_directories_rebuilds_the_watches(
             (source / "d").rename(source / "e")
         finally:
             daemon.signal(signal.SIGCONT)
-        daemon.wait_log("inotify queue overflowed")
+        daemon.wait_log(f"{backends.current()} queue overflowed")
         wait_until_equal(source, destination, 30)
         write_file(source / "n" / "new-after-overflow", "n\n")  # needs a watch made after the overflow
         write_file(source / "e" / "renamed-after-overflow", "e\n")  # needs the watch map to say e, not d

@@ -132,6 +132,7 @@ def test_bind_mount_lazily_unmounted_while_the_old_tree_is_written(tmp_path: Pat
         assert not (destination / "top-file").exists() and (destination / "still-written").exists()
 
 
+@pytest.mark.fanotify_too
 def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
     source, destination = tmp_path / "source", tmp_path / "destination"
     source.mkdir()
@@ -151,6 +152,7 @@ def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
         assert daemon.alive()
 
 
+@pytest.mark.fanotify_too
 def test_tmpfs_mounted_on_top_of_the_running_source(tmp_path: Path, mounts: Mounts) -> None:
     source, destination = tmp_path / "source", tmp_path / "destination"
     source.mkdir()
@@ -175,6 +177,7 @@ def test_tmpfs_mounted_on_top_of_the_running_source(tmp_path: Path, mounts: Moun
         assert (destination / "written-after-the-loss").exists() and not (destination / "on-the-top-mount").exists()
 
 
+@pytest.mark.fanotify_too
 @pytest.mark.parametrize("replacement", ["empty", "non-empty"])
 def test_source_renamed_away_and_another_directory_put_in_its_place(
         tmp_path: Path, replacement: str) -> None:

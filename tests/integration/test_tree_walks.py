@@ -14,7 +14,7 @@ import pytest
 
 from pirsyncd.config import exitcodes
 from pirsyncd.ops.status import wait_until_synced
-from tests.support.daemon import Daemon, burst_while_stopped, start_with_a_small_inotify_queue
+from tests.support.daemon import Daemon, burst_while_stopped, start_with_a_small_queue
 from tests.support.notify import NotifySocket
 from tests.support.trees import differences, wait_for, write_file
 
@@ -106,7 +106,7 @@ def test_after_an_overflow_the_full_sync_waits_for_the_rewatch_done_in_steps(
         notify_socket.receive(seconds)
 
     try:
-        start_with_a_small_inotify_queue(start_and_wait_ready)
+        start_with_a_small_queue(start_and_wait_ready)
     except BaseException:
         daemon.stop()
         raise

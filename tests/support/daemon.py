@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.support import rsyncs
+from tests.support import backends, rsyncs
 from tests.support.notify import NotifySocket
-from tests.support.processes import inotify_watched_inodes, stop_process
+from tests.support.processes import fanotify_marked_devices, inotify_watched_inodes, stop_process
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 
 _Started = TypeVar("_Started")
@@ -109,6 +109,7 @@ class Daemon:
         if self.deletion_path is not None and not any(
                 argument.split("=", 1)[0] == "--deletion-mode" for argument in self.arguments):
             arguments += self.deletion_path.daemon_arguments()
+        arguments += backends.daemon_arguments(self.arguments)
         return [*self.prefix, *pirsyncd_command(*arguments)]
 
     def start(self, wait_in_sync: bool = True, timeout: float = 60) -> Daemon:
@@ -118,7 +119,11 @@ class Daemon:
                                             stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         if wait_in_sync:
             try:
-                self.wait_state("in-sync", timeout)
+                status = self.wait_state("in-sync", timeout)
+                # A test run under fanotify (tests/support/backends.py) must really watch with it.
+                asked = backends.daemon_arguments(self.arguments)
+                assert not asked or status.get("watch_backend") == asked[-1], (
+                    f"started with {asked}, but watching with {status.get('watch_backend')}\n{self.describe()}")
             except BaseException:
                 self.stop()  # a failed start must not leave the daemon running
                 raise
@@ -211,7 +216,15 @@ class Daemon:
     def assert_watching(self, source: Path) -> None:
         """Once settled, every real directory of ``source`` has one inotify watch (by inode)
         and nothing else has one: a directory without its watch would let a later change
-        there go unseen while the daemon says in sync."""
+        there go unseen while the daemon says in sync. Under fanotify (the status says which
+        backend watches): no inotify watch at all, one filesystem mark covers the tree."""
+        if self.status().get("watch_backend") == backends.FANOTIFY:
+            marked = fanotify_marked_devices(self.pid)
+            assert marked == [os.stat(source).st_dev], (
+                f"under fanotify one filesystem mark on the source's file system, not {marked}\n{self.describe()}")
+            assert inotify_watched_inodes(self.pid) == [] and self.status().get("watched_dirs") == 0, (
+                f"under fanotify the daemon holds inotify watches\n{self.describe()}")
+            return
         watched = inotify_watched_inodes(self.pid)
         directories = {str(source): os.lstat(source).st_ino}
         for parent, names, _ in os.walk(source):
@@ -259,20 +272,24 @@ class Daemon:
             self.process.wait()
 
 
-_QUEUE_KNOB = Path("/proc/sys/fs/inotify/max_queued_events")
+def _queue_knob() -> Path:
+    """The kernel's queue length for new groups of the current backend (tests/support/backends.py)."""
+    return Path(f"/proc/sys/fs/{backends.current()}/max_queued_events")
 
 
-def start_with_a_small_inotify_queue(start: Callable[[], _Started], events: int = 64) -> _Started:
-    """Call ``start`` (which starts a daemon) while fs.inotify.max_queued_events is ``events``,
-    so that daemon's queue holds that many; the setting is put back at once. Skips without root."""
+def start_with_a_small_queue(start: Callable[[], _Started], events: int = 64) -> _Started:
+    """Call ``start`` (which starts a daemon) while fs.inotify.max_queued_events (under fanotify,
+    fs.fanotify.max_queued_events) is ``events``, so that daemon's queue holds that many; the
+    setting is put back at once. Skips without root."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to lower fs.inotify.max_queued_events")
-    original = _QUEUE_KNOB.read_text()
-    _QUEUE_KNOB.write_text(f"{events}\n")
+        pytest.skip(f"needs root to lower {_queue_knob()}")
+    knob = _queue_knob()
+    original = knob.read_text()
+    knob.write_text(f"{events}\n")
     try:
         return start()
     finally:
-        _QUEUE_KNOB.write_text(original)
+        knob.write_text(original)
 
 
 def burst_while_stopped(daemon: Daemon, source: Path) -> None:
@@ -286,12 +303,13 @@ def burst_while_stopped(daemon: Daemon, source: Path) -> None:
         daemon.signal(signal.SIGCONT)
 
 
-def overflow_the_inotify_queue(daemon: Daemon, source: Path, destination: Path) -> None:
+def overflow_the_queue(daemon: Daemon, source: Path, destination: Path) -> None:
     """Make a daemon started with a small queue overflow it, and wait until it says so and the
-    mirror is whole again: seven watched directories, then 500 files while it cannot read."""
+    mirror is whole again: seven watched directories, then 500 files while it cannot read
+    (the backend's queue: inotify's or fanotify's)."""
     for index in range(7):
         (source / f"d{index}").mkdir()
     wait_until_equal(source, destination, 20)  # watched now, so the burst below makes events
     burst_while_stopped(daemon, source)
-    daemon.wait_log("inotify queue overflowed")
+    daemon.wait_log(f"{backends.current()} queue overflowed")
     wait_until_equal(source, destination, 30)

@@ -125,6 +125,24 @@ def inotify_watched_inodes(pid: int) -> list[int]:
     return inodes
 
 
+def fanotify_marked_devices(pid: int) -> list[int]:
+    """The file systems (as ``st_dev``) a process holds fanotify filesystem marks on: its
+    ``fanotify sdev:HEX`` lines in /proc/PID/fdinfo (the kernel's dev_t: major << 20 | minor)."""
+    devices = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:[fanotify]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
+                for line in info:
+                    if line.startswith("fanotify sdev:"):
+                        kernel_device = int(line.split("sdev:")[1].split()[0], 16)
+                        devices.append(os.makedev(kernel_device >> 20, kernel_device & 0xFFFFF))
+        except OSError:
+            continue
+    return devices
+
+
 def unwatched_directories(source: str | os.PathLike[str], inotify_fd: int) -> set[str]:
     """The real directories below ``source`` (relative paths, '' for itself, symlinks not
     followed) that the inotify instance ``inotify_fd`` of this process has no watch on, by inode."""

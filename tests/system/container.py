@@ -115,8 +115,11 @@ def nspawn_unavailable_reason() -> str | None:
 class Container:
     """A booted Debian container; use as a context manager."""
 
-    def __init__(self, packages: Sequence[str] = IMAGE_PACKAGES, boot_timeout: float = 90.0) -> None:
+    def __init__(self, packages: Sequence[str] = IMAGE_PACKAGES, boot_timeout: float = 90.0,
+                 nspawn_arguments: Sequence[str] = ()) -> None:
+        """``nspawn_arguments``: more for systemd-nspawn, e.g. ``--capability=CAP_DAC_READ_SEARCH``."""
         self.packages = tuple(packages)
+        self.nspawn_arguments = tuple(nspawn_arguments)
         self.boot_timeout = boot_timeout
         self.machine_name = f"pirsyncd-test-{uuid.uuid4().hex[:10]}"
         self.directory: Path | None = None
@@ -155,7 +158,7 @@ class Container:
             with self.console_log.open("wb") as console:
                 self.process = subprocess.Popen(
                     ["systemd-nspawn", "--register=no", "--keep-unit", "-q", "--console=read-only",
-                     "-D", str(self.root), "-b", f"--machine={self.machine_name}"],
+                     "-D", str(self.root), "-b", f"--machine={self.machine_name}", *self.nspawn_arguments],
                     stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
             self.leader_pid = self.wait_for(self._find_leader, self.boot_timeout, message="the container's systemd")
             self.wait_for(self._booted, self.boot_timeout, 0.3, message="systemctl is-system-running")
