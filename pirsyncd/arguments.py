@@ -9,6 +9,7 @@ import re
 import sys
 from typing import Any
 
+from pirsyncd.config import exitcodes
 from pirsyncd.config.destination import DestinationError, parse_destination
 from pirsyncd.config.options import OPTIONS, Kind, Option
 from pirsyncd.config.parse import Config, ConfigError, parse
@@ -141,3 +142,21 @@ def print_problems(problems: list[str]) -> None:
     prefix = "<3>" if logsetup.stderr_is_journal() else ""
     for problem in problems:
         print(f"{prefix}pirsyncd: {problem}", file=sys.stderr)
+
+
+def config_or_status(arguments: argparse.Namespace) -> Config | int:
+    """The Config NAME, --config and the option flags make, or, when it is not valid, exit
+    status 78 after every problem is printed."""
+    try:
+        return load_config(arguments)
+    except ConfigError as error:
+        print_problems(error.problems)
+        return exitcodes.CONFIG
+
+
+def require_one_config(arguments: argparse.Namespace, doing: str) -> None:
+    """NAME or --config, not both; and something to ``doing`` (a UsageError otherwise)."""
+    if arguments.name and arguments.config:
+        raise UsageError("give either NAME or --config FILE, not both")
+    if not (arguments.name or arguments.config or arguments.source or arguments.destination):
+        raise UsageError(f"nothing to {doing}: give NAME, --config FILE, or --source and --destination")

@@ -20,12 +20,14 @@ from pirsyncd.arguments import (
     add_option_flags,
     check_instance_name,
     config_dir,
+    config_or_status,
     load_config,
     print_problems,
+    require_one_config,
 )
 from pirsyncd.config import exitcodes
 from pirsyncd.config.options import OPTIONS, Kind
-from pirsyncd.config.parse import ConfigError, render_sample_config
+from pirsyncd.config.parse import render_sample_config
 from pirsyncd.dryruns import audit_command, audit_parser, plan_command, plan_parser
 from pirsyncd.edges import log as logsetup
 from pirsyncd.edges import notify
@@ -209,15 +211,10 @@ def run(argv: list[str]) -> int:
     if arguments.sample_config:
         print(render_sample_config(), end="")
         return exitcodes.OK
-    if arguments.name and arguments.config:
-        raise UsageError("give either NAME or --config FILE, not both")
-    if not arguments.name and not arguments.config and not arguments.source and not arguments.destination:
-        raise UsageError("nothing to mirror: give NAME, --config FILE, or --source and --destination")
-    try:
-        config = load_config(arguments)
-    except ConfigError as error:
-        print_problems(error.problems)
-        return exitcodes.CONFIG
+    require_one_config(arguments, "mirror")
+    config = config_or_status(arguments)
+    if isinstance(config, int):
+        return config
     from pirsyncd.replica.preflight import preflight
 
     problems = preflight(config)

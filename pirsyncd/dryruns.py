@@ -8,9 +8,15 @@ import argparse
 import json
 import sys
 
-from pirsyncd.arguments import Parser, UsageError, add_option_flags, load_config, print_problems
+from pirsyncd.arguments import (
+    Parser,
+    UsageError,
+    add_option_flags,
+    config_or_status,
+    print_problems,
+    require_one_config,
+)
 from pirsyncd.config import exitcodes
-from pirsyncd.config.parse import ConfigError
 
 
 def plan_parser() -> argparse.ArgumentParser:
@@ -36,17 +42,12 @@ def plan_parser() -> argparse.ArgumentParser:
 def plan_command(argv: list[str]) -> int:
     """``pirsyncd plan NAME``: dry-run each destination's full sync (pirsyncd.ops.dryrun)."""
     arguments = plan_parser().parse_args(argv[1:])
-    if arguments.name and arguments.config:
-        raise UsageError("give either NAME or --config FILE, not both")
-    if not arguments.name and not arguments.config and not arguments.source and not arguments.destination:
-        raise UsageError("nothing to plan: give NAME, --config FILE, or --source and --destination")
+    require_one_config(arguments, "plan")
     if arguments.first < 0:
         raise UsageError("--first must be 0 or more")
-    try:
-        config = load_config(arguments)
-    except ConfigError as error:
-        print_problems(error.problems)
-        return exitcodes.CONFIG
+    config = config_or_status(arguments)
+    if isinstance(config, int):
+        return config
     from pirsyncd.ops.dryrun import format_plans, plan_all, plan_exit_status
     from pirsyncd.replica.preflight import preflight
 
@@ -126,11 +127,9 @@ def audit_command(argv: list[str]) -> int:
     if not (arguments.name or arguments.config or arguments.source or arguments.destination):
         raise UsageError("nothing to audit: give NAME, --config FILE, --status-file FILE, or --source and "
                          "--destination")
-    try:
-        config = load_config(arguments)
-    except ConfigError as error:
-        print_problems(error.problems)
-        return exitcodes.CONFIG
+    config = config_or_status(arguments)
+    if isinstance(config, int):
+        return config
     problems = [problem for problem in preflight(config, look_at_destination=False)
                 if problem[0] != exitcodes.REFUSED_WIPE]
     if problems:
