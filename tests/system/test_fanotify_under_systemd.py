@@ -30,6 +30,7 @@ from tests.system.test_systemd import (
     wait_until_mirrored,
     write_files,
 )
+from tests.system.test_systemd import instances as instances  # on this module's container
 
 pytestmark = pytest.mark.system
 
@@ -46,15 +47,6 @@ def container() -> Iterator[Container]:
     with Container(nspawn_arguments=[f"--system-call-filter={FANOTIFY_CALLS}"]) as booted:
         booted.install_pirsyncd(REPO_ROOT)
         yield booted
-
-
-@pytest.fixture
-def instances(container: Container) -> Iterator[Instances]:
-    created = Instances(container)
-    try:
-        yield created
-    finally:
-        created.teardown()
 
 
 def test_fanotify_needs_the_drop_in_and_works_with_it(container: Container, instances: Instances) -> None:
