@@ -34,6 +34,8 @@ from pirsyncd.edges import notify
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The daemon's own command line: NAME or --config, --check, --examples, --sample-config
+    and a flag for every option of the table."""
     parser = Parser(
         prog="pirsyncd",
         description="Keep DESTINATION an exact, near-real-time mirror of SOURCE with inotify and rsync. "
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def render_examples() -> str:
+    """``--examples``: every option as a config line and as a flag, from the option table, and
+    a whole instance."""
     lines = ["Every option, as a config file line and as a command-line flag:", ""]
     for option in OPTIONS:
         example = option.example.splitlines()
@@ -196,6 +200,8 @@ def _pause_command(argv: list[str]) -> int:
 
 
 def run(argv: list[str]) -> int:
+    """Run a command line (without the program name); return its exit status. A subcommand goes
+    to its own parser; otherwise the daemon runs in the foreground (or --check only checks)."""
     if argv and argv[0] == "plan":
         return plan_command(argv)
     if argv and argv[0] == "audit":
@@ -235,6 +241,8 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The entry point: :func:`run`, with a usage mistake as one line and exit 78, and a bug as
+    exit 70 with its traceback in the log."""
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as error:

@@ -52,8 +52,14 @@ AT_ONCE = float("-inf")  # a deadline due in this turn of the loop (after it has
 
 
 class Instance:
+    """One instance at work: built from its config, started (watch, READY=1), then driven by
+    the loop through :meth:`deadlines`, :meth:`on_timer`, :meth:`take_changes`, :meth:`start_jobs`,
+    :meth:`on_signal` and the children it hands the loop, until :attr:`exit_status` is set."""
+
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None, loop: Loop,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """Nothing is watched or started yet (:meth:`start`); ``reload_config`` reads the config
+        again on SIGHUP; ``clock`` is monotonic, a plain number in tests."""
         self.config = config
         self.reload_config = reload_config
         self.loop = loop
@@ -76,6 +82,7 @@ class Instance:
 
     @property
     def exit_status(self) -> int | None:
+        """Set once the instance is done: the loop ends and the process exits with it."""
         return self.policy.exit_status
 
     @property
@@ -126,6 +133,8 @@ class Instance:
         return None
 
     def shut_down(self) -> None:
+        """After the loop: stop the children, write the restart state after a clean stop with
+        everything sent, and tell readers the final state."""
         for replica in self.replicas:
             replica.stop_job_and_wait("shutting down")
         self.audits.stop_all()
@@ -166,6 +175,7 @@ class Instance:
         return table
 
     def on_timer(self, timer: Timer, replica: Replica | None, now: float) -> None:
+        """A deadline of the table is due: act on it (a replica's own, or the instance's)."""
         if timer == Timer.AUDIT and replica is not None:
             self._start_audit(replica)
         elif replica is not None:
@@ -204,6 +214,8 @@ class Instance:
 
     # -- changes ------------------------------------------------------------------------------
     def take_changes(self) -> None:
+        """The source is readable: read what changed, hand it to every replica, and act on an
+        overflow (full sync, watches rebuilt), a lost root or directories left unwatched."""
         now = self.clock()
         # An inode is noted unless every replica has the path pending as changed already.
         intake = self.source.read(lambda path: all(each.pending.is_changed(path) for each in self.replicas))
@@ -222,11 +234,13 @@ class Instance:
         self._note_unwatched(intake.newly_unwatched, now)
 
     def _note_unwatched(self, newly_unwatched: bool, now: float) -> None:
+        """Directories that could not be watched are covered by periodic full syncs; say so."""
         if newly_unwatched:
             self.policy.schedule_full_resync(now, unwatched=True)  # covered by full syncs
         self.warning = self.source.limit_warning(UNWATCHED_RESYNC_INTERVAL) or self.warning
 
     def _rewatch(self, now: float, why: str) -> bool:
+        """Watch the source again from scratch (after an overflow); False when it is lost."""
         old = self.source.watcher
         try:
             self.source.watch(expected=self.source.identity)
@@ -269,6 +283,7 @@ class Instance:
             self._after_step(replica, child, now)
 
     def _on_child_exit(self, replica: Replica, result: ChildResult) -> None:
+        """A job's child ended: the job's next step."""
         now = self.clock()
         self._after_step(replica, replica.child_exited(result, now), now)
 
@@ -298,6 +313,7 @@ class Instance:
                 and replica.policy.state in (ReplicaState.IN_SYNC, ReplicaState.SYNCING))
 
     def _start_audit(self, replica: Replica) -> None:
+        """Start the next child of a destination's periodic audit, when it may run now."""
         if not self._may_audit(replica) or self.audits.has_child(replica.name):
             return
         child = self.audits.step(replica.name, replica.config, self.source.kept_out())
@@ -305,6 +321,7 @@ class Instance:
         self.publish(force=True)
 
     def _on_audit_exit(self, replica: Replica, result: ChildResult) -> None:
+        """An audit's child ended: record what it found, and with audit_repair send that again."""
         now = self.clock()
         found = self.audits.finished(replica.name, replica.config, result, now, self.source.change_seq)
         if found and replica.config.audit_repair and replica in self.replicas:
@@ -317,11 +334,14 @@ class Instance:
         self.publish(force=True)
 
     def save_state(self, now: float) -> None:
+        """Write the restart state, if everything is still in sync once what is queued is read."""
         self.keeper.save(self.take_changes, self.config, self.source, self.replicas,
                          lambda: self.state.source_settled, now)
 
     # -- the source ----------------------------------------------------------------------------------
     def lose_source(self, reason: str, now: float) -> None:
+        """The source is gone or is another directory: stop every job and send nothing until
+        it is back (rechecked on Timer.SOURCE_CHECK); the mirror is never wiped for it."""
         if self.policy.lose_source(reason, now):
             log.error("%s: syncing stopped so the mirror is not wiped; it resumes when %s is back",
                       reason, self.config.source)
@@ -331,6 +351,7 @@ class Instance:
         self.publish(force=True)
 
     def _recheck_source(self, now: float) -> None:
+        """Look at a lost source again: watch it and run a full sync once it is back and safe."""
         config = self.config
         old = self.source.watcher
         try:
@@ -355,6 +376,8 @@ class Instance:
 
     # -- signals ----------------------------------------------------------------------------------
     def on_signal(self, number: int) -> None:
+        """SIGTERM/SIGINT: stop after sending what is pending; SIGHUP: reload; SIGUSR1: a sync
+        barrier (pirsyncd wait); SIGUSR2: look at the pause file (pirsyncd pause, resume)."""
         if number in (signal.SIGTERM, signal.SIGINT):
             self._begin_stop(signal.Signals(number).name)
         elif number == signal.SIGHUP:
@@ -372,6 +395,7 @@ class Instance:
             self.publish(force=True)  # pirsyncd pause / resume
 
     def _begin_stop(self, why: str) -> None:
+        """Begin stopping (a second signal stops at once)."""
         if not self.policy.begin_stop(self.clock()):
             self._stop_now(f"second {why}")
             return
@@ -379,6 +403,7 @@ class Instance:
         notify.send("STOPPING=1")
 
     def _stop_now(self, why: str) -> None:
+        """Stop the running rsyncs and exit: what they sent is owed to the next start's full sync."""
         for replica in self.replicas:
             if replica.child is not None:
                 log.warning("%s: stopping rsync; the next start runs a full sync", why)
@@ -400,6 +425,7 @@ class Instance:
 
     # -- reload -------------------------------------------------------------------------------------
     def _reload(self) -> None:
+        """SIGHUP: read the config again and apply it, or keep the running one and say why."""
         notify.send("RELOADING=1")
         try:
             if self.reload_config is not None:
@@ -411,6 +437,9 @@ class Instance:
         notify.send("READY=1", f"STATUS={self.reporter.line}")
 
     def _apply(self, new: Config) -> None:
+        """Apply a new config: the source watched anew if what is watched changed, the replicas
+        matched to the destinations (:func:`make_replicas`), timers and files renamed; a
+        ConfigError (nothing applied) when the new config cannot run."""
         problems = [message for _, message in preflight(new, look_at_destination=False)]
         if problems:
             raise ConfigError(problems)

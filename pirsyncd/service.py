@@ -28,6 +28,9 @@ from pirsyncd.instance import Instance
 
 
 class Service:
+    """The process: one Instance and the selectors loop that serves it (its watches, its
+    children, signals through a wake-up pipe, the deadline table) until it has an exit status."""
+
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock

@@ -32,6 +32,9 @@ class DestinationError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Destination:
+    """Where to mirror to, as parsed from its text: a local path, ``[user@]host:path`` over ssh,
+    or an rsync daemon's module (``host::module/path`` or ``rsync://``)."""
+
     kind: DestinationKind
     text: str
     path: str  # local path, remote path, or path inside the daemon module

@@ -41,6 +41,9 @@ class DestinationSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """A validated configuration: every option of the table by its key, and the destinations
+    (:meth:`per_destination` gives each one its own Config, with its section's settings)."""
+
     source: str
     destination: Destination  # the first destination; per_destination() gives each one
     exclude: tuple[str, ...]

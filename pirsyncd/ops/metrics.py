@@ -44,6 +44,7 @@ class _SnapshotCollector:
         self.core = core
 
     def collect(self) -> Iterator[Any]:
+        """The metric families of the snapshot, as prometheus_client's collectors give them."""
         core, snapshot = self.core, self.snapshot
         instance = snapshot.get("instance") or "-"
         gauge, counter = core.GaugeMetricFamily, core.CounterMetricFamily

@@ -24,6 +24,9 @@ _ALARMS = {ReplicaState.RETRYING: "failing", ReplicaState.HELD: "held", ReplicaS
 
 
 class Operations:
+    """What an operator and the outside world get from the instance: the pause switch, the
+    hooks, and the counters, fed by the instance and read into the status (:meth:`snapshot`)."""
+
     def __init__(self, config: Config, status_path: str | None, watch_child: WatchChild,
                  clock: Callable[[], float]) -> None:
         self.pause = PauseSwitch(config.pause_file or default_pause_path(config.instance, status_path))

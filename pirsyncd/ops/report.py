@@ -165,6 +165,8 @@ class Reporter:
         return None if self._dirty_since is None else self._last_publish + PUBLISH_INTERVAL
 
     def publish(self, snapshot: dict[str, Any], now: float, force: bool = False) -> None:
+        """Write the status file, the metrics file and STATUS= when something readers watch
+        changed (``force``: at once; otherwise throttled, the rest when :meth:`due`)."""
         key = (*(snapshot.get(name) for name in _WATCHED_KEYS), (snapshot.get("last_sync") or {}).get("time"))
         if key == self._published and not force:
             self._dirty_since = None

@@ -23,6 +23,9 @@ class FailingPath:
 
 
 class FailingPaths:
+    """Source paths rsync could not read (permission denied, I/O errors), each retried on its
+    own with a doubling backoff while the other changes go on."""
+
     def __init__(self, retry_max_interval: float) -> None:
         self.retry_max_interval = retry_max_interval
         self.paths: dict[str, FailingPath] = {}

@@ -89,6 +89,7 @@ class ItemizeReader:
         self._partial = b""
 
     def feed(self, data: bytes) -> bytes:
+        """Take a chunk of output (b"" at its end); return what is not an item line."""
         text = self._partial + data
         if data:
             cut = text.rfind(b"\n") + 1

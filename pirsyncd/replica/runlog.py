@@ -60,6 +60,7 @@ class RsyncOutputLog:
             self._stream = None
 
     def write(self, output: str, stderr_tail: str) -> None:
+        """Keep one run's output (its stats lines left out) where ``rsync_log`` says."""
         if self.destination == "none":
             return
         lines = [line for line in output.splitlines() if line.strip() and not _is_stats_line(line)]

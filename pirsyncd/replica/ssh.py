@@ -15,6 +15,9 @@ from pirsyncd.replica import rsync
 
 
 class SharedConnections:
+    """One ssh connection per remote host, shared by the runs of every replica (ControlMaster
+    in a private directory), opened at start and closed at exit."""
+
     def __init__(self) -> None:
         self.directory = ""
         self.control_path: str | None = None

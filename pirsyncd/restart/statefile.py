@@ -108,6 +108,8 @@ class Header:
 
 
 def read_header(path: str) -> Header:
+    """The state file's header; StateUnusable (with the reason, for the log) when there is
+    none or it cannot be read."""
     try:
         with open(path, "rb") as stream:
             data = json.loads(stream.read())

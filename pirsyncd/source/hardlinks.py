@@ -38,6 +38,9 @@ def build_scan_command(source: str, wanted: Iterable[Key] = ()) -> list[str]:
 
 
 class HardLinkIndex:
+    """The source's files with more than one name, by inode, loaded from a scan (``find
+    -links +1``) when a changed file has several names: its other names changed too."""
+
     def __init__(self, source: str) -> None:
         self.source = source
         self.names: dict[Key, set[str]] | None = None

@@ -56,6 +56,10 @@ class Intake:
 
 
 class SourceSide:
+    """The source as the instance sees it: its watcher (inotify or fanotify), its identity,
+    the mounts below it, the tree walks, the change sequence and sync barriers, and what it
+    reads, made into changes for the replicas (:meth:`read`)."""
+
     def __init__(self, source: str, exclude: tuple[str, ...], debug_events: bool = False,
                  previous: SourceSide | None = None, one_file_system: bool = False,
                  watch_backend: str = INOTIFY) -> None:
