@@ -364,11 +364,9 @@ class Pending:
 
     def stale_at_destination(self, gone: list[str], now: float) -> None:
         """Files known to have changed that a full sync could not send, gone from the source
-        since (renamed or deleted): the destination's copy is stale. They are removed there,
-        and a rename of one, read already or still to come, sends the new name in full."""
-        for path in gone:
-            self.add(Change(ChangeKind.REMOVED, path), now)  # a rename still to come carries this
-        if gone:
+        since (renamed while it ran): the destination's copies are stale, so a pending rename
+        of one sends the new name in full. (A rename read later is not caught: see the README.)"""
+        if gone and self.moves:
             self._stale_renames(set(gone), now)
 
     def _stale_renames(self, unsent: set[str], now: float) -> None:
