@@ -332,9 +332,10 @@ def test_the_daemon_audits_periodically_and_reports_drift_everywhere(tmp_path: P
         assert ["mode.txt", "attributes"] in audit["paths"] and ["names/stray", "extra"] in audit["paths"]
         assert audit["drift"]["missing"] == 0 and audit["drift"]["modified"] == 0
         assert "audit found" in daemon.status()["status_line"]
-        samples = read_metrics(metrics)
-        assert total(samples, "pirsyncd_audit_drift_entries", kind="extra") == 1
-        assert total(samples, "pirsyncd_audit_last_timestamp_seconds") > 0
+        # The metrics file is written just after the status file: wait for it, not a moment.
+        wait_for(lambda: total(read_metrics(metrics), "pirsyncd_audit_drift_entries", kind="extra") == 1, 20,
+                 lambda: f"metrics without the drift: {read_metrics(metrics)}")
+        assert total(read_metrics(metrics), "pirsyncd_audit_last_timestamp_seconds") > 0
         wait_for(lambda: any(call["env"].get("PIRSYNCD_EVENT") == "drift" for call in calls(out)), 20,
                  lambda: f"no drift event: {calls(out)}")
         assert "audit: 2 differences at the destination" in daemon.log() or "audit: 3 differences" in daemon.log()
