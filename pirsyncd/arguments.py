@@ -42,6 +42,16 @@ def check_instance_name(name: str) -> None:
                          "(no '/', no '..', not starting with '.')")
 
 
+def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
+    """NAME, --config and --config-dir: which instance's config a command line reads (the
+    daemon's, plan's and audit's alike)."""
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
+    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
+    parser.add_argument("--config-dir", metavar="DIR",
+                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+
+
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per option of the table (``--delay``, ``--exclude`` ...), by section: the daemon's,
     and those of ``plan`` and ``audit``, which read the same config."""

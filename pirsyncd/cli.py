@@ -17,6 +17,7 @@ from pirsyncd.arguments import (
     WORDS,
     Parser,
     UsageError,
+    add_instance_arguments,
     add_option_flags,
     check_instance_name,
     config_dir,
@@ -44,11 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                "'pirsyncd pause NAME', 'pirsyncd resume NAME', 'pirsyncd plan NAME [--json]' (what a full sync "
                "would send and delete, changing nothing) and 'pirsyncd audit NAME [--content[=K/N]] [--repair]'. "
                + exitcodes.help_text())
-    parser.add_argument("name", nargs="?", metavar="NAME",
-                        help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
-    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    add_instance_arguments(parser)
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 valid, 78 not)")
     parser.add_argument("--examples", action="store_true", help="print a worked example for every option and exit")
     parser.add_argument("--sample-config", action="store_true",

@@ -11,6 +11,7 @@ import sys
 from pirsyncd.arguments import (
     Parser,
     UsageError,
+    add_instance_arguments,
     add_option_flags,
     config_or_status,
     print_problems,
@@ -27,11 +28,7 @@ def plan_parser() -> argparse.ArgumentParser:
                                  "(an rsync dry run with the live sync's options and filters); changes nothing. "
                                  "Exit 0, or 65 when the deletions would exceed max_delete or a destination looks "
                                  "wrong (the root, a home directory, nothing in common with the source).")
-    parser.add_argument("name", nargs="?", metavar="NAME",
-                        help="instance: read CONFIG_DIR/NAME.conf (default dir /etc/pirsyncd)")
-    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    add_instance_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON, one object per destination")
     parser.add_argument("--first", type=int, default=20, metavar="N",
                         help="paths shown of each kind: deletions, creations, updates (default 20)")
@@ -80,10 +77,7 @@ def audit_parser() -> argparse.ArgumentParser:
                "--source, --destination names where to compare (as for the daemon). While the daemon runs, "
                "changes on their way are not reported: drift is rechecked after a sync barrier. "
                + exitcodes.help_text())
-    parser.add_argument("name", nargs="?", metavar="NAME", help="instance: read CONFIG_DIR/NAME.conf")
-    parser.add_argument("--config", metavar="FILE", help="read this config file instead of NAME's")
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help="directory of NAME.conf files (default: $PIRSYNCD_CONFIG_DIR or /etc/pirsyncd)")
+    add_instance_arguments(parser)
     parser.add_argument("--content", nargs="?", const="all", default="", metavar="K/N",
                         help="also compare contents by checksum (reads both trees' bytes); K/N: only slice K of N "
                              "of the files, by a hash of each path, so N runs cover the tree")
