@@ -109,37 +109,36 @@ def inotify_watches(pid: int) -> int:
     return len(inotify_watched_inodes(pid))
 
 
+def _fdinfo_lines(pid: int, link: str, prefix: str) -> list[str]:
+    """The /proc/PID/fdinfo lines starting with ``prefix`` of the process's descriptors that
+    are ``link`` (``anon_inode:inotify``, ``anon_inode:[fanotify]``); descriptors closed
+    meanwhile are skipped."""
+    lines = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") != link:
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
+                lines += [line for line in info if line.startswith(prefix)]
+        except OSError:
+            continue
+    return lines
+
+
 def inotify_watched_inodes(pid: int) -> list[int]:
     """The inode number of each watch a process holds (its ``inotify wd: ... ino:HEX`` lines
     in /proc/PID/fdinfo), one entry per watch."""
-    inodes = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
-                inodes += [int(line.split(" ino:")[1].split()[0], 16)
-                           for line in info if line.startswith("inotify wd:")]
-        except OSError:
-            continue
-    return inodes
+    return [int(line.split(" ino:")[1].split()[0], 16)
+            for line in _fdinfo_lines(pid, "anon_inode:inotify", "inotify wd:")]
 
 
 def fanotify_marked_devices(pid: int) -> list[int]:
     """The file systems (as ``st_dev``) a process holds fanotify filesystem marks on: its
     ``fanotify sdev:HEX`` lines in /proc/PID/fdinfo (the kernel's dev_t: major << 20 | minor)."""
     devices = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:[fanotify]":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as info:
-                for line in info:
-                    if line.startswith("fanotify sdev:"):
-                        kernel_device = int(line.split("sdev:")[1].split()[0], 16)
-                        devices.append(os.makedev(kernel_device >> 20, kernel_device & 0xFFFFF))
-        except OSError:
-            continue
+    for line in _fdinfo_lines(pid, "anon_inode:[fanotify]", "fanotify sdev:"):
+        kernel_device = int(line.split("sdev:")[1].split()[0], 16)
+        devices.append(os.makedev(kernel_device >> 20, kernel_device & 0xFFFFF))
     return devices
 
 
