@@ -366,7 +366,7 @@ class Pending:
         """Files known to have changed that a full sync could not send, gone from the source
         since (renamed while it ran): the destination's copies are stale, so a pending rename
         of one sends the new name in full. (A rename read later is not caught: see the README.)"""
-        if gone and self.moves:
+        if gone:
             self._stale_renames(set(gone), now)
 
     def _stale_renames(self, unsent: set[str], now: float) -> None:

@@ -277,9 +277,10 @@ class Replica:
             # Send the batch's paths again rather than trust the queued events alone. Never a
             # full sync instead: its quick check cannot see a rewrite that kept size and mtime.
             self.pending.put_back(batch, now, SourceFacts(self.config.source).kind)
-        if batch.full and batch.changed:
+        if batch.full and batch.changed and self.pending.moves:
             # Files known to have changed are sent byte for byte after the full sync's quick
-            # check; those gone by then (a rename) are stale at the destination.
+            # check; those gone by then (a rename) are stale at the destination, which matters
+            # only to a pending rename of one (no lstat of the list otherwise).
             facts = SourceFacts(self.config.source)
             self.pending.stale_at_destination([path for path in batch.changed if facts.kind(path) is None], now)
         cleared = self._settle_failing(batch, result, now)
