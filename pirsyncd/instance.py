@@ -41,6 +41,7 @@ from pirsyncd.replica.runlog import RsyncOutputLog
 from pirsyncd.replica.ssh import SharedConnections
 from pirsyncd.restart.keeper import StateKeeper, all_in_sync, default_state_path
 from pirsyncd.source.backend import FANOTIFY, BackendUnavailable
+from pirsyncd.source.capabilities import NewMarkNeeded
 from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.identity import SourceProblem
 from pirsyncd.source.intake import SourceSide
@@ -359,6 +360,10 @@ class Instance:
                      if replica.config.destination.kind == DestinationKind.LOCAL]
             self.source.recheck(config.allow_empty_source,
                                 lambda: any(local_destination_has_entries(path) for path in local))
+        except NewMarkNeeded as problem:  # back, but only a restart can watch it: systemd's does
+            log.error("%s", problem)
+            self.policy.finish(problem.exit_status)
+            return
         except (SourceProblem, OSError) as problem:
             warning = f"{self.policy.lost_reason}: {problem}"
             if self.warning != warning and isinstance(problem, SourceProblem):
@@ -450,6 +455,10 @@ class Instance:
                                 one_file_system=new.one_file_system, watch_backend=new.watch_backend)
             try:
                 source.watch()
+            except NewMarkNeeded:
+                raise ConfigError([f"cannot watch {new.source}: it needs a new fanotify mark, and this worker gave up "
+                                   "CAP_SYS_ADMIN after placing its first; restart it to apply this configuration"]
+                                  ) from None
             except (OSError, SourceProblem) as error:
                 raise ConfigError([f"cannot watch {new.source}: "
                                    f"{error.strerror if isinstance(error, OSError) else error}"]) from None
