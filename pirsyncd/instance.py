@@ -245,6 +245,9 @@ class Instance:
         old = self.source.watcher
         try:
             self.source.watch(expected=self.source.identity)
+        except NewMarkNeeded as problem:
+            self._exit_for_a_new_mark(problem)
+            return False
         except OSError as error:
             self.lose_source(f"the source cannot be watched again {why} ({error.strerror})", now)
             return False
@@ -360,9 +363,8 @@ class Instance:
                      if replica.config.destination.kind == DestinationKind.LOCAL]
             self.source.recheck(config.allow_empty_source,
                                 lambda: any(local_destination_has_entries(path) for path in local))
-        except NewMarkNeeded as problem:  # back, but only a restart can watch it: systemd's does
-            log.error("%s", problem)
-            self.policy.finish(problem.exit_status)
+        except NewMarkNeeded as problem:
+            self._exit_for_a_new_mark(problem)
             return
         except (SourceProblem, OSError) as problem:
             warning = f"{self.policy.lost_reason}: {problem}"
@@ -378,6 +380,14 @@ class Instance:
         self.warning = None
         for replica in self.replicas:
             replica.request_full_sync(now, at_once=True, reason="source-back")
+
+    def _exit_for_a_new_mark(self, problem: NewMarkNeeded) -> None:
+        """The source is there, but only a restart can watch it (a new fanotify mark, and the
+        privilege for it given up): exit with its status, for systemd to start the worker again."""
+        log.error("%s", problem)
+        for replica in self.replicas:
+            replica.stop_job("a new fanotify mark is needed", self.clock())
+        self.policy.finish(problem.exit_status)
 
     # -- signals ----------------------------------------------------------------------------------
     def on_signal(self, number: int) -> None:

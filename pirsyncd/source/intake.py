@@ -105,6 +105,11 @@ class SourceSide:
         SourceProblem). BackendUnavailable (a SourceProblem too) when watch_backend = fanotify
         cannot be had."""
         kept = self._mark_to_keep()
+        # First: another directory at the source's path is no reason for a new mark (nor for the
+        # restart NewMarkNeeded asks for, which would take it for the source).
+        identity = source_identity(self.source)
+        if expected is not None and not identity.same_directory(expected):
+            raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
         choice = self.attempted = self._choose_backend(kept)
         watcher: Watcher | FanotifyWatcher
         if choice.backend == FANOTIFY:
@@ -112,9 +117,6 @@ class SourceSide:
         else:
             watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         try:
-            identity = source_identity(self.source)
-            if expected is not None and not identity.same_directory(expected):
-                raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
             # The walk goes through the root's descriptor, so it stays in the directory checked
             # here; the source's path changing later is the root's watch's news (or moved_away's).
             if isinstance(watcher, FanotifyWatcher):
@@ -155,13 +157,12 @@ class SourceSide:
         return None
 
     def _choose_backend(self, kept: FanotifyWatcher | None) -> BackendChoice:
-        """The backend for this watch: inotify at once when asked for (nothing is probed); else
-        the source must be there first (OSError as for inotify), then the probe decides; with
-        a mark kept, or the privilege to place one given up, the probe (which places one) is
-        not asked, and a new mark needed is NewMarkNeeded."""
+        """The backend for this watch (the source is there): inotify at once when asked for
+        (nothing is probed); else the probe decides; with a mark kept, or the privilege to place
+        one given up, the probe (which places one) is not asked, and a new mark needed is
+        NewMarkNeeded."""
         if self.watch_backend == INOTIFY:
             return BackendChoice(INOTIFY)
-        source_identity(self.source)
         if kept is None and not self.mark_privilege_given_up:
             return choose_backend(self.watch_backend, self.source, self.one_file_system)
         choice = choose_backend(self.watch_backend, self.source, self.one_file_system, refusal=lambda _source: None)

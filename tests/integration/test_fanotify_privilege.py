@@ -195,3 +195,26 @@ def test_the_source_s_file_system_mounted_again_needs_a_new_mark(
                        str(destination)).start() as second:
             wait_until_equal(source, destination, 30)
             assert sets_holding(second.pid, CAP_SYS_ADMIN) == []
+
+
+def test_another_file_system_at_the_source_s_path_is_not_a_reason_to_restart(
+        tmp_path: Path, mounts: Mounts, trees: tuple[Path, Path]) -> None:
+    """A worker that gave up CAP_SYS_ADMIN and finds another directory where its source was (a
+    new tmpfs) stays lost and keeps the mirror, as always: a restart would take that directory
+    for the source."""
+    source, destination = trees
+    write_file(source / "kept", "mirrored\n")
+    with daemon_as(THE_DROP_IN_S, tmp_path / "daemon", "--source", str(source), "--destination",
+                   str(destination)).start() as daemon:
+        # Mounted while the source's is, so that it gets another device number (a tmpfs made
+        # after the source's is gone may get its number again, and then the same identity).
+        other = tmp_path / "other"
+        other.mkdir()
+        mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=other)
+        write_file(other / "stranger", "another tree\n")
+        mounts.unmount(source)
+        daemon.wait_log("syncing stopped so the mirror is not wiped")
+        mounts.mount("--move", str(other), target=source)
+        daemon.wait_log("now leads to another directory")
+        assert daemon.alive() and daemon.status()["state"] == "source-lost", daemon.describe()
+        assert sorted(os.listdir(destination)) == ["kept"]

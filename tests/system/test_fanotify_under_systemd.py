@@ -119,7 +119,9 @@ def test_a_source_mounted_anew_restarts_the_worker_to_place_a_new_mark(container
         container.run(["systemctl", "start", "pirsyncd@remounted"], check=False)
         first_pid = wait_until_active(container, "remounted")
         wait_until_mirrored(container, source, destination)
-        container.run(["umount", source])
+        # Busy while the worker reads the source (a resolve, an rsync run): tried again until it is not.
+        container.wait_for(lambda: container.run(["umount", source], check=False).returncode == 0, 30,
+                           message=f"{source} unmounted")
         container.wait_for(lambda: status_value(container, "remounted", "state") == "source-lost", 60,
                            message="the source lost")
         container.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", source])
