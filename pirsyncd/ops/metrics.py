@@ -128,7 +128,8 @@ class _SnapshotCollector:
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
                         instance, 1.0 if snapshot.get("paused") else 0.0)
-        yield self._one(counter, "pirsyncd_inotify_overflows", "inotify queue overflows (each one a full sync).",
+        yield self._one(counter, "pirsyncd_inotify_overflows",
+                        "Queue overflows of the watcher, inotify's or fanotify's (each one a full sync).",
                         instance, snapshot.get("inotify_overflows", 0))
         yield self._one(gauge, "pirsyncd_watched_directories", "Directories with an inotify watch.",
                         instance, snapshot.get("watched_dirs") or 0)
