@@ -135,8 +135,9 @@ class _SnapshotCollector:
                         instance, snapshot.get("watched_dirs") or 0)
         if snapshot.get("watch_backend"):
             backend = gauge("pirsyncd_watch_backend", "How the source is watched (1 for the backend in use): inotify "
-                           "(a watch per directory) or fanotify (one filesystem mark).", labels=["instance", "backend"])
-            backend.add_metric([instance, snapshot["watch_backend"]], 1.0)
+                            "(a watch per directory) or fanotify (one filesystem mark); reason: why watch_backend = "
+                            "auto took inotify (empty otherwise).", labels=["instance", "backend", "reason"])
+            backend.add_metric([instance, snapshot["watch_backend"], snapshot.get("watch_backend_reason") or ""], 1.0)
             yield backend
         limit = _watch_limit()
         if limit is not None:

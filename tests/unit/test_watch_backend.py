@@ -104,4 +104,4 @@ def test_the_metrics_name_the_backend_in_use() -> None:
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in parser.text_string_to_metric_families(generate_latest(registry).decode())
                for sample in family.samples if sample.name == "pirsyncd_watch_backend"}
-    assert samples == {("pirsyncd_watch_backend", (("backend", "fanotify"), ("instance", "www"))): 1.0}
+    assert samples == {("pirsyncd_watch_backend", (("backend", "fanotify"), ("instance", "www"), ("reason", ""))): 1.0}
