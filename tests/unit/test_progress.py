@@ -3,6 +3,9 @@ anywhere, and the figures made of them on a plain-number clock."""
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
 from pirsyncd.replica.progress import (
@@ -12,6 +15,8 @@ from pirsyncd.replica.progress import (
     ProgressSample,
     describe_progress,
 )
+
+PROGRESS_LINE = re.compile(rb"^\s*([\d,]+)\s+(\d+)%\s+\S+/s\s+[\d:]+(?:\s+\(xfr#\d+, (ir|to)-chk=(\d+)/(\d+)\))?\s*$")
 
 # What rsync 3.2.7 prints with -a --stats --info=progress2 under LC_ALL=C (lines end in \r).
 OUTPUT = (b"\r         20,000   0%    0.00kB/s    0:00:00  "
@@ -106,3 +111,77 @@ def test_a_retried_full_sync_goes_on_from_the_figures_it_had() -> None:
     assert (progress.percent, progress.checked, progress.bytes_done) == (50, 50, 5100)
     progress.observe(ProgressSample(300, 70, 100, True), 3.0)
     assert (progress.percent, progress.checked, progress.bytes_done) == (70, 70, 5300)
+
+
+class PlainReading:
+    """The reference: every segment read one by one (what ProgressParser did before it read
+    a chunk in one pass of the regular expression engine and its last lines only)."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, ProgressSample | None]:
+        text = self.partial + data
+        if data:
+            cut = max(text.rfind(b"\r"), text.rfind(b"\n")) + 1
+            if len(text) - cut > 1 << 16:
+                cut = len(text)
+            text, self.partial = text[:cut], text[cut:]
+        else:
+            self.partial = b""
+        kept, latest = [], None
+        for segment in re.split(rb"(?<=[\r\n])", text):
+            if not segment:
+                continue
+            match = PROGRESS_LINE.match(segment.rstrip(b"\r\n"))
+            if match is None:
+                if segment.strip(b"\r"):
+                    kept.append(segment)
+                continue
+            bytes_done = int(match[1].replace(b",", b""))
+            if match[3] is None:
+                latest = ProgressSample(bytes_done, latest.checked if latest else 0,
+                                        latest.listed if latest else 0, latest.list_complete if latest else False)
+                continue
+            left, listed = int(match[4]), int(match[5])
+            latest = ProgressSample(bytes_done, max(0, listed - left), listed, match[3] == b"to")
+        return b"".join(kept), latest
+
+
+def random_output(chooser: random.Random) -> bytes:
+    """rsync's stdout as it may come: progress lines with and without counts, bare \\r, the
+    itemized or stats lines between them, names that look like parts of progress lines."""
+    pieces = []
+    for _ in range(chooser.randint(0, 60)):
+        kind = chooser.random()
+        number = f"{chooser.randrange(10**7):,}"
+        if kind < 0.45:
+            counts = f" (xfr#{chooser.randrange(99)}, {chooser.choice(['ir', 'to'])}-chk={chooser.randrange(50)}/" \
+                     f"{chooser.randrange(50, 99)})" if chooser.random() < 0.8 else ""
+            pieces.append(f"{chooser.choice(['', ' ', '   '])}{number}  {chooser.randrange(101)}%  1.00MB/s  "
+                          f"0:00:0{chooser.randrange(10)}{counts}{chooser.choice(['', ' '])}"
+                          + chooser.choice(["\r", "\r", "\n"]))
+        elif kind < 0.55:
+            pieces.append("\r")
+        elif kind < 0.8:
+            pieces.append(chooser.choice(["Number of files: 12\n", "deleting a-chk=1/2\n", f"{number}\n",
+                                          f"  {number}  5%  x/s  0:00:01 (xfr#1, to-chk=1/2)\n", "\n",
+                                          "sent 1 bytes\r\n", "to-chk=3/4\r"]))
+        else:
+            pieces.append(f"{chooser.choice(['>f+++++++++', 'cd+++++++++'])} dir/x-chk={number}\n")
+    return "".join(pieces).encode()
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_parser_reads_as_a_plain_reading_of_every_line_would(seed: int) -> None:
+    chooser = random.Random(seed)
+    output = random_output(chooser)
+    parser, plain = ProgressParser(), PlainReading()
+    position = 0
+    while True:
+        size = chooser.choice([1, 3, 17, 64, 1000])
+        chunk = output[position:position + size]
+        position += len(chunk)
+        assert parser.feed(chunk) == plain.feed(chunk), (output, position)
+        if not chunk:
+            break
