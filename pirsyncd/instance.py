@@ -522,4 +522,10 @@ class Instance:
         for replica in self.replicas:
             self.ops.observe(replica.name or "default", replica.policy.state, replica.policy.reason,
                              replica.last_error, self.policy.lost_reason, self.audits.drift_count(replica.name))
-        self.reporter.publish(self.snapshot(), self.clock(), force)
+        now = self.clock()
+        # What the snapshot's "state" is made of: while it stays, an update within the
+        # reporter's interval waits, and no snapshot need be made for it.
+        state_key = (self.final_state, self.state.label, tuple(replica.policy.state for replica in self.replicas))
+        if not force and self.reporter.throttled(state_key, now):
+            return
+        self.reporter.publish(self.snapshot(), now, force, state_key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from pirsyncd.edges import notify
@@ -156,6 +157,7 @@ class Reporter:
         self.path = path
         self.metrics = metrics
         self._published: tuple[Any, ...] | None = None
+        self._state_key: Hashable = None  # what the published state was made of (see throttled)
         self._dirty_since: float | None = None
         self._last_publish = 0.0
         self.line = ""
@@ -164,9 +166,20 @@ class Reporter:
         """When a throttled update is due (None when nothing is waiting)."""
         return None if self._dirty_since is None else self._last_publish + PUBLISH_INTERVAL
 
-    def publish(self, snapshot: dict[str, Any], now: float, force: bool = False) -> None:
+    def throttled(self, state_key: Hashable, now: float) -> bool:
+        """Whether an update now would wait anyway: what the state is made of (``state_key``)
+        is as last published, less than PUBLISH_INTERVAL ago. Then it is marked due, and the
+        caller need not make a snapshot (which a loop woken by every chunk of rsync's output
+        would otherwise make at every turn)."""
+        if self._published is None or state_key != self._state_key or now - self._last_publish >= PUBLISH_INTERVAL:
+            return False
+        self._dirty_since = self._dirty_since or now
+        return True
+
+    def publish(self, snapshot: dict[str, Any], now: float, force: bool = False, state_key: Hashable = None) -> None:
         """Write the status file, the metrics file and STATUS= when something readers watch
-        changed (``force``: at once; otherwise throttled, the rest when :meth:`due`)."""
+        changed (``force``: at once; otherwise throttled, the rest when :meth:`due`).
+        ``state_key``: what the snapshot's state is made of, for :meth:`throttled`."""
         key = (*(snapshot.get(name) for name in _WATCHED_KEYS), (snapshot.get("last_sync") or {}).get("time"))
         if key == self._published and not force:
             self._dirty_since = None
@@ -176,6 +189,7 @@ class Reporter:
             self._dirty_since = self._dirty_since or now
             return
         self._published, self._dirty_since, self._last_publish = key, None, now
+        self._state_key = state_key
         self.line = snapshot["status_line"] = status_line(snapshot)
         notify.send(f"STATUS={self.line}")
         if self.path:
