@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
 
-from bench import measure
+from bench import measure, scratchfs
 from bench.daemons import SYSTEM_RSYNC, RunningDaemon, Setup, SshTarget, start_daemon
 from tests.support.daemon import read_status_file
 from tests.support.processes import stop_process
@@ -80,9 +80,30 @@ class Session:
 def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeout: float,
                    populate: Callable[[str], None] | None = None, ssh: SshTarget | None = None,
                    keep: bool = False, real_rsync: str = REAL_RSYNC,
-                   pirsyncd_arguments: tuple[str, ...] = ()) -> Iterator[Session]:
+                   pirsyncd_arguments: tuple[str, ...] = (), own_source_fs: bool = False) -> Iterator[Session]:
+    """Start the daemon on a fresh source (populated first) and an empty destination under
+    ``root``; yield once it is ready and a probe file was mirrored; stop it by PID at the end.
+    ``own_source_fs``: the source is ``RUN/fs/src`` on a tmpfs of its own (:mod:`bench.scratchfs`),
+    so a fanotify mark sees only what happens there; the destination stays under ``root``."""
     run_dir = tempfile.mkdtemp(prefix=f"pirsyncd-bench-{label}-{daemon_name}-", dir=root)
-    source = os.path.join(run_dir, "src")
+    with contextlib.ExitStack() as mounts:
+        if own_source_fs:
+            mounts.enter_context(scratchfs.own_tmpfs(os.path.join(run_dir, "fs")))
+        source = os.path.join(run_dir, "fs", "src") if own_source_fs else os.path.join(run_dir, "src")
+        try:
+            with _session(daemon_name, run_dir, source, delay, timeout, populate, ssh, real_rsync,
+                          pirsyncd_arguments) as session:
+                yield session
+        finally:
+            if not keep:
+                mounts.close()  # unmounted first: removing a million files one by one takes long
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _session(daemon_name: str, run_dir: str, source: str, delay: float, timeout: float,
+             populate: Callable[[str], None] | None, ssh: SshTarget | None, real_rsync: str,
+             pirsyncd_arguments: tuple[str, ...]) -> Iterator[Session]:
     destination = os.path.join(run_dir, "dst")
     os.mkdir(source)
     os.mkdir(destination)
@@ -101,8 +122,6 @@ def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeou
         yield Session(daemon, setup, ready_at, probe_s)
     finally:
         daemon.stop()
-        if not keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- tree builders -----------------------------------------------------------------------------
