@@ -187,7 +187,9 @@ def watch_limit(daemon_name: str, root: str, scale: LimitScale, pirsyncd_argumen
             if figures["ready_s"] != figures["ready_s"]:
                 return figures, {}, notes
             shutil.rmtree(destination)
-            return figures, floor_copy(source, root), notes
+            floor = floor_copy(source, root)
+            figures["ready_x_floor"] = figures["ready_s"] / floor["floor_s"]  # this run's own ratio
+            return figures, floor, notes
     finally:
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -214,7 +216,8 @@ def limit_outcome(daemon: RunningDaemon, scale: LimitScale, deep: str, limit: in
         figures["inotify_watches"] = len(watched := set(inotify_watched_inodes(daemon.pid)))
         directories = directories_below(daemon.setup.source)
         unwatched = [relative for relative, inode in directories if inode not in watched]
-        figures["unwatched_dirs"] = len(unwatched) if daemon.name == "lsyncd" or watched else 0
+        # Without a single inotify watch it is pirsyncd on fanotify: its mark covers every directory.
+        figures["unwatched_dirs"] = len(unwatched) if watched else 0
         deep_inode = os.lstat(os.path.join(daemon.setup.source, deep)).st_ino
         figures["deep_dir_watched"] = float(deep_inode in watched)
         figures["deep_change_s"] = mirrored_after(daemon, deep, "bench-deep-change", scale.change_timeout)
