@@ -459,6 +459,12 @@ def first_line(argv: list[str]) -> str:
         return str(error)
 
 
+def checkout_commit() -> str:
+    """``HASH subject`` of the checkout's HEAD (read when the run starts: a commit made during a
+    long run must not be taken for the one measured)."""
+    return first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]).replace("fatal: ", "none: ")
+
+
 def machine_description(arguments: argparse.Namespace | None = None) -> dict[str, str]:
     with open("/proc/cpuinfo", encoding="ascii") as cpuinfo:
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -466,8 +472,7 @@ def machine_description(arguments: argparse.Namespace | None = None) -> dict[str
                "rsync": first_line([SYSTEM_RSYNC, "--version"]),
                "lsyncd": first_line(["/usr/bin/lsyncd", "-version"]),
                "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
-               "pirsyncd commit": first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]
-                                             ).replace("fatal: ", "none: "),
+               "pirsyncd commit": getattr(arguments, "commit", None) or checkout_commit(),
                "pirsyncd bytecode": "compiled before the runs (pirsyncd/__pycache__), as the Debian package's "
                                     "py3compile does at install"}
     if arguments is not None and (arguments.watch_backends or arguments.source_tmpfs
@@ -527,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     command = shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
                           else sys.executable, *sys.argv])
+    arguments.commit = checkout_commit()
     ssh_workloads = [name for name in arguments.workloads if name.endswith("ssh")]
     arguments.skipped = []
     if ("W6" in arguments.workloads and "pirsyncd" in arguments.daemons and "missing-args" in arguments.deletion_modes
