@@ -258,6 +258,8 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
             # This run's own ratio: the floor is timed right after it, so load that comes and goes on
             # the machine weighs on both (the table's floor column is the median over all runs).
             figures["ready_x_floor"] = figures["ready_s"] / floor["floor_s"]
+            figures["cpu_x_floor"] = (figures["daemon_cpu_s"] + figures["rsync_cpu_s"]) / floor["floor_cpu_s"] \
+                if floor["floor_cpu_s"] else float("nan")
         return figures, floor, notes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import resource
 import select
 import shlex
 import shutil
@@ -171,17 +172,23 @@ def ssh_words(ssh: SshTarget, control_path: str | None = None) -> list[str]:
     return words + (["-S", control_path] if control_path else [])
 
 
-def timed_rsync(source_dir: str, destination_dir: str, ssh: SshTarget | None = None) -> float:
+def timed_rsync(source_dir: str, destination_dir: str, ssh: SshTarget | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the rsync process tree) of one plain rsync."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(plain_rsync_command(source_dir, destination_dir, ssh), check=True)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def floor_copy(source: str, scratch_root: str, ssh: SshTarget | None = None) -> dict[str, float]:
-    """One plain ``rsync -a SRC/ DST/`` of the final tree into an empty directory."""
+    """One plain ``rsync -a SRC/ DST/`` of the final tree into an empty directory: its wall time
+    and the CPU time of its processes (less sensitive than the wall time to other load)."""
     destination = tempfile.mkdtemp(prefix="pirsyncd-bench-floor-", dir=scratch_root)
     try:
-        return {"floor_s": timed_rsync(source, destination, ssh)}
+        elapsed, cpu = timed_rsync(source, destination, ssh)
+        return {"floor_s": elapsed, "floor_cpu_s": cpu}
     finally:
         shutil.rmtree(destination, ignore_errors=True)
 
@@ -363,6 +370,9 @@ def w3_startup(session: Session, scale: Scale) -> dict[str, float]:
         "probe_ms": session.probe_s * 1000,
         "rsync_runs": sum(run.start <= session.ready_at for run in runs),
         "daemon_cpu_s": measure.cpu_seconds(daemon.pid),
+        # The rsync runs' CPU (the wrapper's cutime + cstime) up to in sync; with the daemon's, the
+        # work it took, to set against the floor's CPU (cpu_x_floor): less sensitive to other load.
+        "rsync_cpu_s": sum(run.cpu_s for run in runs if run.start <= session.ready_at),
         "peak_rss_mib": measure.peak_rss_mib(daemon.pid),
         "identical": float(measure.trees_identical(session.setup.source, session.setup.destination_path)),
     }
