@@ -18,7 +18,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclasses.dataclass(frozen=True)
 class RsyncRun:
-    """One finished rsync run as the wrapper logged it (``end START END STATUS WCHAR RCHAR PID``)."""
+    """One finished rsync run as the wrapper logged it (``end START END STATUS WCHAR RCHAR PID
+    [CPU_TICKS]``; ``cpu_s`` NaN in a log without the CPU field)."""
 
     start: float
     end: float
@@ -26,6 +27,7 @@ class RsyncRun:
     wchar: int
     rchar: int
     wrapper_pid: int
+    cpu_s: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,8 @@ def parse_rsync_log(text: str) -> RsyncLog:
 
     >>> parse_rsync_log("start 1.0 7\\nend 1.0 2.5 0 100 90 7\\nstart 3.0 8\\n").running_pids
     frozenset({8})
+    >>> parse_rsync_log("end 1.0 2.5 0 100 90 7 250\\n").finished[0].cpu_s == 250 / CLOCK_TICKS
+    True
     """
     finished: list[RsyncRun] = []
     started: set[int] = set()
@@ -52,9 +56,10 @@ def parse_rsync_log(text: str) -> RsyncLog:
         fields = line.split()
         if len(fields) == 3 and fields[0] == "start":
             started.add(int(fields[2]))
-        elif len(fields) == 7 and fields[0] == "end":
+        elif len(fields) in (7, 8) and fields[0] == "end":
             run = RsyncRun(float(fields[1]), float(fields[2]), int(fields[3]), int(fields[4]),
-                           int(fields[5]), int(fields[6]))
+                           int(fields[5]), int(fields[6]),
+                           int(fields[7]) / CLOCK_TICKS if len(fields) == 8 else float("nan"))
             finished.append(run)
             ended.add(run.wrapper_pid)
     return RsyncLog(tuple(finished), frozenset(started - ended))

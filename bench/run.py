@@ -31,13 +31,19 @@ from collections.abc import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import fanout, measure, restart, workloads
+from bench import backends, fanout, measure, restart, scratchfs, workloads
 from bench.daemons import DAEMON_NAMES, REPO_ROOT, SYSTEM_RSYNC, SshTarget, pirsyncd_available
 from bench.sshd import loopback_sshd
 from tests.support.daemon import read_status_file
 
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1ssh", "W4ssh", "W3large", "W8", "W8ssh", "W8large",
-                  "W9")
+                  "W9", "W11", "W12")
+WATCH_BACKENDS = ("fanotify", "inotify")
+# The workloads --watch-backends splits pirsyncd for (one tree, one daemon session); W11 and W12
+# always run both backends.
+SPLIT_BY_BACKEND = ("W1", "W2", "W3", "W4", "W5", "W3large")
+BOTH_BACKENDS = ("W11", "W12")
+LARGE_WORKLOADS = ("W3large", "W8large", "W11")
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W9")
 FIGURES_WITH_FLOOR = ("converge_s", "ready_s", "synced_s", "plain_p50_ms", "renamed_p50_ms", "in_sync_s",
                       *(f"{place}_busy_s" for place in workloads.W6_PLACES))
@@ -71,6 +77,13 @@ DESCRIPTIONS = {
           "at delay 0 and delay 1 (figures rRATE_dDELAY_*, one daemon run each); per-file lag from the destination "
           "(ctime of the rename into place - the source's mtime kept by rsync): p50, p99, max; rsync runs, the "
           "daemon's CPU time, settle_s from the last write until the mirror is complete",
+    "W11": "beyond the inotify watch limit (issue 27): 300,000 dirs (1 file each) on a tmpfs of their own, "
+           "fs.inotify.max_user_watches as the run states; pirsyncd --watch-backend fanotify and inotify, lsyncd: "
+           "in sync or not, exit status, watches, then a new file in a dir 8 levels down (deep_change_s) and, "
+           "for inotify, in a dir it does not watch (unwatched_change_s)",
+    "W12": "the fanotify mark's cost for other writers (issue 27): a create/write/close/unlink loop beside the "
+           "source on its file system (outside_*) and inside it (inside_*), without and with the daemon; "
+           "*_x_none = writer time with / without, the daemon's CPU per 1,000 files meanwhile",
 }
 
 
@@ -96,7 +109,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                              "without one those runs are skipped)")
     parser.add_argument("--deletion-modes", default=",".join(DELETION_MODES),
                         help="pirsyncd's --deletion-mode values W6 runs (default: %(default)s)")
+    parser.add_argument("--watch-backends", default="",
+                        help=f"run pirsyncd once per --watch-backend given ({','.join(WATCH_BACKENDS)}) in "
+                             f"{', '.join(SPLIT_BY_BACKEND)}, each source on a tmpfs of its own (default: pirsyncd "
+                             "as configured, one run; W11 and W12 always run both)")
+    parser.add_argument("--source-tmpfs", action="store_true",
+                        help="every source on a tmpfs of its own (with --watch-backends: always)")
+    parser.add_argument("--large-repeat", type=int, metavar="N",
+                        help=f"repetitions of {', '.join(LARGE_WORKLOADS)} (default: --repeat): the first N")
+    parser.add_argument("--max-user-watches", type=int, metavar="N",
+                        help="set fs.inotify.max_user_watches to N for W11's runs, restored afterwards "
+                             "(default: leave it as it is; the run records it)")
     arguments = parser.parse_args(argv)
+    arguments.watch_backends = [name.strip() for name in arguments.watch_backends.split(",") if name.strip()]
+    if [name for name in arguments.watch_backends if name not in WATCH_BACKENDS]:
+        parser.error(f"--watch-backends: from {', '.join(WATCH_BACKENDS)}")
     arguments.deletion_modes = [mode.strip() for mode in arguments.deletion_modes.split(",") if mode.strip()]
     if [mode for mode in arguments.deletion_modes if mode not in DELETION_MODES]:
         parser.error(f"--deletion-modes: from {', '.join(DELETION_MODES)}")
@@ -124,6 +151,12 @@ class Contender:
     real_rsync: str = SYSTEM_RSYNC
     deletion_mode: str | None = None
     startup: str | None = None       # W8's pirsyncd variant: warm or full
+    watch_backend: str | None = None  # pirsyncd --watch-backend (issue 27), else as configured
+
+    @property
+    def pirsyncd_arguments(self) -> tuple[str, ...]:
+        return ((("--deletion-mode", self.deletion_mode) if self.deletion_mode else ())
+                + (("--watch-backend", self.watch_backend) if self.watch_backend else ()))
 
     @property
     def floor_key(self) -> str:
@@ -136,6 +169,12 @@ def contenders(workload: str, arguments: argparse.Namespace) -> list[Contender]:
     if workload.startswith("W8"):
         variants = [variant for variant in ("warm", "full") if variant != "warm" or restart.warm_supported()]
         return [*(Contender(f"pirsyncd/{variant}", "pirsyncd", startup=variant) for variant in variants
+                  if "pirsyncd" in arguments.daemons),
+                *(Contender(daemon, daemon) for daemon in arguments.daemons if daemon != "pirsyncd")]
+    backends = WATCH_BACKENDS if workload in BOTH_BACKENDS else \
+        arguments.watch_backends if workload in SPLIT_BY_BACKEND else []
+    if backends:
+        return [*(Contender(f"pirsyncd/{backend}", "pirsyncd", watch_backend=backend) for backend in backends
                   if "pirsyncd" in arguments.daemons),
                 *(Contender(daemon, daemon) for daemon in arguments.daemons if daemon != "pirsyncd")]
     if workload != "W6":
@@ -171,6 +210,14 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
             ssh if workload.endswith("ssh") else None, delay=arguments.delay, keep=arguments.keep,
             counts=restart.QUICK_CHANGES if arguments.quick else restart.FULL_CHANGES, label=workload)
         return figures, {"noop_full_s": figures["noop_full_s"]}, {}
+    if workload == "W11":
+        return backends.watch_limit(contender.daemon, arguments.root,
+                                    backends.LIMIT_QUICK if arguments.quick else backends.LIMIT,
+                                    contender.pirsyncd_arguments, arguments.max_user_watches, arguments.keep)
+    if workload == "W12":
+        return backends.mark_cost(contender.daemon, arguments.root,
+                                  backends.MARK_QUICK if arguments.quick else backends.MARK,
+                                  contender.pirsyncd_arguments, arguments.keep), {}, {}
     scale = workloads.QUICK if arguments.quick else workloads.FULL
     if workload == "W9":
         return workloads.w9_churn(contender.daemon, arguments.root, scale, arguments.keep), {}, {}
@@ -183,9 +230,10 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
         "W6": workloads.w6_populate(scale)}.get(base)
     delay = 0.0 if base == "W1" else arguments.delay
     use_ssh = ssh if workload.endswith("ssh") else None
-    pirsyncd_arguments = ("--deletion-mode", contender.deletion_mode) if contender.deletion_mode else ()
+    own_source_fs = arguments.source_tmpfs or bool(arguments.watch_backends)
     with workloads.daemon_session(contender.daemon, arguments.root, workload, delay, scale.timeout, populate,
-                                  use_ssh, arguments.keep, contender.real_rsync, pirsyncd_arguments) as session:
+                                  use_ssh, arguments.keep, contender.real_rsync, contender.pirsyncd_arguments,
+                                  own_source_fs) as session:
         if base == "W1":
             figures = workloads.w1_latency(session, scale)
             return figures, workloads.floor_one_file(arguments.root, use_ssh), deletion_note(session)
@@ -205,15 +253,21 @@ def run_one(workload: str, contender: Contender, arguments: argparse.Namespace, 
         # about 3 million by default, and three copies of 1.1 million entries do not fit).
         session.daemon.stop()
         shutil.rmtree(session.setup.destination_path)
-        return figures, workloads.floor_copy(session.setup.source, arguments.root, use_ssh), notes
+        floor = workloads.floor_copy(session.setup.source, arguments.root, use_ssh)
+        if base in ("W3", "W3large"):
+            # This run's own ratio: the floor is timed right after it, so load that comes and goes on
+            # the machine weighs on both (the table's floor column is the median over all runs).
+            figures["ready_x_floor"] = figures["ready_s"] / floor["floor_s"]
+            figures["cpu_x_floor"] = (figures["daemon_cpu_s"] + figures["rsync_cpu_s"]) / floor["floor_cpu_s"] \
+                if floor["floor_cpu_s"] else float("nan")
+        return figures, floor, notes
 
 
 def deletion_note(session: workloads.Session) -> dict[str, str]:
-    """pirsyncd's deletion path from its status file (None until its first batch probed the rsync)."""
-    status = read_status_file(session.setup.status_file) if session.daemon.name == "pirsyncd" else None
-    if status is not None and status.get("deletion_path"):
-        return {"deletion_path": str(status["deletion_path"])}
-    return {}
+    """pirsyncd's deletion path (None until its first batch probed the rsync) and watch backend
+    from its status file."""
+    status = read_status_file(session.setup.status_file) if session.daemon.name == "pirsyncd" else {}
+    return {key: str(status[key]) for key in ("deletion_path", "watch_backend") if status.get(key)}
 
 
 def pirsyncd_code_digest() -> str:
@@ -255,6 +309,11 @@ def run_notes(workload: str, contender: Contender, label: str, notes: dict[str, 
     elif contender.daemon == "lsyncd":
         info["deletion_path"] = "lsyncd default.rsync: --delete with an include filter list"
         info["deletion_path_from"] = "its default"
+    if contender.watch_backend:
+        info["watch_backend"] = notes.get("watch_backend", f"{contender.watch_backend} (the flag; not read back)")
+    outcome = "; ".join(f"{key}: {notes[key]}" for key in ("state", "warning", "log") if notes.get(key))
+    if outcome:
+        info["outcome"] = outcome
     return info
 
 
@@ -266,6 +325,8 @@ def run_all(arguments: argparse.Namespace, ssh: SshTarget | None) -> tuple[dict,
     arguments.run_notes = []
     for repetition in range(arguments.repeat):
         for workload in arguments.workloads:
+            if workload in LARGE_WORKLOADS and repetition >= (arguments.large_repeat or arguments.repeat):
+                continue
             for contender in contenders(workload, arguments):
                 label = f"{workload} {contender.name} #{repetition + 1}"
                 print(f"-- {label} ...", file=sys.stderr, flush=True)
@@ -307,19 +368,24 @@ def table_views(results: dict) -> dict[str, dict[str, list[dict[str, float]]]]:
 
 
 def notes_lines(run_notes: list[dict[str, str]]) -> list[str]:
-    """One line per W6 contender: the rsync version(s) and the deletion path(s) its runs used."""
+    """One line per workload and contender: the rsync version(s) and the deletion path(s) its runs
+    used; pirsyncd's watch backend (its status file) and, for W11, what each run ended in."""
     by_contender: dict[str, dict[str, list[str]]] = {}
     for info in run_notes:
-        entry = by_contender.setdefault(f"{info['workload']} {info['contender']}", {"rsync": [], "path": []})
+        entry = by_contender.setdefault(f"{info['workload']} {info['contender']}",
+                                        {"rsync": [], "path": [], "watch": [], "outcome": []})
         version = info["rsync_version"]
         if version.startswith("rsync  version "):
             version = version.split()[2]
         rsync = f"{version} ({info['rsync_binary']})"
         path = f"{info.get('deletion_path', '-')} ({info.get('deletion_path_from', '-')})"
-        for key, value in (("rsync", rsync), ("path", path)):
-            if value not in entry[key]:
+        for key, value in (("rsync", rsync), ("path", path), ("watch", info.get("watch_backend")),
+                           ("outcome", info.get("outcome"))):
+            if value and value not in entry[key]:
                 entry[key].append(value)
     return [f"{name}: rsync {'; '.join(entry['rsync'])}; deletions: {'; '.join(entry['path'])}"
+            + (f"; watching: {'; '.join(entry['watch'])}" if entry["watch"] else "")
+            + (f"; outcome: {' / '.join(entry['outcome'])}" if entry["outcome"] else "")
             for name, entry in by_contender.items()]
 
 
@@ -381,12 +447,24 @@ def table_lines(rows: list[dict], markdown: bool) -> list[str]:
             for cells in [header, *body]]
 
 
+def markdown_lines(cells: list[list[str]]) -> list[str]:
+    """A header row and body rows as a Markdown table."""
+    return ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|",
+            *("| " + " | ".join(row) + " |" for row in cells[1:])]
+
+
 def first_line(argv: list[str]) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return ((result.stdout or result.stderr).strip().splitlines() or ["?"])[0]
     except OSError as error:
         return str(error)
+
+
+def checkout_commit() -> str:
+    """``HASH subject`` of the checkout's HEAD (read when the run starts: a commit made during a
+    long run must not be taken for the one measured)."""
+    return first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]).replace("fatal: ", "none: ")
 
 
 def machine_description(arguments: argparse.Namespace | None = None) -> dict[str, str]:
@@ -396,19 +474,30 @@ def machine_description(arguments: argparse.Namespace | None = None) -> dict[str
                "rsync": first_line([SYSTEM_RSYNC, "--version"]),
                "lsyncd": first_line(["/usr/bin/lsyncd", "-version"]),
                "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
-               "pirsyncd commit": first_line(["git", "-C", REPO_ROOT, "log", "-1", "--format=%h %s"]
-                                             ).replace("fatal: ", "none: "),
+               "pirsyncd commit": getattr(arguments, "commit", None) or checkout_commit(),
                "pirsyncd bytecode": "compiled before the runs (pirsyncd/__pycache__), as the Debian package's "
                                     "py3compile does at install"}
+    if arguments is not None and (arguments.watch_backends or arguments.source_tmpfs
+                                  or any(name in BOTH_BACKENDS for name in arguments.workloads)):
+        machine["sources"] = ("each on a tmpfs of its own (mount -t tmpfs, bench/scratchfs.py) for "
+                              f"{', '.join(BOTH_BACKENDS)}"
+                              + (" and every workload" if arguments.watch_backends or arguments.source_tmpfs else "")
+                              + f"; destinations and floor copies under {arguments.root}")
+        machine["fs.inotify.max_user_watches"] = (f"{backends.read_max_user_watches()}"
+                                                  + (f" (W11: {arguments.max_user_watches})"
+                                                     if arguments.max_user_watches else ""))
     if arguments is not None and any(info["rsync_binary"] != SYSTEM_RSYNC for info in arguments.run_notes):
         machine["rsync (fixed, W6 missing-args)"] = f"{rsync_version(arguments.fixed_rsync)} ({arguments.fixed_rsync})"
     return machine
 
 
 def write_markdown(path: str, rows: list[dict], machine: dict[str, str], command: str,
-                   arguments: argparse.Namespace, failures: list[str]) -> None:
+                   arguments: argparse.Namespace, failures: list[str], three_way: list[list[str]] | None = None
+                   ) -> None:
     lines = ["# Benchmark results: pirsyncd against lsyncd 2.2.3", "",
-             f"Command: `{command}` (trees under {arguments.root}, {arguments.repeat} repetitions, medians).",
+             f"Command: `{command}` (trees under {arguments.root}, {arguments.repeat} repetitions"
+             + (f", {', '.join(LARGE_WORKLOADS)} {arguments.large_repeat}" if arguments.large_repeat else "")
+             + ", medians).",
              f"Run: {time.strftime('%Y-%m-%d %H:%M %Z')}", "", "Machine:", ""]
     lines += [f"- {key}: {value}" for key, value in machine.items()]
     digests = getattr(arguments, "pirsyncd_digests", [])
@@ -421,6 +510,9 @@ def write_markdown(path: str, rows: list[dict], machine: dict[str, str], command
         lines += ["", "The rsync and the deletion path of each workload's runs:", "", *[f"- {line}" for line in notes],
                   *[f"- skipped: {skipped}" for skipped in getattr(arguments, "skipped", [])]]
     lines += ["", *table_lines(rows, markdown=True), ""]
+    if three_way:
+        lines += ["pirsyncd's two watch backends and lsyncd side by side (the same runs as above):", "",
+                  *markdown_lines(three_way), ""]
     if failures:
         lines += ["Failed runs:", "", *[f"- {failure}" for failure in failures], ""]
     with open(path, "w", encoding="utf-8") as markdown_file:
@@ -435,8 +527,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run.py: pirsyncd does not start ({problem}); run with --daemons lsyncd to measure "
                   "lsyncd alone", file=sys.stderr)
             return 2
+    if arguments.watch_backends or arguments.source_tmpfs or any(name in BOTH_BACKENDS for name in arguments.workloads):
+        problem = scratchfs.mount_refusal(arguments.root)
+        if problem:
+            print(f"run.py: the sources need a tmpfs of their own: {problem}", file=sys.stderr)
+            return 2
     command = shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
                           else sys.executable, *sys.argv])
+    arguments.commit = checkout_commit()
     ssh_workloads = [name for name in arguments.workloads if name.endswith("ssh")]
     arguments.skipped = []
     if ("W6" in arguments.workloads and "pirsyncd" in arguments.daemons and "missing-args" in arguments.deletion_modes
@@ -456,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(table_views(results))
     machine = machine_description(arguments)
     print("\n".join(table_lines(rows, markdown=False)))
+    three_way = backends.backend_rows(results, FIGURES_WITH_FLOOR)
+    if three_way:
+        widths = [max(len(row[column]) for row in three_way) for column in range(len(three_way[0]))]
+        print("\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                        for row in three_way))
     for line in notes_lines(arguments.run_notes) + [f"skipped: {skipped}" for skipped in arguments.skipped]:
         print(line)
     for failure in failures:
@@ -466,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                        "results": results, "summary": rows, "run_notes": arguments.run_notes,
                        "skipped": arguments.skipped, "failures": failures}, json_file, indent=1)
     if arguments.results_md:
-        write_markdown(arguments.results_md, rows, machine, command, arguments, failures)
+        write_markdown(arguments.results_md, rows, machine, command, arguments, failures, three_way)
     return 1 if failures else 0
 
 

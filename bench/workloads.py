@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import resource
 import select
 import shlex
 import shutil
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
 
-from bench import measure
+from bench import measure, scratchfs
 from bench.daemons import SYSTEM_RSYNC, RunningDaemon, Setup, SshTarget, start_daemon
 from tests.support.daemon import read_status_file
 from tests.support.processes import stop_process
@@ -80,9 +81,30 @@ class Session:
 def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeout: float,
                    populate: Callable[[str], None] | None = None, ssh: SshTarget | None = None,
                    keep: bool = False, real_rsync: str = REAL_RSYNC,
-                   pirsyncd_arguments: tuple[str, ...] = ()) -> Iterator[Session]:
+                   pirsyncd_arguments: tuple[str, ...] = (), own_source_fs: bool = False) -> Iterator[Session]:
+    """Start the daemon on a fresh source (populated first) and an empty destination under
+    ``root``; yield once it is ready and a probe file was mirrored; stop it by PID at the end.
+    ``own_source_fs``: the source is ``RUN/fs/src`` on a tmpfs of its own (:mod:`bench.scratchfs`),
+    so a fanotify mark sees only what happens there; the destination stays under ``root``."""
     run_dir = tempfile.mkdtemp(prefix=f"pirsyncd-bench-{label}-{daemon_name}-", dir=root)
-    source = os.path.join(run_dir, "src")
+    with contextlib.ExitStack() as mounts:
+        if own_source_fs:
+            mounts.enter_context(scratchfs.own_tmpfs(os.path.join(run_dir, "fs")))
+        source = os.path.join(run_dir, "fs", "src") if own_source_fs else os.path.join(run_dir, "src")
+        try:
+            with _session(daemon_name, run_dir, source, delay, timeout, populate, ssh, real_rsync,
+                          pirsyncd_arguments) as session:
+                yield session
+        finally:
+            if not keep:
+                mounts.close()  # unmounted first: removing a million files one by one takes long
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _session(daemon_name: str, run_dir: str, source: str, delay: float, timeout: float,
+             populate: Callable[[str], None] | None, ssh: SshTarget | None, real_rsync: str,
+             pirsyncd_arguments: tuple[str, ...]) -> Iterator[Session]:
     destination = os.path.join(run_dir, "dst")
     os.mkdir(source)
     os.mkdir(destination)
@@ -101,8 +123,6 @@ def daemon_session(daemon_name: str, root: str, label: str, delay: float, timeou
         yield Session(daemon, setup, ready_at, probe_s)
     finally:
         daemon.stop()
-        if not keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- tree builders -----------------------------------------------------------------------------
@@ -152,17 +172,23 @@ def ssh_words(ssh: SshTarget, control_path: str | None = None) -> list[str]:
     return words + (["-S", control_path] if control_path else [])
 
 
-def timed_rsync(source_dir: str, destination_dir: str, ssh: SshTarget | None = None) -> float:
+def timed_rsync(source_dir: str, destination_dir: str, ssh: SshTarget | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the rsync process tree) of one plain rsync."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(plain_rsync_command(source_dir, destination_dir, ssh), check=True)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def floor_copy(source: str, scratch_root: str, ssh: SshTarget | None = None) -> dict[str, float]:
-    """One plain ``rsync -a SRC/ DST/`` of the final tree into an empty directory."""
+    """One plain ``rsync -a SRC/ DST/`` of the final tree into an empty directory: its wall time
+    and the CPU time of its processes (less sensitive than the wall time to other load)."""
     destination = tempfile.mkdtemp(prefix="pirsyncd-bench-floor-", dir=scratch_root)
     try:
-        return {"floor_s": timed_rsync(source, destination, ssh)}
+        elapsed, cpu = timed_rsync(source, destination, ssh)
+        return {"floor_s": elapsed, "floor_cpu_s": cpu}
     finally:
         shutil.rmtree(destination, ignore_errors=True)
 
@@ -344,6 +370,9 @@ def w3_startup(session: Session, scale: Scale) -> dict[str, float]:
         "probe_ms": session.probe_s * 1000,
         "rsync_runs": sum(run.start <= session.ready_at for run in runs),
         "daemon_cpu_s": measure.cpu_seconds(daemon.pid),
+        # The rsync runs' CPU (the wrapper's cutime + cstime) up to in sync; with the daemon's, the
+        # work it took, to set against the floor's CPU (cpu_x_floor): less sensitive to other load.
+        "rsync_cpu_s": sum(run.cpu_s for run in runs if run.start <= session.ready_at),
         "peak_rss_mib": measure.peak_rss_mib(daemon.pid),
         "identical": float(measure.trees_identical(session.setup.source, session.setup.destination_path)),
     }
