@@ -18,11 +18,12 @@ def limit_message(source: str, unwatched: set[str], resync_interval: float) -> t
     count, complete = count_directories(source, unwatched)
     needed = current + count + 1024
     counted = f"{count}" if complete else f"at least {count}"
+    more = "" if complete else " or more (the count was cut short)"
     message = (f"inotify watch limit reached: fs.inotify.max_user_watches = {current}, {counted} "
-               f"directories are not watched; raise it with: sysctl -w fs.inotify.max_user_watches={needed} "
-               f"(and in /etc/sysctl.d/ to keep it). Until then those directories are mirrored by a full "
-               f"sync every {resync_interval:g} s")
-    return message, f"{count} directories unwatched (raise fs.inotify.max_user_watches)"
+               f"directories are not watched; raise it with: sysctl -w fs.inotify.max_user_watches={needed}{more} "
+               f"(and in /etc/sysctl.d/ to keep it), or set watch_backend = fanotify, which needs no watch per "
+               f"directory. Until then those directories are mirrored by a full sync every {resync_interval:g} s")
+    return message, f"{counted} directories unwatched (raise fs.inotify.max_user_watches)"
 
 
 def count_directories(source: str, roots: set[str], budget: float = 0.2) -> tuple[int, bool]:
