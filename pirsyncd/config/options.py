@@ -197,10 +197,10 @@ OPTIONS: tuple[Option, ...] = (
            "start), fanotify (one filesystem mark covers the whole tree: no watch per directory, no walk, no "
            "max_user_watches; needs CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH, Linux 5.17 or later, 5.15.154 or "
            "5.10.220, and a file system that reports file handles: not overlayfs, FUSE or a btrfs subvolume; "
-           "a start is a full sync, never a warm one; a file system mounted below the source is covered by "
-           "full syncs only), or auto (fanotify when a probe at start says it works and no file system is "
-           "mounted below the source, else inotify; the reason is logged and in the status). The default "
-           "becomes auto once the warm restart and the systemd drop-in work with fanotify.",
+           "a warm restart first scans the directories, with no watch, a cold one starts at once; a file system "
+           "mounted below the source is covered by full syncs only), or auto (fanotify when a probe at start "
+           "says it works and no file system is mounted below the source, else inotify; the reason is logged "
+           "and in the status). The default becomes auto once the systemd drop-in works with fanotify.",
            "auto", choices=("auto", "inotify", "fanotify")),
     Option("sync", "allow_empty_source", Kind.BOOL, False,
            "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "

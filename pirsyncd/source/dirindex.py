@@ -71,7 +71,10 @@ class DirectoryIndex:
         self.unreadable: set[str] = set()  # directories that could not be listed (what is below is left out)
         self.leaf_device: int | None = None  # as the inotify watcher's (see leaf_device)
         self._root_device = 0
-        self._rescans: dict[str, None] = {}  # paths to scan anew, in the order asked
+        # Entries to scan anew, in the order asked: (parent's inode, name) -> the parent's node.
+        # Kept by node, so a rename of a directory above, read later, takes them along.
+        self._rescans: dict[tuple[int, str], WatchedDir] = {}
+        self._unplaced: list[str] = []  # paths to scan anew whose parent the index lacks (yet)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -118,9 +121,8 @@ class DirectoryIndex:
             return False
         until = None if seconds is None else self.clock() + seconds
         while self._rescans and (until is None or self.clock() < until):
-            path = next(iter(self._rescans))
-            del self._rescans[path]
-            self._scan_anew(path)
+            key = next(iter(self._rescans))
+            self._scan_anew(self._rescans.pop(key), key[1])
         left = None if until is None else max(until - self.clock(), 0.0)
         if self.walks and (left is None or left > 0 or not self._rescans):
             self.walks.step(max_directories, seconds=left)
@@ -188,6 +190,14 @@ class DirectoryIndex:
         left out here)."""
         if not self.begun or self.unusable is not None:
             return
+        self._follow(changes)
+        # A path whose parent the index lacked may have one now: a rename of a directory
+        # above it (resolved late, its events name it where it is now) was read after it.
+        unplaced, self._unplaced = self._unplaced, []
+        for path in unplaced:
+            self._scan_later(path, retry=False)
+
+    def _follow(self, changes: Iterable[Change]) -> None:
         for change in changes:
             kind, path = change.kind, change.path
             if kind == ChangeKind.RESCAN:
@@ -229,16 +239,18 @@ class DirectoryIndex:
         if node is not None:
             self.tree.detach(node)
 
-    def _scan_later(self, path: str) -> None:
-        """Scan ``path`` anew at the next step, unless it or a directory above it is to be scanned already."""
+    def _scan_later(self, path: str, retry: bool = True) -> None:
+        """Scan ``path`` anew at the next step (as its parent's entry, wherever that parent is
+        then). A parent the index lacks is looked for again once the changes read with it are
+        followed (``retry``); after that, that parent is still to be walked, or left out."""
         if not path or path == "." or self._excluded(path):
             return
-        parent = path
-        while parent:
-            if parent in self._rescans:
-                return
-            parent = parent.rpartition("/")[0]
-        self._rescans[path] = None
+        parent_path, _, name = path.rpartition("/")
+        parent = self.tree.find(parent_path)
+        if parent is not None:
+            self._rescans[(parent.wd, name)] = parent
+        elif retry and len(self._unplaced) < UNREADABLE_LIMIT:
+            self._unplaced.append(path)
 
     def _move(self, old: str, new: str) -> None:
         """A directory renamed within the source: its node moves when the disk shows that inode
@@ -268,26 +280,33 @@ class DirectoryIndex:
         return (stat.S_ISDIR(status.st_mode) and (status.st_dev, status.st_ino) == (self._root_device, node.wd)
                 and (parent_status.st_dev, parent_status.st_ino) == (self._root_device, parent.wd))
 
-    def _scan_anew(self, path: str) -> None:
-        """Drop what the index has at ``path`` and enter what the disk has there, with a walk of
-        what is below it. When the index's parent of ``path`` is another directory on disk now,
-        that parent is scanned anew instead; when it has none there, nothing is entered (the
-        parent is left out, or is still to be walked, or its own event is queued)."""
-        self._drop(path)
-        parent_path, _, name = path.rpartition("/")
-        parent = self.tree.find(parent_path)
-        if parent is None or self._excluded(path):
+    def _scan_anew(self, parent: WatchedDir, name: str) -> None:
+        """Drop what the index has as ``name`` in ``parent`` and enter what the disk has there,
+        with a walk of what is below it. When the parent left the index meanwhile, nothing (its
+        own scan covers it); when the disk has another directory or none at the parent's path,
+        the parent is scanned anew itself (a rename above it is still queued)."""
+        if self.tree.by_wd.get(parent.wd) is not parent:
+            return
+        parent_path = self.tree.path_of(parent)
+        path = f"{parent_path}/{name}" if parent_path else name
+        existing = parent.children.get(name) if parent.children else None
+        if existing is not None:
+            self.tree.detach(existing)
+        if self._excluded(path):
             return
         try:
             parent_status = os.lstat(self._absolute(parent_path))
         except OSError:
-            return  # gone: its event says so
-        if (parent_status.st_dev, parent_status.st_ino) != (self._root_device, parent.wd):
+            parent_status = None
+        if parent_status is None or (parent_status.st_dev, parent_status.st_ino) != (self._root_device, parent.wd):
+            # The parent is not at the path the index has for it (a rename or deletion above
+            # it is still queued): it is looked at again from its own parent.
             if parent.parent is None:
-                self._give_up("the source is another directory now")
-            else:
-                self._drop(parent_path)
-                self._scan_later(parent_path)
+                if parent_status is not None:
+                    self._give_up("the source is another directory now")
+                return  # (gone: its own event says so)
+            self.tree.detach(parent)
+            self._rescans[(parent.parent.wd, parent.name)] = parent.parent
             return
         try:
             directory_fd = dirfd.open_relative(self.source, path)
