@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.daemon import Daemon, overflow_the_queue, run_pirsyncd, start_with_a_small_queue
 from tests.support.processes import descendant_pids
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES, Workload, seed_from_environment
@@ -653,6 +653,28 @@ def test_no_state_file_is_a_full_sync_and_then_one_is_written(runs: Runs) -> Non
     assert (runs.state_file.parent / (runs.state_file.name + ".dirs")).exists(), os.listdir(runs.state_file.parent)
     stop_cleanly(daemon, runs.state_file)
     some_changes(runs.source, runs.outside)
+    assert_warm(runs.start(), runs.source, runs.destination)
+
+
+@pytest.mark.fanotify_too
+def test_an_overflow_removes_the_state_and_a_new_index_is_written_after_the_full_sync(runs: Runs) -> None:
+    """Events were lost: the state on disk says more than is true, so it goes; the watches
+    (fanotify: the directory index) are built anew, and once the full sync is over a state with
+    the new index is written, from which a restart is warm."""
+    populate(runs.source, runs.outside)
+    daemon = start_with_a_small_queue(lambda: runs.start())
+    wait_for(runs.state_file.exists, 30, lambda: f"no state file while in sync\n{daemon.describe()}")
+    before = runs.header()["index_token"]
+    overflow_the_queue(daemon, runs.source, runs.destination)
+    daemon.wait_synced()
+    wait_for(lambda: runs.state_file.exists() and runs.header()["index_token"] != before, 30,
+             lambda: f"no state with a new index after the overflow\n{daemon.describe()}")
+    index = (runs.state_file.parent / (runs.state_file.name + ".dirs")).read_text()
+    for number in range(7):  # made just before the overflow
+        inode = os.lstat(runs.source / f"d{number}").st_ino
+        assert f"[{inode}, " in index, f"d{number} (inode {inode}) is not in the new index"
+    stop_cleanly(daemon, runs.state_file)
+    _rename_across(runs.source, runs.outside)
     assert_warm(runs.start(), runs.source, runs.destination)
 
 
