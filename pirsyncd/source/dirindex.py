@@ -46,10 +46,13 @@ from collections.abc import Callable, Iterable
 from pirsyncd.config.filters import Excluder
 from pirsyncd.source import dirfd
 from pirsyncd.source.events import Change, ChangeKind, WatchedDir, WatchTree
-from pirsyncd.source.walks import STEP_SECONDS, Walks, leaf_device
+from pirsyncd.source.walks import MAX_OPEN_LEVELS, STEP_SECONDS, Walks, leaf_device
 
 # Paths kept in :attr:`DirectoryIndex.unreadable` at most (read at a warm start, where each is sent whole).
 UNREADABLE_LIMIT = 10_000
+# Scans asked for by events and not done yet, at most: past this (a flood of new directories),
+# the index starts over with one scan of the whole tree, which costs less than the queue.
+RESCAN_LIMIT = 100_000
 _FILE_CHANGES = (ChangeKind.CHANGED, ChangeKind.WRITING, ChangeKind.CLOSED)
 
 
@@ -126,11 +129,13 @@ class DirectoryIndex:
         left = None if until is None else max(until - self.clock(), 0.0)
         if self.walks and (left is None or left > 0 or not self._rescans):
             self.walks.step(max_directories, seconds=left)
+        # Each scan begun holds a descriptor per level of its branch: they stay bounded.
+        self.walks.step(seconds=None, max_levels=MAX_OPEN_LEVELS)
         return self.working
 
     def finish(self) -> None:
-        """Begin if need be and scan everything left, at once."""
-        if not self.begun:
+        """Begin if need be (anew if given up) and scan everything left, at once."""
+        if not self.begun or self.unusable is not None:
             self.begin()
         self.step(seconds=None)
 
@@ -249,6 +254,8 @@ class DirectoryIndex:
         parent = self.tree.find(parent_path)
         if parent is not None:
             self._rescans[(parent.wd, name)] = parent
+            if len(self._rescans) > RESCAN_LIMIT:
+                self.begin()
         elif retry and len(self._unplaced) < UNREADABLE_LIMIT:
             self._unplaced.append(path)
 

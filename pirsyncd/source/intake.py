@@ -162,14 +162,14 @@ class SourceSide:
         return self.index is not None and self.index.working
 
     def build_index(self, at_once: bool = False, seconds: float | None = None) -> None:
-        """Begin the directory index (fanotify) unless begun, scanned by :meth:`walk_step`, or
-        (``at_once``) go on scanning before this returns, until done or ``seconds`` passed: a
-        warm start judges the whole tree. OSError when the source cannot be opened. Nothing to
-        do with inotify."""
+        """Begin the directory index (fanotify) unless begun (anew if it was given up), to be
+        scanned by :meth:`walk_step`, or (``at_once``) scan on before this returns, until done
+        or ``seconds`` passed: a warm start judges the whole tree. OSError when the source
+        cannot be opened. Nothing to do with inotify."""
         if self.index is None:
             return
-        if not self.index.begun:
-            self.index.begin()
+        if not self.index.begun or self.index.unusable is not None:
+            self.index.begin()  # (given up: it starts over)
         if at_once:
             self.index.step(seconds=seconds)
 

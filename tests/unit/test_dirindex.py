@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pirsyncd.config.filters import Excluder
+from pirsyncd.source import dirindex
 from pirsyncd.source.dirindex import DirectoryIndex
 from pirsyncd.source.events import Change, ChangeKind
 from tests.support.trees import real_directories, write_file
@@ -274,3 +275,22 @@ def test_excluded_names_are_not_followed(root: Path) -> None:
     index.apply([moved("a.tmp", "back")])
     settle(index, root)
     assert entries(index) == on_disk(root, exclude=("*.tmp",))
+
+
+def test_a_flood_of_new_directories_starts_the_index_over(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dirindex, "RESCAN_LIMIT", 5)
+    index = built(root)
+    names = [f"new{number}" for number in range(8)]
+    make_tree(root, *(f"{name}/sub" for name in names))
+    index.apply([new_dir(name) for name in names])
+    assert len(index._rescans) <= 5, "the queue of scans is bounded"
+    settle(index, root)
+    assert entries(index) == on_disk(root)
+
+
+def test_a_given_up_index_is_built_anew_when_asked(root: Path) -> None:
+    index = built(root)
+    index.apply([Change(ChangeKind.RESCAN)])
+    make_tree(root, "after")
+    index.finish()
+    assert index.complete and entries(index) == on_disk(root)
