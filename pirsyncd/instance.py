@@ -41,6 +41,7 @@ from pirsyncd.replica.runlog import RsyncOutputLog
 from pirsyncd.replica.ssh import SharedConnections
 from pirsyncd.restart.keeper import StateKeeper, all_in_sync, default_state_path
 from pirsyncd.source.backend import FANOTIFY, BackendUnavailable
+from pirsyncd.source.capabilities import NewMarkNeeded
 from pirsyncd.source.events import Change, ChangeKind
 from pirsyncd.source.identity import SourceProblem
 from pirsyncd.source.intake import SourceSide
@@ -244,6 +245,9 @@ class Instance:
         old = self.source.watcher
         try:
             self.source.watch(expected=self.source.identity)
+        except NewMarkNeeded as problem:
+            self._exit_for_a_new_mark(problem)
+            return False
         except OSError as error:
             self.lose_source(f"the source cannot be watched again {why} ({error.strerror})", now)
             return False
@@ -360,6 +364,9 @@ class Instance:
                      if replica.config.destination.kind == DestinationKind.LOCAL]
             self.source.recheck(config.allow_empty_source,
                                 lambda: any(local_destination_has_entries(path) for path in local))
+        except NewMarkNeeded as problem:
+            self._exit_for_a_new_mark(problem)
+            return
         except (SourceProblem, OSError) as problem:
             warning = f"{self.policy.lost_reason}: {problem}"
             if self.warning != warning and isinstance(problem, SourceProblem):
@@ -374,6 +381,14 @@ class Instance:
         self.warning = None
         for replica in self.replicas:
             replica.request_full_sync(now, at_once=True, reason="source-back")
+
+    def _exit_for_a_new_mark(self, problem: NewMarkNeeded) -> None:
+        """The source is there, but only a restart can watch it (a new fanotify mark, and the
+        privilege for it given up): exit with its status, for systemd to start the worker again."""
+        log.error("%s", problem)
+        for replica in self.replicas:
+            replica.stop_job("a new fanotify mark is needed", self.clock())
+        self.policy.finish(problem.exit_status)
 
     # -- signals ----------------------------------------------------------------------------------
     def on_signal(self, number: int) -> None:
@@ -451,6 +466,10 @@ class Instance:
                                 one_file_system=new.one_file_system, watch_backend=new.watch_backend)
             try:
                 source.watch()
+            except NewMarkNeeded:
+                raise ConfigError([f"cannot watch {new.source}: it needs a new fanotify mark, and this worker gave up "
+                                   "CAP_SYS_ADMIN after placing its first; restart it to apply this configuration"]
+                                  ) from None
             except (OSError, SourceProblem) as error:
                 raise ConfigError([f"cannot watch {new.source}: "
                                    f"{error.strerror if isinstance(error, OSError) else error}"]) from None

@@ -23,6 +23,10 @@ NO_PERMISSION = 77  # EX_NOPERM
 CONFIG = 78  # EX_CONFIG
 # Not in sysexits.h (which ends at 78): watch_backend = fanotify, and fanotify cannot watch the source here.
 NO_FANOTIFY = 79
+# The source came back on a file system its fanotify mark does not cover, and the worker gave up
+# the privilege to place one (pirsyncd.source.capabilities): a restart places it (not in the
+# unit's RestartPreventExitStatus=).
+NEW_MARK = 80
 USAGE = CONFIG  # the command line is configuration too, so systemd does not restart-loop on it
 
 
@@ -55,6 +59,9 @@ STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(NO_FANOTIFY, "fanotify was asked for (watch_backend = fanotify) and cannot watch the source here "
                             "(the one line logged says why: capabilities, kernel or file system); "
                             "watch_backend = auto falls back to inotify instead"),
+    ExitStatus(NEW_MARK, "the source came back on a file system its fanotify mark does not cover (mounted again), "
+                         "and the worker gave up CAP_SYS_ADMIN after placing its mark; started again (systemd's "
+                         "Restart=on-failure), it places a new one"),
 )
 
 

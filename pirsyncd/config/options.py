@@ -192,16 +192,16 @@ OPTIONS: tuple[Option, ...] = (
            "neither watched nor sent (its mount point is mirrored as an empty directory). Pseudo file "
            "systems (proc, sysfs, devtmpfs, devpts, cgroup, ...) are kept out always.",
            "yes"),
-    Option("sync", "watch_backend", Kind.CHOICE, "inotify",
-           "How the source is watched: inotify (a watch on every directory, placed by a walk of the tree at "
-           "start), fanotify (one filesystem mark covers the whole tree: no watch per directory, no walk, no "
-           "max_user_watches; needs CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH, Linux 5.17 or later, 5.15.154 or "
-           "5.10.220, and a file system that reports file handles: not overlayfs, FUSE or a btrfs subvolume; "
-           "a warm restart first scans the directories, with no watch, a cold one starts at once; a file system "
-           "mounted below the source is covered by full syncs only), or auto (fanotify when a probe at start "
-           "says it works and no file system is mounted below the source, else inotify; the reason is logged "
-           "and in the status). The default becomes auto once the systemd drop-in works with fanotify.",
-           "auto", choices=("auto", "inotify", "fanotify")),
+    Option("sync", "watch_backend", Kind.CHOICE, "auto",
+           "How the source is watched: auto (fanotify when a probe at start says it works and no other file "
+           "system is mounted below the source, else inotify; the reason is logged and in the status), inotify "
+           "(a watch on every directory, placed by a walk of the tree at start; bounded by max_user_watches), or "
+           "fanotify (one filesystem mark covers the whole tree: no watch per directory, no walk at start, no "
+           "max_user_watches; needs CAP_SYS_ADMIN to place the mark and CAP_DAC_READ_SEARCH, Linux 5.17 or "
+           "later, 5.15.154 or 5.10.220, and a file system that reports file handles: not overlayfs, FUSE or a "
+           "btrfs subvolume; a warm restart first scans the directories, with no watch; a file system mounted "
+           "below the source is covered by full syncs only).",
+           "inotify", choices=("auto", "inotify", "fanotify")),
     Option("sync", "allow_empty_source", Kind.BOOL, False,
            "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "
            "source looks empty).",

@@ -222,19 +222,23 @@ def _destination_section(parser: configparser.ConfigParser, section: str, source
 
 
 def auto_name(destination: Destination, taken: set[str]) -> str:
-    """A short name for a destination given without one: its host's first label, or the
-    local directory's name; made unique with -2, -3 ...
+    """A short name for a destination given without one: its host's first label (an IPv4
+    address whole), or the local directory's name; made unique with -2, -3 ...
 
     >>> from pirsyncd.config.destination import parse_destination
     >>> auto_name(parse_destination("backup@web1.example:/srv/www"), set())
     'web1'
     >>> auto_name(parse_destination("/var/backups/www"), {"www"})
     'www-2'
+    >>> auto_name(parse_destination("10.0.0.7:/srv/www"), set()), auto_name(parse_destination("[::1]:/srv"), set())
+    ('10.0.0.7', 'ipv6')
     """
     if destination.kind == DestinationKind.LOCAL:
         base = os.path.basename(destination.path.rstrip("/")) or "root"
     elif destination.host.startswith("["):
         base = "ipv6"
+    elif re.fullmatch(r"[0-9.]+", destination.host):
+        base = destination.host  # the first label of 10.0.0.7 and 10.0.0.8 would be "10" for both
     else:
         base = destination.host.split(".")[0]
     base = re.sub(r"[^A-Za-z0-9_.-]", "-", base).lstrip("-._") or "destination"

@@ -128,14 +128,16 @@ class _SnapshotCollector:
 
         yield self._one(gauge, "pirsyncd_paused", "1 while the instance is paused (pirsyncd pause).",
                         instance, 1.0 if snapshot.get("paused") else 0.0)
-        yield self._one(counter, "pirsyncd_inotify_overflows", "inotify queue overflows (each one a full sync).",
+        yield self._one(counter, "pirsyncd_inotify_overflows",
+                        "Queue overflows of the watcher, inotify's or fanotify's (each one a full sync).",
                         instance, snapshot.get("inotify_overflows", 0))
         yield self._one(gauge, "pirsyncd_watched_directories", "Directories with an inotify watch.",
                         instance, snapshot.get("watched_dirs") or 0)
         if snapshot.get("watch_backend"):
             backend = gauge("pirsyncd_watch_backend", "How the source is watched (1 for the backend in use): inotify "
-                           "(a watch per directory) or fanotify (one filesystem mark).", labels=["instance", "backend"])
-            backend.add_metric([instance, snapshot["watch_backend"]], 1.0)
+                            "(a watch per directory) or fanotify (one filesystem mark); reason: why watch_backend = "
+                            "auto took inotify (empty otherwise).", labels=["instance", "backend", "reason"])
+            backend.add_metric([instance, snapshot["watch_backend"], snapshot.get("watch_backend_reason") or ""], 1.0)
             yield backend
         limit = _watch_limit()
         if limit is not None:

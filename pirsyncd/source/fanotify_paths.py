@@ -96,12 +96,32 @@ def is_dir_on_disk(path: str) -> bool | None:
 
 
 class HandleResolver:
-    """Paths of directory handles, cached by handle (``lookup`` answers the misses)."""
+    """Paths of directory handles, cached by handle (``lookup`` answers the misses).
+
+    The answers are also kept as a tree of paths (each cached path linked from its parent
+    path, up to ``/``), so that forgetting what lies below a renamed or deleted directory costs
+    the size of that subtree, and asking whether anything below a path was answered costs a
+    lookup: never a scan of the whole cache per event. (The mark sees the whole file system,
+    so an ``rm -rf`` of a large tree anywhere on it is a deletion event per directory.)
+
+    >>> resolver = HandleResolver({1: "/srv/www/a", 2: "/srv/www/a/b", 3: "/srv/www/ab"}.get)
+    >>> [resolver.resolve(handle) for handle in (1, 2, 3)]
+    ['/srv/www/a', '/srv/www/a/b', '/srv/www/ab']
+    >>> resolver.answered_below("/srv/www/a"), resolver.answered_below("/srv/www/a/c")
+    (True, False)
+    >>> resolver.forget_below("/srv/www/a")
+    >>> sorted(resolver.cache.values()), resolver.answered_below("/srv/www/a"), resolver.answered_below("/srv")
+    (['/srv/www/ab'], False, True)
+    """
 
     def __init__(self, lookup: Callable[[FileHandle], str | Gone]) -> None:
         self.lookup = lookup
         self.cache: dict[FileHandle, str | Gone] = {}
         self.lookups = 0  # answers asked of the lookup (cache misses)
+        self._handles_at: dict[str, set[FileHandle]] = {}  # a cached path: the handles answered with it
+        # A path with cached answers at or below it: those of its children that have some. Every
+        # path here or in _handles_at (but "/") is among its parent's children.
+        self._children: dict[str, set[str]] = {}
 
     def resolve(self, handle: FileHandle) -> str | Gone:
         """The absolute path of the directory ``handle`` names, or :class:`Gone`."""
@@ -114,20 +134,58 @@ class HandleResolver:
             return found  # not cached: the next event may find it
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
+            self._handles_at.clear()
+            self._children.clear()
         self.cache[handle] = found
+        if isinstance(found, str):
+            self._add_path(found, handle)
         return found
+
+    def _add_path(self, path: str, handle: FileHandle) -> None:
+        self._handles_at.setdefault(path, set()).add(handle)
+        node = path
+        while node != "/":
+            parent = os.path.dirname(node)
+            siblings = self._children.setdefault(parent, set())
+            if node in siblings:
+                break  # linked already, and so are its parents
+            siblings.add(node)
+            node = parent
 
     def answered_below(self, path: str) -> bool:
         """Whether a cached answer is ``path`` or lies below it."""
-        prefix = path.rstrip("/") + "/"
-        return any(isinstance(known, str) and (known == path or known.startswith(prefix))
-                   for known in self.cache.values())
+        path = _normal(path)
+        return path in self._handles_at or path in self._children
 
     def forget_below(self, path: str) -> None:
         """Drop the cached answers for ``path`` and every directory below it (it was renamed or
         deleted: they are elsewhere now, or gone)."""
-        prefix = path.rstrip("/") + "/"
-        stale = [handle for handle, known in self.cache.items()
-                 if isinstance(known, str) and (known == path or known.startswith(prefix))]
-        for handle in stale:
-            del self.cache[handle]
+        path = _normal(path)
+        if not self.answered_below(path):
+            return
+        pending = [path]
+        while pending:
+            node = pending.pop()
+            for handle in self._handles_at.pop(node, ()):
+                del self.cache[handle]
+            pending += self._children.pop(node, ())
+        node = path
+        while node != "/":  # unlink it, and each parent left with nothing below it
+            parent = os.path.dirname(node)
+            siblings = self._children.get(parent)
+            if siblings is None:
+                break
+            siblings.discard(node)
+            if siblings or parent in self._handles_at:
+                break
+            del self._children[parent]
+            node = parent
+
+
+def _normal(path: str) -> str:
+    """``path`` without a trailing slash (``/`` stays).
+
+    >>> _normal("/srv/www/"), _normal("/")
+    ('/srv/www', '/')
+    """
+    return path.rstrip("/") or "/"

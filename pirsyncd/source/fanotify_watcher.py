@@ -29,6 +29,17 @@ log = logging.getLogger("pirsyncd")
 MAX_READS = 64
 
 
+def marked_device(fdinfo_line: str) -> int:
+    """The file system (as ``st_dev``) of a filesystem mark's line in a group's fdinfo, which
+    gives the kernel's dev_t (major << 20 | minor).
+
+    >>> marked_device("fanotify sdev:fe00001 mflags:0 mask:58000f0e ignored_mask:0") == os.makedev(254, 1)
+    True
+    """
+    kernel_device = int(fdinfo_line.split("sdev:")[1].split()[0], 16)
+    return os.makedev(kernel_device >> 20, kernel_device & 0xFFFFF)
+
+
 class FanotifyWatcher:
     """Watches ``source`` through a fanotify filesystem mark (CAP_SYS_ADMIN, and
     CAP_DAC_READ_SEARCH to resolve handles; check first with
@@ -51,19 +62,27 @@ class FanotifyWatcher:
         # The last read_changes emptied the queue (else MAX_READS stopped it: events are left).
         self.drained = True
 
-    def watch_root(self, walk_all: bool = True) -> None:
+    def watch_root(self, walk_all: bool = True, keep_mark_of: FanotifyWatcher | None = None) -> None:
         """Place the filesystem mark on the source's file system (``walk_all``: there is no
-        walk). Raises OSError as the kernel says."""
+        walk); or, with ``keep_mark_of`` (the watcher this one replaces, whose mark still covers
+        the source: :meth:`mark_covers`), take over its group and mark, which needs no privilege
+        and keeps what is queued; the handles are resolved afresh either way (after an overflow,
+        a rename may have gone unseen). Raises OSError as the kernel says."""
         self._close_group()
         real_source = os.path.realpath(self.source)
-        group = Fanotify()
+        group = Fanotify() if keep_mark_of is None else None
         try:
-            group.mark(self.source)
+            if group is not None:
+                group.mark(self.source)
             handle_type, handle, _ = name_to_handle_at(self.source)
             lookup = KernelLookup(self.source)
         except BaseException:
-            group.close()
+            if group is not None:
+                group.close()
             raise
+        if group is None:
+            assert keep_mark_of is not None and keep_mark_of.group is not None
+            group, keep_mark_of.group = keep_mark_of.group, None
         table = self.mount_table.read()
         self.mounts.root_device = os.stat(self.source).st_dev
         self.mounts.note(table)
@@ -72,6 +91,20 @@ class FanotifyWatcher:
         self.group, self.lookup, self.root_lost = group, lookup, False
         self.translator = FanotifyTranslator(real_source, (handle_type, handle), HandleResolver(lookup),
                                              is_dir_on_disk, mount_of(real_source, table))
+
+    def mark_covers(self, path: str) -> bool:
+        """Whether this watcher's group still holds its filesystem mark on the file system
+        ``path`` is on now, by the kernel's list of the group's marks (/proc/self/fdinfo): the
+        end of a file system (its last unmount) removes the mark, and one mounted again at the
+        same place is another, unmarked."""
+        if self.group is None or self.group.closed:
+            return False
+        try:
+            device = os.stat(path).st_dev
+            with open(f"/proc/self/fdinfo/{self.group.fileno()}", encoding="ascii") as info:
+                return any(marked_device(line) == device for line in info if line.startswith("fanotify sdev:"))
+        except OSError:
+            return False
 
     def fileno(self) -> int:
         """The group's descriptor; ValueError before watch_root and once closed (as a closed

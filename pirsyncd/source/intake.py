@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pirsyncd.config import exitcodes
 from pirsyncd.config.filters import Excluder
 from pirsyncd.edges.loop import Loop
+from pirsyncd.source import capabilities
 from pirsyncd.source.backend import FANOTIFY, INOTIFY, BackendChoice, choose_backend
 from pirsyncd.source.dirindex import DirectoryIndex
 from pirsyncd.source.events import Change, ChangeKind, WatchTree
@@ -84,9 +85,14 @@ class SourceSide:
         self.change_seq = 0  # counts reads that brought changes: what `pirsyncd wait` waits for
         self.barrier_requests = 0
         self.barrier_seq = 0
+        # CAP_SYS_ADMIN given up once a fanotify mark was placed (pirsyncd.source.capabilities):
+        # a new mark cannot be placed by this process.
+        self.mark_privilege_given_up = False
+        self._replaced: Watcher | FanotifyWatcher | None = None  # the previous side's, until watched
         if previous is not None:
             self.change_seq, self.barrier_requests = previous.change_seq, previous.barrier_requests
             self.barrier_seq = previous.barrier_seq
+            self.mark_privilege_given_up, self._replaced = previous.mark_privilege_given_up, previous.watcher
         self._unwatched_seen = 0
         self.limit_reported = False
         self._limit_warning = ""
@@ -96,21 +102,31 @@ class SourceSide:
         """(Re)build every watch; the old watcher stays if the new one fails (OSError, or
         SourceProblem when the source is not ``expected``, the directory watched before).
         The root is watched now, what is below it by :meth:`walk_step` while :attr:`walking`
-        (``at_once``: before this returns, as at start). With fanotify, one mark and no walk;
-        BackendUnavailable (a SourceProblem) when watch_backend = fanotify cannot be had."""
-        choice = self.attempted = self._choose_backend()
+        (``at_once``: before this returns, as at start). With fanotify, one mark and no walk:
+        the mark of the watcher this one replaces is kept while it covers the source's file
+        system (after an overflow, a reload); once placed, a worker granted CAP_SYS_ADMIN for it
+        gives that up (:mod:`pirsyncd.source.capabilities`), so a new one is NewMarkNeeded (a
+        SourceProblem). BackendUnavailable (a SourceProblem too) when watch_backend = fanotify
+        cannot be had."""
+        kept = self._mark_to_keep()
+        # First: another directory at the source's path is no reason for a new mark (nor for the
+        # restart NewMarkNeeded asks for, which would take it for the source).
+        identity = source_identity(self.source)
+        if expected is not None and not identity.same_directory(expected):
+            raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
+        choice = self.attempted = self._choose_backend(kept)
         watcher: Watcher | FanotifyWatcher
         if choice.backend == FANOTIFY:
             watcher = FanotifyWatcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         else:
             watcher = Watcher(self.source, self.excluder, self.debug_events, self.one_file_system)
         try:
-            identity = source_identity(self.source)
-            if expected is not None and not identity.same_directory(expected):
-                raise SourceProblem(describe_identity_change(self.source, expected) or "", exitcodes.NO_SOURCE)
             # The walk goes through the root's descriptor, so it stays in the directory checked
             # here; the source's path changing later is the root's watch's news (or moved_away's).
-            watcher.watch_root(walk_all=at_once)
+            if isinstance(watcher, FanotifyWatcher):
+                watcher.watch_root(walk_all=at_once, keep_mark_of=kept)
+            else:
+                watcher.watch_root(walk_all=at_once)
             if not source_identity(self.source).same_directory(identity):
                 raise SourceProblem(f"the source {self.source} changed while it was being watched",
                                     exitcodes.NO_SOURCE)
@@ -121,7 +137,7 @@ class SourceSide:
             self.watcher.close()
         if self.index is not None:
             self.index.close()
-        self.watcher, self.identity = watcher, identity
+        self.watcher, self.identity, self._replaced = watcher, identity, None
         # After the mark: a directory scanned later cannot change unseen.
         self.index = None if isinstance(watcher, Watcher) else DirectoryIndex(
             self.source, self.excluder, lambda path: watcher.mounts.at(path) is not None)
@@ -138,14 +154,30 @@ class SourceSide:
                             "covered by full syncs only (watch_backend = inotify watches them)",
                             ", ".join(sorted(watcher.unwatched)[:5]))
         self.backend = choice
+        if choice.backend == FANOTIFY and kept is None:
+            self.mark_privilege_given_up = capabilities.give_up_mark_privilege() or self.mark_privilege_given_up
 
-    def _choose_backend(self) -> BackendChoice:
-        """The backend for this watch: inotify at once when asked for (nothing is probed); else
-        the source must be there first (OSError as for inotify), then the probe decides."""
+    def _mark_to_keep(self) -> FanotifyWatcher | None:
+        """The fanotify watcher (this side's, or the one of the side this one replaces) whose
+        mark still covers the source's file system, if any: no new mark is needed."""
+        old = self.watcher or self._replaced
+        if self.watch_backend != INOTIFY and isinstance(old, FanotifyWatcher) and old.mark_covers(self.source):
+            return old
+        return None
+
+    def _choose_backend(self, kept: FanotifyWatcher | None) -> BackendChoice:
+        """The backend for this watch (the source is there): inotify at once when asked for
+        (nothing is probed); else the probe decides; with a mark kept, or the privilege to place
+        one given up, the probe (which places one) is not asked, and a new mark needed is
+        NewMarkNeeded."""
         if self.watch_backend == INOTIFY:
             return BackendChoice(INOTIFY)
-        source_identity(self.source)
-        return choose_backend(self.watch_backend, self.source, self.one_file_system)
+        if kept is None and not self.mark_privilege_given_up:
+            return choose_backend(self.watch_backend, self.source, self.one_file_system)
+        choice = choose_backend(self.watch_backend, self.source, self.one_file_system, refusal=lambda _source: None)
+        if choice.backend == FANOTIFY and kept is None:
+            raise capabilities.NewMarkNeeded(self.source)
+        return choice
 
     @property
     def watch_tree(self) -> WatchTree | None:

@@ -50,8 +50,8 @@ def tmpfs_source(tmp_path: Path, mounts: Mounts) -> Path:
     return source
 
 
-def metrics_line(backend: str) -> str:
-    return f'pirsyncd_watch_backend{{backend="{backend}",instance="-"}} 1.0'
+def metrics_line(backend: str, reason: str = "") -> str:
+    return f'pirsyncd_watch_backend{{backend="{backend}",instance="-",reason="{reason}"}} 1.0'
 
 
 def assert_fell_back(daemon: Daemon, reason_part: str, metrics: Path) -> None:
@@ -64,7 +64,7 @@ def assert_fell_back(daemon: Daemon, reason_part: str, metrics: Path) -> None:
     assert len(logged) == 1 and logged[0].endswith(status["watch_backend_reason"]), daemon.log()
     shown = run_pirsyncd("status", "--status-file", str(daemon.status_file))
     assert f"watching:     inotify, not fanotify: {status['watch_backend_reason']}" in shown.stdout, shown.stdout
-    wait_for(lambda: metrics_line("inotify") in metrics.read_text(), 10,
+    wait_for(lambda: metrics_line("inotify", status["watch_backend_reason"]) in metrics.read_text(), 10,
              lambda: f"no watch backend in the metrics:\n{metrics.read_text()}")
 
 

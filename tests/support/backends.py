@@ -1,8 +1,10 @@
-"""The watch backend (``watch_backend``) a test's daemons use: inotify, the default, or fanotify
-for the tests marked ``fanotify_too`` (tests/integration/conftest.py runs those on both).
+"""The watch backend (``watch_backend``) a test's daemons use: inotify, or fanotify as well for
+the tests marked ``fanotify_too`` (tests/integration/conftest.py runs those on both).
 
 :class:`tests.support.daemon.Daemon` reads :func:`current` as it reads the deletion path: a
-daemon started under fanotify gets ``--watch-backend fanotify`` unless its arguments name one.
+daemon gets ``--watch-backend`` with the current backend unless its arguments name one, so that
+the daemon's own default (``auto``, which takes fanotify where a probe allows it) never decides
+which backend a test ran on.
 Under fanotify the test's ``tmp_path`` is a private tmpfs, so the filesystem mark sees the
 test's events only (not the whole machine's), and the test skips with the probe's reason where
 this machine cannot place a filesystem mark.
@@ -37,9 +39,9 @@ def using(backend: str) -> Iterator[str]:
 
 
 def daemon_arguments(arguments: list[str]) -> list[str]:
-    """What a daemon with ``arguments`` adds for the current backend: nothing under inotify
-    (the default, unchanged), ``--watch-backend fanotify`` otherwise unless it names one."""
-    if _current == INOTIFY or any(argument.split("=", 1)[0] == "--watch-backend" for argument in arguments):
+    """What a daemon with ``arguments`` adds for the current backend: ``--watch-backend`` and
+    the backend, unless the arguments name one."""
+    if any(argument.split("=", 1)[0] == "--watch-backend" for argument in arguments):
         return []
     return ["--watch-backend", _current]
 

@@ -316,6 +316,8 @@ class Container:
         """
         self.copy_in(repo_root / "pirsyncd", f"{PYTHON_SITE}/pirsyncd")
         self.copy_in(find_inotify_simple(repo_root), f"{PYTHON_SITE}/inotify_simple.py")
+        for module in find_python_prctl():  # what the .deb's Depends: python3-prctl brings
+            self.copy_in(module, f"{PYTHON_SITE}/{module.name}")
         systemd_directory = repo_root / "systemd"
         for unit in ("pirsyncd@.service", "pirsyncd.target"):
             self.copy_in(systemd_directory / unit, f"{UNIT_DIRECTORY}/{unit}", 0o644)
@@ -338,6 +340,14 @@ class Container:
             return f"deb {package}"
         self.install_from_checkout(repo_root)
         return f"checkout {repo_root}"
+
+
+def find_python_prctl() -> list[Path]:
+    """python-prctl's two files as this machine's Debian python3-prctl installed them (the same
+    Debian release and Python as the container's)."""
+    import _prctl
+    import prctl
+    return [Path(prctl.__file__), Path(_prctl.__file__)]
 
 
 def find_inotify_simple(repo_root: Path) -> Path:

@@ -22,9 +22,9 @@ def never_asked(source: str) -> str | None:
     raise AssertionError(f"the probe was run for {source}")
 
 
-def test_the_default_is_inotify_and_the_words_are_checked() -> None:
-    assert parse(BASE).watch_backend == "inotify"
-    assert parse(BASE + "watch_backend = auto\n").watch_backend == "auto"
+def test_the_default_is_auto_and_the_words_are_checked() -> None:
+    assert parse(BASE).watch_backend == "auto"
+    assert parse(BASE + "watch_backend = inotify\n").watch_backend == "inotify"
     with pytest.raises(ConfigError) as error:
         parse(BASE + "watch_backend = kqueue\n")
     assert "watch_backend" in str(error.value) and "auto, inotify, fanotify" in str(error.value)
@@ -104,4 +104,4 @@ def test_the_metrics_name_the_backend_in_use() -> None:
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in parser.text_string_to_metric_families(generate_latest(registry).decode())
                for sample in family.samples if sample.name == "pirsyncd_watch_backend"}
-    assert samples == {("pirsyncd_watch_backend", (("backend", "fanotify"), ("instance", "www"))): 1.0}
+    assert samples == {("pirsyncd_watch_backend", (("backend", "fanotify"), ("instance", "www"), ("reason", ""))): 1.0}
