@@ -56,6 +56,7 @@ FAN_MARK_MOUNT = 0x00000010
 FAN_MARK_FILESYSTEM = 0x00000100
 
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000  # name_to_handle_at: the handle of dirfd itself (path "")
 MAX_HANDLE_SZ = 128
 
 # What pirsyncd asks for: a group that names objects by handle and entries by name, and a mark

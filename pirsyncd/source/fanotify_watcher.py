@@ -21,7 +21,7 @@ from pirsyncd.source.fanotify import Fanotify, name_to_handle_at
 from pirsyncd.source.fanotify_changes import FanotifyTranslator
 from pirsyncd.source.fanotify_events import describe_mask, parse_events
 from pirsyncd.source.fanotify_paths import HandleResolver, KernelLookup, is_dir_on_disk
-from pirsyncd.source.mounts import MountsBelow, MountTable, mount_of, mounts_below
+from pirsyncd.source.mounts import MOUNTINFO, MountsBelow, MountTable, mount_of, mounts_below, parse_mountinfo
 
 log = logging.getLogger("pirsyncd")
 # Reads per read_changes at most (64 KiB each, some 700 events): the rest waits for the next
@@ -100,7 +100,13 @@ class FanotifyWatcher:
         if self.group is None or self.group.closed:
             return False
         try:
-            device = os.stat(path).st_dev
+            # The file system's own device, as the mount table gives it: a btrfs file's st_dev is
+            # its subvolume's, never the one the mark's line names.
+            with open(MOUNTINFO, encoding="latin-1") as table:  # as MountTable reads it
+                mount = mount_of(os.path.realpath(path), parse_mountinfo(table.read()))
+            if mount is None:
+                return False
+            device = mount.device
             with open(f"/proc/self/fdinfo/{self.group.fileno()}", encoding="ascii") as info:
                 return any(marked_device(line) == device for line in info if line.startswith("fanotify sdev:"))
         except OSError:
@@ -182,6 +188,19 @@ class FanotifyWatcher:
         return mount is not None and mount.device != self.mounts.root_device and (
             self.mounts.kept_out_reason(mount.device) is None)
 
+    def _still_the_marked_source(self) -> bool:
+        """Whether the source path still leads to the directory watched, on a file system the
+        mark covers. The mount table alone cannot tell: a file system unmounted and another
+        mounted at the same place may get the old one's mount id and device number (a tmpfs
+        does), while its mark went with the old one; the group's list of marks and the source's
+        file handle tell."""
+        assert self.translator is not None
+        try:
+            handle_type, handle, _ = name_to_handle_at(self.source)
+        except OSError:
+            return False
+        return (handle_type, handle) == self.translator.root_handle and self.mark_covers(self.source)
+
     def read_mount_changes(self) -> list[Change]:
         """After the mount table changed: ROOT_LOST when the source's file system is no longer
         where it was (unmounted, or covered by another mount); each place below the source
@@ -190,6 +209,8 @@ class FanotifyWatcher:
         assert self.translator is not None
         table = self.mount_table.read()
         changes = self.translator.mount_table_changed(table)
+        if not changes and not self._still_the_marked_source():
+            changes = [Change(ChangeKind.ROOT_LOST)]
         self.root_lost = self.root_lost or bool(changes)
         for path in self.mounts.note(table):
             if self.excluder and self.excluder.excludes(path, True):

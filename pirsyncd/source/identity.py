@@ -23,27 +23,46 @@ class SourceProblem(Exception):
 @dataclasses.dataclass(frozen=True)
 class SourceIdentity:
     """Which directory the source path led to when it was watched: its file system and
-    inode, and the mount it was reached through. Two mounts of the same directory show
-    the same tree, so the device and inode decide; the mount id is for people."""
+    inode, its file handle (:func:`file_handle`; "" where the file system has none), and the
+    mount it was reached through. Two mounts of the same directory show the same tree, so the
+    device, inode and handle decide; the mount id is for people. The handle tells apart what
+    the device and inode cannot: a file system made anew at the same place (a new tmpfs may
+    get the old one's device number, and its root the same inode number).
+
+    >>> old = SourceIdentity(40, 1, 46, "1:0100000029a1f3")
+    >>> old.same_directory(SourceIdentity(40, 1, 69, "1:0100000029a1f3"))  # another mount of it
+    True
+    >>> old.same_directory(SourceIdentity(40, 1, 46, "1:01000000c07e55"))  # a new tmpfs there
+    False
+    >>> old.same_directory(SourceIdentity(40, 1, 46, ""))  # no handle to compare
+    True
+    """
 
     device: int
     inode: int
     mount_id: int | None
+    handle: str = ""
 
     def same_directory(self, other: SourceIdentity) -> bool:
-        return (self.device, self.inode) == (other.device, other.inode)
+        if (self.device, self.inode) != (other.device, other.inode):
+            return False
+        return not (self.handle and other.handle) or self.handle == other.handle
 
 
-def file_handle(path: str) -> str:
-    """The kernel's file handle of ``path`` (name_to_handle_at(2)) as text, or "" where the
-    file system has none. It names the object on its file system, the same through every
-    mount and mount namespace of it (a unit's private namespace, each start, is one), and
-    another for the directory of a file system made anew at the same place (a new tmpfs:
-    the generation is random), where device numbers and mount ids are recycled."""
-    from pirsyncd.source.fanotify import name_to_handle_at  # ctypes: loaded when first asked
+def file_handle(path: str, descriptor: int | None = None) -> str:
+    """The kernel's file handle of ``path`` (name_to_handle_at(2)), or of the open
+    ``descriptor`` when given, as text; "" where the file system has none. It names the
+    object on its file system, the same through every mount and mount namespace of it (a
+    unit's private namespace, each start, is one), and another for the directory of a file
+    system made anew at the same place (a new tmpfs: the generation is random), where device
+    numbers and mount ids are recycled."""
+    from pirsyncd.source.fanotify import AT_EMPTY_PATH, name_to_handle_at  # ctypes: loaded when first asked
 
     try:
-        handle_type, handle, _mount_id = name_to_handle_at(path)
+        if descriptor is None:
+            handle_type, handle, _mount_id = name_to_handle_at(path)
+        else:
+            handle_type, handle, _mount_id = name_to_handle_at("", descriptor, AT_EMPTY_PATH)
     except OSError:
         return ""
     return f"{handle_type}:{handle.hex()}"
@@ -62,9 +81,10 @@ def source_identity(path: str) -> SourceIdentity:
                         mount_id = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             pass
+        handle = file_handle(path, descriptor)
     finally:
         os.close(descriptor)
-    return SourceIdentity(status.st_dev, status.st_ino, mount_id)
+    return SourceIdentity(status.st_dev, status.st_ino, mount_id, handle)
 
 
 def describe_identity_change(source: str, watched: SourceIdentity) -> str | None:
@@ -78,8 +98,9 @@ def describe_identity_change(source: str, watched: SourceIdentity) -> str | None
     except OSError as error:
         return f"the source {source} cannot be opened ({error.strerror})"
     if not now.same_directory(watched):
-        return (f"the source {source} now leads to another directory (device {now.device}, inode "
-                f"{now.inode}, was {watched.device}, {watched.inode}): unmounted, or something mounted "
+        was = "a file system made anew there" if (now.device, now.inode) == (watched.device, watched.inode) else (
+            f"device {now.device}, inode {now.inode}, was {watched.device}, {watched.inode}")
+        return (f"the source {source} now leads to another directory ({was}): unmounted, or something mounted "
                 "or moved in its place")
     return None  # another mount of the same directory (a bind mount) shows the same tree
 

@@ -153,6 +153,26 @@ def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
 
 
 @pytest.mark.fanotify_too
+def test_a_tmpfs_made_anew_at_the_source_is_not_the_source(tmp_path: Path, mounts: Mounts) -> None:
+    """The kernel may give a new tmpfs the old one's device number, and its root the same inode
+    number: only the file handle tells it apart. Its contents are never mirrored."""
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
+    populate(source)
+    with start(tmp_path, source, destination) as daemon:
+        before = mirrored(daemon, source, destination)
+        mounts.unmount(source)
+        mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
+        write_file(source / "another-tree", "not the source\n")
+        wait_lost(daemon, source)
+        wait_rechecked(daemon, "now leads to another directory")
+        assert_kept(destination, before, daemon)
+        assert daemon.alive()
+
+
+@pytest.mark.fanotify_too
 def test_tmpfs_mounted_on_top_of_the_running_source(tmp_path: Path, mounts: Mounts) -> None:
     source, destination = tmp_path / "source", tmp_path / "destination"
     source.mkdir()
