@@ -141,7 +141,7 @@ class Instance:
         self.audits.stop_all()
         self.ops.hooks.stop()
         if self.keeper.activity and self.policy.exit_status == exitcodes.OK:
-            self.save_state(self.clock())  # a clean stop with everything sent
+            self.save_state(self.clock(), final=True)  # a clean stop with everything sent
         self.source.close()
         self.ssh.close([replica.config for replica in self.replicas])
         failed = any(replica.policy.state == ReplicaState.FAILED for replica in self.replicas)
@@ -166,7 +166,7 @@ class Instance:
             if audit_at is not None and self._may_audit(replica):
                 table.append((audit_at, Timer.AUDIT, replica))
         table += [(at, Timer.HOOK, None) for at in self.ops.hooks.deadlines()]
-        if self.source.walking:
+        if self.source.walking or self.source.indexing:
             table.append((AT_ONCE, Timer.WALK, None))
         publish = self.reporter.due()
         if publish is not None:
@@ -337,10 +337,11 @@ class Instance:
             replica.pending.make_due(now)
         self.publish(force=True)
 
-    def save_state(self, now: float) -> None:
-        """Write the restart state, if everything is still in sync once what is queued is read."""
+    def save_state(self, now: float, final: bool = False) -> None:
+        """Write the restart state, if everything is still in sync once what is queued is read
+        (``final``: at a clean stop, a directory index still being built is finished first)."""
         self.keeper.save(self.take_changes, self.config, self.source, self.replicas,
-                         lambda: self.state.source_settled, now)
+                         lambda: self.state.source_settled, now, final)
 
     # -- the source ----------------------------------------------------------------------------------
     def lose_source(self, reason: str, now: float) -> None:

@@ -199,7 +199,8 @@ OPTIONS: tuple[Option, ...] = (
            "fanotify (one filesystem mark covers the whole tree: no watch per directory, no walk at start, no "
            "max_user_watches; needs CAP_SYS_ADMIN to place the mark and CAP_DAC_READ_SEARCH, Linux 5.17 or "
            "later, 5.15.154 or 5.10.220, and a file system that reports file handles: not overlayfs, FUSE or a "
-           "btrfs subvolume; a file system mounted below the source is covered by full syncs only).",
+           "btrfs subvolume; a warm restart first scans the directories, with no watch; a file system mounted "
+           "below the source is covered by full syncs only).",
            "inotify", choices=("auto", "inotify", "fanotify")),
     Option("sync", "allow_empty_source", Kind.BOOL, False,
            "Allow an empty source to empty a non-empty destination (off: refuse, as an unmounted "

@@ -2,13 +2,22 @@
 (warm: what changed since the watermark; full: why); while running, write the state when
 everything is in sync, and mark a destination's layout as moved on before its next job.
 
-    start:   state file ─> judge ─> the watch walk with a WarmScan ─> each replica: its
-             changes (warm) or a full sync (with the reason, in the log and the status)
-    running: all in sync, nothing pending ─> drain inotify ─> watermark = then - MARGIN
-             ─> STATE_FILE.dirs (when the tree changed) ─> STATE_FILE
+    start:   state file ─> judge ─> the watch walk (inotify), or the mark then a scan of the
+             directories (fanotify) ─> WarmScan: the tree against the index, find -newerct
+             ─> each replica: its changes (warm) or a full sync (the reason in the log, status)
+    running: all in sync, nothing pending ─> drain the queue (inotify, or fanotify until
+             empty) ─> watermark = then - MARGIN ─> STATE_FILE.dirs (when the tree changed)
+             ─> STATE_FILE
 
-With the fanotify backend there is no tree of watched directories, so no index: every start
-is a full sync (saying so), and no state is written.
+The tree is the inotify watcher's tree of watched directories, or with fanotify the source
+side's directory index (:mod:`pirsyncd.source.dirindex`). That index costs a scan of every
+directory: at a warm start before it goes on (like the inotify watch walk, minus the watches);
+otherwise it is begun, in bounded steps of the loop, the first time everything is in sync (a
+cold start's full sync starts at once, untouched), and kept current from the events after
+that. The state is written only while it has no scan left once the queue is drained; until
+then, or after an overflow (a new index is built), the state on disk stays as it was (or is
+gone: an overflow removes it) and a restart meanwhile is warm from the older state or full.
+The index means the same with either backend: a state one wrote starts the other warm.
 """
 
 from __future__ import annotations
@@ -87,14 +96,14 @@ class StateKeeper:
             except StateUnusable as problem:
                 reason = str(problem)
         source.watch(at_once=True)  # before READY=1, and the scan judges the whole tree
-        if source.watcher is not None and source.watch_tree is None:
-            # fanotify watches no directory one by one: there is no index to judge renames by,
-            # none to write, and a state left from an inotify run would outlive what it says.
-            self._forget()
-            if scan is not None:
-                scan, reason = None, "the fanotify backend keeps no directory index for a warm start"
+        if scan is not None:
+            # fanotify: the mark is placed (a directory scanned now cannot change unseen); the
+            # scan judges the whole tree, as it judges inotify's after the watch walk.
+            source.build_index(at_once=True)
         if scan is not None and source.watcher is not None and source.watcher.limit_reached:
             scan, reason = None, "some directories could not be watched (fs.inotify.max_user_watches)"
+        if scan is not None and source.watcher is not None and source.watch_tree is None:
+            scan, reason = None, f"the directory index could not be built ({source.index_problem})"
         if scan is not None and source.watcher is not None:
             reason = self._scan(scan, source, config)
             scan = None if reason else scan
@@ -129,7 +138,7 @@ class StateKeeper:
         tree = source.watch_tree
         assert tree is not None
         scan.directories(tree)
-        scan.unreadable(source.unwatched)
+        scan.unreadable(source.unwatched | source.unindexed)
         child = Child(scan.find_command(source.kept_out()), b"", "warm scan", env={**os.environ, "LC_ALL": "C"},
                       output_limit=SCAN_OUTPUT_LIMIT)
         result = child.wait(SCAN_TIMEOUT)
@@ -222,13 +231,37 @@ class StateKeeper:
             self._cannot_write(error)
 
     def save(self, drain: Callable[[], None], config: Config, source: SourceSide, replicas: Sequence[Replica],
-             source_settled: Callable[[], bool], now: float) -> None:
-        """Read what is queued (``drain``), then, if still all in sync (``source_settled``
-        asked after the drain, which may have lost the source), write the statefile."""
-        taken = time.time()
-        drain()
-        if all_in_sync(source, replicas, source_settled()):
-            self.write(taken - statefile.MARGIN, config, source, replicas, now)
+             source_settled: Callable[[], bool], now: float, final: bool = False) -> None:
+        """Read everything queued (``drain``), then, if still all in sync (``source_settled``
+        asked after the drain, which may have lost the source), write the statefile.
+
+        With fanotify the directory index must have no scan left after the drain: a scan sees
+        the disk as it is then, so one after the drain could record a rename whose event is
+        unread, hence unsent. It is begun here the first time (then written a moment later),
+        and finished at once at a clean stop (``final``), before the drain."""
+        if self.path is None:
+            self.activity = False  # no state_file: nothing to write, no index to build
+            return
+        for _ in range(FINAL_ROUNDS if final else 1):
+            if final:
+                with contextlib.suppress(OSError):  # (the source is gone: nothing is written)
+                    source.build_index(at_once=True, seconds=FINAL_INDEX_SECONDS)
+            taken = time.time()
+            for _ in range(DRAIN_ROUNDS):
+                drain()
+                if source.drained:
+                    break
+            else:
+                self.next_write = now + self._interval  # events keep coming: not now
+                return
+            if not all_in_sync(source, replicas, source_settled()):
+                return
+            if source.watch_tree is not None:
+                self.write(taken - statefile.MARGIN, config, source, replicas, now)
+                return
+        with contextlib.suppress(OSError):
+            source.build_index()
+        self.next_write = now + INDEX_RETRY
 
     def write(self, watermark: float, config: Config, source: SourceSide, replicas: Sequence[Replica],
               now: float) -> None:
@@ -236,7 +269,7 @@ class StateKeeper:
         self.activity = False
         tree = source.watch_tree
         if self.path is None or tree is None or source.identity is None:
-            return  # (fanotify: no index, no state; every start is a full sync)
+            return
         destinations = {}
         for replica in replicas:
             if in_sync(replica) and len(replica.failing) <= statefile.MAX_FAILING:
@@ -286,3 +319,7 @@ def _unambiguous(tree: WatchTree) -> Iterator[tuple[int, int, str]]:
 INITIAL_SYNC_STAGGER = 0.5  # seconds between the initial syncs of several destinations
 SCAN_OUTPUT_LIMIT = 64 << 20  # bytes of find's list of changed entries; more: a full sync
 SCAN_TIMEOUT = 120.0  # seconds; longer: a full sync (the start must stay within TimeoutStartSec)
+DRAIN_ROUNDS = 8  # reads of a fanotify queue before a save gives up on emptying it (tries again later)
+FINAL_ROUNDS = 3  # a clean stop's tries to have the directory index complete after the drain
+FINAL_INDEX_SECONDS = 20.0  # a clean stop's time for the directory index still to be built (within TimeoutStopSec)
+INDEX_RETRY = 1.0  # seconds: while the directory index is built, how often a save looks again

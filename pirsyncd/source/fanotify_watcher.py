@@ -59,6 +59,8 @@ class FanotifyWatcher:
         self.unwatched: set[str] = set()  # nothing goes unwatched: the interface of the Watcher
         self.limit_reached = False
         self.walking = False
+        # The last read_changes emptied the queue (else MAX_READS stopped it: events are left).
+        self.drained = True
 
     def watch_root(self, walk_all: bool = True, keep_mark_of: FanotifyWatcher | None = None) -> None:
         """Place the filesystem mark on the source's file system (``walk_all``: there is no
@@ -152,10 +154,12 @@ class FanotifyWatcher:
         """Read the queued events (never blocks) and turn them into Changes."""
         assert self.group is not None and self.translator is not None, "watch_root first"
         changes: list[Change] = []
+        self.drained = False
         try:
             for _ in range(MAX_READS):
                 buffer = self.group.read()
                 if not buffer:
+                    self.drained = True
                     break
                 events = parse_events(buffer)
                 if not self.debug_events:

@@ -4,7 +4,8 @@ destinations.
 
     inotify  ─> Watcher ──────────┐
     fanotify ─> FanotifyWatcher ──┴─> Intake: excluded paths dropped or rewritten, multi-link
-                                      inodes noted, overflow / root lost flagged ─> replicas
+                    │                 inodes noted, overflow / root lost flagged ─> replicas
+                    └─> DirectoryIndex (the warm restart's tree of directories: no watch)
 
 Which watcher (``watch_backend``) is :mod:`pirsyncd.source.backend`'s choice, made at each
 (re)watch.
@@ -24,6 +25,7 @@ from pirsyncd.config.filters import Excluder
 from pirsyncd.edges.loop import Loop
 from pirsyncd.source import capabilities
 from pirsyncd.source.backend import FANOTIFY, INOTIFY, BackendChoice, choose_backend
+from pirsyncd.source.dirindex import DirectoryIndex
 from pirsyncd.source.events import Change, ChangeKind, WatchTree
 from pirsyncd.source.fanotify_watcher import FanotifyWatcher
 from pirsyncd.source.hardlinks import HardLinkIndex, Key
@@ -76,6 +78,8 @@ class SourceSide:
         self.attempted = self.backend  # what the last watch() tried, whether it worked or not
         self._mount_table_changed = False
         self.watcher: Watcher | FanotifyWatcher | None = None
+        # With fanotify, the directories by inode for the restart state (built once asked for).
+        self.index: DirectoryIndex | None = None
         self.identity: SourceIdentity | None = None
         self.hard_links = HardLinkIndex(source)
         self.change_seq = 0  # counts reads that brought changes: what `pirsyncd wait` waits for
@@ -131,7 +135,12 @@ class SourceSide:
             raise
         if self.watcher is not None:
             self.watcher.close()
+        if self.index is not None:
+            self.index.close()
         self.watcher, self.identity, self._replaced = watcher, identity, None
+        # After the mark: a directory scanned later cannot change unseen.
+        self.index = None if isinstance(watcher, Watcher) else DirectoryIndex(
+            self.source, self.excluder, lambda path: watcher.mounts.at(path) is not None)
         self.limit_reported = False
         self._unwatched_seen = len(watcher.unwatched)
         if choice != self.backend and self.watch_backend != INOTIFY:
@@ -172,9 +181,49 @@ class SourceSide:
 
     @property
     def watch_tree(self) -> WatchTree | None:
-        """The tree of watched directories (the warm start's index); None with fanotify, which
-        watches no directory one by one."""
-        return self.watcher.tree if isinstance(self.watcher, Watcher) else None
+        """The tree of directories the warm start judges and the restart state's index is made
+        of: inotify's watched ones; with fanotify, the directory index once it is complete
+        (None before, or when it cannot be trusted)."""
+        if isinstance(self.watcher, Watcher):
+            return self.watcher.tree
+        return self.index.tree if self.index is not None and self.index.complete else None
+
+    @property
+    def indexing(self) -> bool:
+        """The directory index (fanotify) has scans left: :meth:`walk_step` goes on with them."""
+        return self.index is not None and self.index.working
+
+    def build_index(self, at_once: bool = False, seconds: float | None = None) -> None:
+        """Begin the directory index (fanotify) unless begun (anew if it was given up), to be
+        scanned by :meth:`walk_step`, or (``at_once``) scan on before this returns, until done
+        or ``seconds`` passed: a warm start judges the whole tree. OSError when the source
+        cannot be opened. Nothing to do with inotify."""
+        if self.index is None:
+            return
+        if not self.index.begun or self.index.unusable is not None:
+            self.index.begin()  # (given up: it starts over)
+        if at_once:
+            self.index.step(seconds=seconds)
+
+    @property
+    def index_problem(self) -> str | None:
+        """Why the directory index (fanotify) is not there to judge or write, or None."""
+        if self.index is None:
+            return None
+        if self.index.unusable is not None:
+            return self.index.unusable
+        return None if self.index.complete else "its scan is not done"
+
+    @property
+    def unindexed(self) -> set[str]:
+        """Directories left out of the directory index below which nothing is known: those
+        that could not be listed (a warm start sends them whole)."""
+        return set(self.index.unreadable) if self.index is not None else set()
+
+    @property
+    def drained(self) -> bool:
+        """The last read took every queued event (fanotify reads at most so many at a time)."""
+        return not isinstance(self.watcher, FanotifyWatcher) or self.watcher.drained
 
     def recheck(self, allow_empty: bool, destinations_hold_data: Callable[[], bool]) -> None:
         """Watch the lost source again if it is back: the same directory (whatever else appears
@@ -188,6 +237,8 @@ class SourceSide:
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
+        if self.index is not None:
+            self.index.close()
 
     def listen(self, loop: Loop, on_change: Callable[[], None], old: Watcher | FanotifyWatcher | None = None) -> None:
         """Have the loop call ``on_change`` when the watcher has events or the mount table changed
@@ -232,11 +283,13 @@ class SourceSide:
         return self.watcher is not None and self.watcher.walking
 
     def walk_step(self) -> bool:
-        """The next bounded step of the walks; True when it found directories that could not
-        be watched (covered by full syncs)."""
+        """The next bounded step of the walks (or of the directory index's scans); True when it
+        found directories that could not be watched (covered by full syncs)."""
         if self.watcher is None:
             return False
         self.watcher.walk_step()
+        if self.index is not None:
+            self.index.step()
         return self._note_unwatched()
 
     def moved_away(self) -> str | None:
@@ -255,6 +308,8 @@ class SourceSide:
             changes += self.watcher.read_mount_changes()
         if not changes:
             return intake
+        if self.index is not None:
+            self.index.apply(changes)
         self.change_seq += 1
         for change in changes:
             if change.kind == ChangeKind.RESCAN:

@@ -34,7 +34,8 @@ MAX_OPEN_LEVELS = 256
 
 
 class WalkSite(Protocol):
-    """What a walk needs of the watcher it watches directories for."""
+    """What a walk needs of the watcher it watches directories for (or of the directory index
+    it enters them into, :class:`pirsyncd.source.dirindex.DirectoryIndex`, with no watch)."""
 
     tree: WatchTree
     excluder: Excluder
@@ -141,3 +142,10 @@ class Walks:
         """Give up every walk in progress (a stop, a new watcher): close their descriptors."""
         while self._levels:
             os.close(self._levels.pop().fd)
+
+
+def leaf_device(root: os.stat_result, subdirectories: int) -> int | None:
+    """The root's device when its link count is 2 + its subdirectories (ext4, xfs, tmpfs do
+    that; btrfs and others say 1), so that a directory with 2 links has none; else None.
+    A root without subdirectories proves nothing."""
+    return root.st_dev if subdirectories and root.st_nlink == subdirectories + 2 else None

@@ -27,7 +27,7 @@ from pirsyncd.source.events import (
     join,
 )
 from pirsyncd.source.mounts import MountsBelow, MountTable
-from pirsyncd.source.walks import MAX_OPEN_LEVELS, STEP_SECONDS, Walks
+from pirsyncd.source.walks import MAX_OPEN_LEVELS, STEP_SECONDS, Walks, leaf_device
 
 INotify = inotify_simple.INotify
 # inotify_simple finds libc with ctypes.util.find_library("c") on first use, which runs
@@ -122,7 +122,7 @@ class Watcher:
             root = self.tree.add(wd, "", status.st_ino)
             subdirectories = self.subdirectories(root_fd, "")
             if subdirectories is not None:
-                self.leaf_device = _leaf_device(status, len(subdirectories))
+                self.leaf_device = leaf_device(status, len(subdirectories))
         except BaseException:
             os.close(root_fd)
             raise
@@ -358,9 +358,3 @@ class Watcher:
             if new_path is not None:
                 self._watch_new_directory(new_path + path[len(old_path):])
 
-
-def _leaf_device(root: os.stat_result, subdirectories: int) -> int | None:
-    """The root's device when its link count is 2 + its subdirectories (ext4, xfs, tmpfs do
-    that; btrfs and others say 1), so that a directory with 2 links has none; else None.
-    A root without subdirectories proves nothing."""
-    return root.st_dev if subdirectories and root.st_nlink == subdirectories + 2 else None

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support.daemon import Daemon, overflow_the_queue, run_pirsyncd, start_with_a_small_queue
 from tests.support.processes import descendant_pids
 from tests.support.trees import differences, wait_for, wait_until_equal, write_file
 from tests.support.workload import HOSTILE_NAMES, Workload, seed_from_environment
@@ -521,6 +521,7 @@ def test_a_change_made_while_stopped_is_sent_by_a_warm_start(runs: Runs, kind: s
     assert changes >= 1, daemon.log()
 
 
+@pytest.mark.fanotify_too
 @pytest.mark.parametrize("flags", [(), (HARD_LINKS,)], ids=["plain", "hard-links"])
 def test_every_kind_of_change_at_once_while_stopped(runs: Runs, flags: tuple[str, ...]) -> None:
     settled_then_stopped(runs, *flags)
@@ -533,6 +534,7 @@ def test_every_kind_of_change_at_once_while_stopped(runs: Runs, flags: tuple[str
     assert_warm(again, runs.source, runs.destination, hard_links=bool(flags))
 
 
+@pytest.mark.fanotify_too
 def test_a_live_change_after_a_warm_start_is_mirrored(runs: Runs) -> None:
     settled_then_stopped(runs)
     _rename_across(runs.source, runs.outside)
@@ -574,6 +576,7 @@ def _an_rsync_runs(daemon: Daemon) -> bool:
     return any(_command_name(pid) == "rsync" for pid in descendant_pids(daemon.pid))
 
 
+@pytest.mark.fanotify_too
 @pytest.mark.parametrize("moment", ["at-once", "mid-rsync", "after-sync"])
 def test_kill_9_after_a_burst_then_changes_while_down_converge_warm(runs: Runs, moment: str) -> None:
     # mid-rsync: a 4 MB file at 2 MB/s keeps an rsync running for a while (the same flags at every
@@ -639,6 +642,7 @@ def some_changes(root: Path, outside: Path) -> None:
     _chmod(root, outside)
 
 
+@pytest.mark.fanotify_too
 def test_no_state_file_is_a_full_sync_and_then_one_is_written(runs: Runs) -> None:
     populate(runs.source, runs.outside)
     assert not runs.state_file.exists()
@@ -649,6 +653,28 @@ def test_no_state_file_is_a_full_sync_and_then_one_is_written(runs: Runs) -> Non
     assert (runs.state_file.parent / (runs.state_file.name + ".dirs")).exists(), os.listdir(runs.state_file.parent)
     stop_cleanly(daemon, runs.state_file)
     some_changes(runs.source, runs.outside)
+    assert_warm(runs.start(), runs.source, runs.destination)
+
+
+@pytest.mark.fanotify_too
+def test_an_overflow_removes_the_state_and_a_new_index_is_written_after_the_full_sync(runs: Runs) -> None:
+    """Events were lost: the state on disk says more than is true, so it goes; the watches
+    (fanotify: the directory index) are built anew, and once the full sync is over a state with
+    the new index is written, from which a restart is warm."""
+    populate(runs.source, runs.outside)
+    daemon = start_with_a_small_queue(lambda: runs.start())
+    wait_for(runs.state_file.exists, 30, lambda: f"no state file while in sync\n{daemon.describe()}")
+    before = runs.header()["index_token"]
+    overflow_the_queue(daemon, runs.source, runs.destination)
+    daemon.wait_synced()
+    wait_for(lambda: runs.state_file.exists() and runs.header()["index_token"] != before, 30,
+             lambda: f"no state with a new index after the overflow\n{daemon.describe()}")
+    index = (runs.state_file.parent / (runs.state_file.name + ".dirs")).read_text()
+    for number in range(7):  # made just before the overflow
+        inode = os.lstat(runs.source / f"d{number}").st_ino
+        assert f"[{inode}, " in index, f"d{number} (inode {inode}) is not in the new index"
+    stop_cleanly(daemon, runs.state_file)
+    _rename_across(runs.source, runs.outside)
     assert_warm(runs.start(), runs.source, runs.destination)
 
 
@@ -822,6 +848,7 @@ def test_a_state_older_than_full_resync_interval_is_a_full_sync(runs: Runs) -> N
     assert_full_start(daemon, runs.source, runs.destination, "older than full_resync_interval")
 
 
+@pytest.mark.fanotify_too
 def test_startup_sync_full_is_a_full_sync(runs: Runs) -> None:
     first_run(runs)
     some_changes(runs.source, runs.outside)
@@ -852,6 +879,7 @@ def test_startup_sync_none_sends_nothing_at_start(runs: Runs, option: tuple[str,
 # -- 4. a seeded churn with restarts at random points --------------------------------------------
 
 
+@pytest.mark.fanotify_too
 @pytest.mark.parametrize("profile", ["mixed", "renames"])
 def test_a_churn_with_clean_and_kill_9_restarts_converges(runs: Runs, profile: str) -> None:
     """Six restarts at random points, SIGTERM and kill -9 in turn, changes while down and (some
@@ -903,6 +931,7 @@ def test_a_churn_with_clean_and_kill_9_restarts_converges(runs: Runs, profile: s
 # -- 5. the status file and `pirsyncd status` ---------------------------------------------------
 
 
+@pytest.mark.fanotify_too
 def test_the_status_shows_a_warm_start_and_the_watermark(runs: Runs) -> None:
     settled_then_stopped(runs)
     old_watermark = runs.header()["watermark"]
@@ -940,6 +969,7 @@ def test_the_status_shows_a_full_start_and_its_reason(runs: Runs) -> None:
 # -- several destinations --------------------------------------------------------------------------
 
 
+@pytest.mark.fanotify_too
 def test_several_destinations_start_warm_and_a_new_one_gets_a_full_sync(runs: Runs, tmp_path: Path) -> None:
     web1, web2, web3 = (tmp_path / name for name in ("web1", "web2", "web3"))
     for directory in (web1, web2, web3):
@@ -975,6 +1005,7 @@ def test_several_destinations_start_warm_and_a_new_one_gets_a_full_sync(runs: Ru
 # -- what a review found ----------------------------------------------------------------------------
 
 
+@pytest.mark.fanotify_too
 def test_a_late_event_lowers_the_watermark_on_disk(runs: Runs) -> None:
     """An mmap write stamps the ctime at the first write but its only event comes at close: once that
     event is read, the watermark on disk must not lie past the change, or a kill -9 before it is sent

@@ -1,8 +1,8 @@
 """watch_backend against the real daemon: auto takes fanotify where the probe allows it, and
 falls back to inotify with the reason in the log, the status file, ``pirsyncd status`` and
 the metrics (a source on overlayfs, a file system mounted below the source, no CAP_SYS_ADMIN);
-fanotify asked for and impossible is one line and exit status 79; a fanotify start is a full
-sync that leaves no restart state behind. Needs root (mounts, filesystem marks)."""
+fanotify asked for and impossible is one line and exit status 79; a restart state written under
+one backend starts the other warm. Needs root (mounts, filesystem marks)."""
 
 from __future__ import annotations
 
@@ -157,13 +157,15 @@ def test_fanotify_without_cap_sys_admin_is_refused(tmp_path: Path, mounts: Mount
         "CAP_SYS_ADMIN; set watch_backend = auto or inotify, or remove the cause"], result.stderr
 
 
-def test_a_fanotify_start_is_a_full_sync_and_leaves_no_restart_state(tmp_path: Path, mounts: Mounts) -> None:
-    """No directory index under fanotify: the start says so, and the state an inotify run left is
-    removed (it would outlive what it says); the next inotify start is a full sync too."""
+def test_a_restart_state_starts_either_backend_warm(tmp_path: Path, mounts: Mounts) -> None:
+    """The directory index means the same under both backends: the state an inotify run wrote
+    starts a fanotify run warm, whose own state (written while it runs and at its stop) starts
+    an inotify run warm; a directory renamed while down is found each time."""
     source, destination = tmpfs_source(tmp_path, mounts), tmp_path / "destination"
     destination.mkdir()
     state = tmp_path / "www.state"
-    write_file(source / "file", "one\n")
+    write_file(source / "a" / "sub" / "file", "one\n")
+    write_file(source / "top", "top\n")
 
     def daemon(backend: str, name: str) -> Daemon:
         return Daemon(tmp_path / name, "--source", str(source), "--destination", str(destination), "--delay", "0.1",
@@ -172,17 +174,25 @@ def test_a_fanotify_start_is_a_full_sync_and_leaves_no_restart_state(tmp_path: P
     with daemon("inotify", "first").start() as first:
         first.wait_synced()
         wait_for(state.exists, 30, "the inotify run wrote no state")
-    assert state.exists()
+    os.rename(source / "a", source / "b")
     with daemon("fanotify", "second").start() as second:
-        second.wait_log("full sync at start: the fanotify backend keeps no directory index for a warm start")
-        assert second.status()["start"]["kind"] == "full"
-        assert not state.exists(), "a fanotify run left the state of an earlier inotify run"
-        write_file(source / "file", "two\n")
+        second.wait_log("warm start:")
+        assert second.status()["start"]["kind"] == "warm", second.describe()
         second.wait_synced()
-        assert (destination / "file").read_text() == "two\n"
-    assert not state.exists(), "a fanotify run wrote a restart state"
+        wait_until_equal(source, destination, 30)
+        written = os.stat(state).st_mtime_ns
+        write_file(source / "b" / "sub" / "live", "live\n")
+        second.wait_synced()
+        wait_for(lambda: os.stat(state).st_mtime_ns != written, 30,
+                 lambda: f"the fanotify run wrote no state while running\n{second.describe()}")
+    assert "full sync" not in second.log(), second.log()
+    os.rename(source / "b", source / "c")
     with daemon("inotify", "third").start() as third:
-        assert third.status()["start"]["kind"] == "full", third.describe()
+        third.wait_log("warm start:")
+        assert third.status()["start"]["kind"] == "warm", third.describe()
+        third.wait_synced()
+        wait_until_equal(source, destination, 30)
+    assert "full sync" not in third.log(), third.log()
 
 
 def test_debug_events_under_fanotify_log_only_what_changes_the_source(tmp_path: Path, mounts: Mounts) -> None:

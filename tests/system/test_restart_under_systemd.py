@@ -48,7 +48,16 @@ def wait_in_sync_with_state(container: Container) -> None:
 
 
 def test_restarts_are_warm(container: Container, instances: Instances, state_removed: None) -> None:
-    source, destination = instances.create("warm")
+    restarts_are_warm(container, instances)
+
+
+def restarts_are_warm(container: Container, instances: Instances, extra_config: str = "",
+                      drop_in: str | None = None) -> None:
+    """The instance "warm" (with ``extra_config`` and the unit's ``drop_in``): a first start is a
+    full sync that writes the state; a clean stop, changes, a start; a SIGKILL: both starts warm."""
+    source, destination = instances.create("warm", extra_config)
+    if drop_in is not None:
+        instances.add_drop_in("warm", drop_in)
     write_files(container, source, {f"dir{n}/file{m}": f"{n} {m}\n" for n in range(5) for m in range(20)})
     cursor = container.journal_cursor()
     container.run(["systemctl", "start", "pirsyncd@warm"])
