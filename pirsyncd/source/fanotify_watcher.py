@@ -1,6 +1,6 @@
 """The source watched through one fanotify filesystem mark instead of a watch per directory:
-the fanotify counterpart of :class:`pirsyncd.source.watcher.Watcher` (not used by the daemon
-yet: see issue 27).
+the fanotify counterpart of :class:`pirsyncd.source.watcher.Watcher`, with its interface (the
+intake takes either: ``watch_backend``).
 
 It places the mark at :meth:`FanotifyWatcher.watch_root` (no walk: events anywhere below the
 source are reported from then on, also in directories made a moment later), and
