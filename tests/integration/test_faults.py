@@ -85,6 +85,7 @@ def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tu
         wait_until_equal(source, destination, 30)
 
 
+@pytest.mark.fanotify_too
 @needs_root
 def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path],
                                                      mounts: Mounts) -> None:
