@@ -341,6 +341,8 @@ def test_fanotify_queue_overflow_under_churn(tmp_path: Path, trees: tuple[Path, 
 
 
 @needs_root
+@pytest.mark.skipif(not (os.path.exists("/dev/loop-control") and shutil.which("mkfs.ext4")),
+                    reason="needs loop devices and mkfs.ext4 (e2fsprogs)")
 @pytest.mark.fanotify_too
 def test_source_file_system_unmounted_and_mounted_again(tmp_path: Path, mounts: Mounts) -> None:
     """The source lies on an ext4 file system (a loop device) that is unmounted, changed while
