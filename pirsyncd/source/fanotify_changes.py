@@ -84,7 +84,7 @@ class FanotifyTranslator:
         self.outside = 0  # events about paths outside the source
         # Paths removed by a merged create-and-delete, whose rename may still be on its way.
         self.merged_away: set[str] = set()
-        self.stale = 0  # events in directories deleted since
+        self.stale = 0  # events in directories deleted since (or that the source's mount does not reach)
         self.lost_track = False  # an event's directory could not be resolved (this feed)
 
     def feed(self, events: Iterable[FanotifyEvent]) -> list[Change]:
