@@ -382,13 +382,20 @@ def test_source_file_system_unmounted_and_mounted_again(tmp_path: Path, mounts: 
 
 @needs_root
 @pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+@pytest.mark.parametrize("layout", ["directory", "bind-mount"])
 def test_an_event_storm_outside_the_source_costs_no_rsync_run(
-        tmp_path: Path, trees: tuple[Path, Path], watch_backend: str) -> None:
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, layout: str, watch_backend: str) -> None:
     """The mark reports the whole file system: thousands of creations, writes, renames and
-    deletions beside the source (in a directory whose name begins with the source's, too) are
-    dropped without a change or an rsync run; the one change made in the source after them
-    costs one run."""
+    deletions beside the source (in a directory whose name begins with the source's, too, and
+    of directories named like the source and those above it) are dropped without a change or an
+    rsync run; the one change made in the source after them costs one run. With the source a
+    bind mount of a subdirectory, the directories beside it are ones its mount does not reach
+    (the kernel names each of them "/")."""
     source, destination = trees
+    if layout == "bind-mount":
+        original = tmp_path / "disk" / "tree"
+        original.mkdir(parents=True)
+        mounts.mount("--bind", str(original), target=source)
     write_file(source / "present", "present\n")
     beside = [tmp_path / "outside", tmp_path / f"{source.name}-sibling"]
     with start(tmp_path, source, destination) as daemon:
@@ -403,6 +410,11 @@ def test_an_event_storm_outside_the_source_costs_no_rsync_run(
             if index % 250 == 249:
                 os.rename(beside[0], tmp_path / "renamed")
                 os.rename(tmp_path / "renamed", beside[0])
+                for name in source.parts[1:]:  # named like the source and the directories above it
+                    (place / name).mkdir()
+                    os.rename(place / name, place / f"{name}.old")
+                    os.rename(place / f"{name}.old", place / name)
+                    (place / name).rmdir()
         shutil.rmtree(beside[1])
         write_file(source / "after-the-storm", "one change\n")
         daemon.wait_synced()
@@ -410,5 +422,30 @@ def test_an_event_storm_outside_the_source_costs_no_rsync_run(
         assert rsync_runs(daemon) - runs == 1, f"{rsync_runs(daemon) - runs} runs for one change\n{daemon.describe()}"
         changes = daemon.status()["change_seq"] - sequence
         assert changes <= 3, f"{changes} changes counted for one file written\n{daemon.describe()}"
-        assert "queue overflowed" not in daemon.log(), daemon.describe()
+        assert "queue overflowed" not in daemon.log() and "source root" not in daemon.log(), daemon.describe()
+        daemon.assert_settled(source / "settled", destination / "settled")
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+def test_a_directory_filled_beyond_a_bind_mounted_source_then_moved_into_it(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, watch_backend: str) -> None:
+    """The source is a bind mount of ``disk/tree``; a release is unpacked in ``disk/staging``
+    (which the source's mount does not reach) and moved into ``disk/tree`` through the file
+    system's own mount: it arrives whole, and what is written in it afterwards is seen too."""
+    source, destination = trees
+    tree, staging = tmp_path / "disk" / "tree", tmp_path / "disk" / "staging"
+    tree.mkdir(parents=True)
+    mounts.mount("--bind", str(tree), target=source)
+    write_file(source / "present", "present\n")
+    with start(tmp_path, source, destination) as daemon:
+        for index in range(20):
+            write_file(staging / "release" / f"dir{index % 4}" / f"f{index}", f"{index}\n")
+        daemon.wait_synced()  # the staging's events are read (and dropped) before the move
+        os.rename(staging / "release", tree / "release")
+        daemon.wait_mirrored(source, destination, 30)
+        for index in range(4):
+            write_file(tree / "release" / f"dir{index}" / "written-after-the-move", f"{index}\n")
+        write_file(tree / "release" / "top-after-the-move", "top\n")
+        daemon.assert_in_sync(source, destination, 30)
         daemon.assert_settled(source / "settled", destination / "settled")
