@@ -170,6 +170,7 @@ def test_the_source_lost_overflow_and_an_unmount() -> None:
     assert translator.feed([at(FAN_ATTRIB | FAN_ONDIR, ABOVE, "www"), at(FAN_CREATE | FAN_ONDIR, ABOVE, "x")]) == []
     assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT]) == []
     assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == root_lost
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT]) == []  # on it again
     assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT, Mount(8, SOURCE, "tmpfs")]) == root_lost
 
 
@@ -215,3 +216,15 @@ def test_a_directory_beyond_the_source_s_mount_is_asked_again_once_moved_in() ->
     world.directories[release] = f"{SOURCE}/release"
     world.on_disk[f"{SOURCE}/release/later"] = False
     assert translator.feed([at(FAN_CLOSE_WRITE, release, "later")]) == [Change(ChangeKind.CLOSED, "release/later")]
+
+
+def test_the_source_leaving_its_mount_is_told_once_not_at_each_change_of_the_mount_table() -> None:
+    """Every mount anywhere changes the table: a loss told again at each would keep putting off
+    the re-check that finds the source back (on a machine where containers come and go)."""
+    translator = World().translator()
+    elsewhere = Mount(9, "/run/elsewhere", "tmpfs")
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == [Change(ChangeKind.ROOT_LOST)]
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), elsewhere]) == []
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == []
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT, elsewhere]) == []  # back on it
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == [Change(ChangeKind.ROOT_LOST)]
