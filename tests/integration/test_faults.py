@@ -449,3 +449,35 @@ def test_a_directory_filled_beyond_a_bind_mounted_source_then_moved_into_it(
         write_file(tree / "release" / "top-after-the-move", "top\n")
         daemon.assert_in_sync(source, destination, 30)
         daemon.assert_settled(source / "settled", destination / "settled")
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+def test_the_source_is_found_back_while_mounts_come_and_go_elsewhere(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, watch_backend: str) -> None:
+    """The source ``mnt/source``, a bind mount of ``disk/source``, is unmounted; it comes back
+    as the same directory through another mount (``disk`` bound at ``mnt``) while a tmpfs
+    elsewhere is mounted and unmounted again and again (a machine where containers come and
+    go): the next re-checks find it back, not put off for as long as the mount table changes."""
+    _, destination = trees
+    disk, mnt, elsewhere = tmp_path / "disk", tmp_path / "mnt", tmp_path / "elsewhere"
+    source = mnt / "source"
+    for directory in (disk / "source", source, elsewhere):
+        directory.mkdir(parents=True)
+    write_file(disk / "source" / "kept", "kept\n")
+    mounts.mount("--bind", str(disk / "source"), target=source)
+    with start(tmp_path, source, destination) as daemon:
+        daemon.wait_synced()
+        mounts.unmount(source)
+        daemon.wait_state("source-lost")
+        write_file(disk / "source" / "written-while-away", "away\n")
+        mounts.mount("--bind", str(disk), target=mnt)
+
+        def found_back() -> bool:
+            mounts.mount("-t", "tmpfs", "tmpfs", target=elsewhere)  # a mount elsewhere comes and goes
+            mounts.unmount(elsewhere)
+            return f"the source {source} is back" in daemon.log()
+
+        wait_for(found_back, 20, lambda: f"not found back while mounts came and went\n{daemon.describe()}", poll=0.5)
+        daemon.assert_in_sync(source, destination, 30)
+        daemon.assert_settled(source / "settled", destination / "settled")
