@@ -84,8 +84,9 @@ class FanotifyTranslator:
         self.outside = 0  # events about paths outside the source
         # Paths removed by a merged create-and-delete, whose rename may still be on its way.
         self.merged_away: set[str] = set()
-        self.stale = 0  # events in directories deleted since
+        self.stale = 0  # events in directories deleted since (or that the source's mount does not reach)
         self.lost_track = False  # an event's directory could not be resolved (this feed)
+        self.away_from_mount = False  # the source is off source_mount (its loss told already)
 
     def feed(self, events: Iterable[FanotifyEvent]) -> list[Change]:
         changes: list[Change] = []
@@ -99,10 +100,15 @@ class FanotifyTranslator:
 
     def mount_table_changed(self, table: list[Mount]) -> list[Change]:
         """ROOT_LOST when the source no longer lies on the mount it lay on at the start (its
-        file system was unmounted, or another was mounted over it or above it)."""
+        file system was unmounted, or another was mounted over it or above it) — once, when it
+        leaves it: the table changes with every mount anywhere on the machine, and a loss told
+        again at each would put off the re-check that finds the source back (each loss starts
+        its wait afresh), for as long as mounts come and go elsewhere."""
         if self.source_mount is None:
             return []
-        return [] if mount_of(self.source, table) == self.source_mount else [Change(ChangeKind.ROOT_LOST)]
+        away = mount_of(self.source, table) != self.source_mount
+        news, self.away_from_mount = away and not self.away_from_mount, away
+        return [Change(ChangeKind.ROOT_LOST)] if news else []
 
     # -- paths --------------------------------------------------------------------------------
     def _absolute(self, entry: Entry) -> str | None:

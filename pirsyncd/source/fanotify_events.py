@@ -99,13 +99,16 @@ class FanotifyEvent(NamedTuple):
 
 
 UNRESOLVABLE = "unresolvable"
+UNREACHABLE = "unreachable"
 
 
 class Gone(NamedTuple):
     """What a resolver answers for a handle whose directory no longer exists: ``reason`` is "stale" (ESTALE: the handle
     names nothing now) or "deleted" (still held open somewhere), with ``last_path`` the path it
     had where the kernel still knows it; or "unresolvable": the kernel failed otherwise (the
-    errno's name in ``last_path``), so where its events happened is not known."""
+    errno's name in ``last_path``), so where its events happened is not known; or
+    "unreachable": it exists, but not where the source's mount reaches (beside a source that is
+    a bind mount of a subdirectory), so it is outside the source — for now: it may be moved in."""
 
     reason: str
     last_path: str = ""

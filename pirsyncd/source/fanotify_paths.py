@@ -3,7 +3,10 @@
 :class:`KernelLookup` asks the kernel: a handle is opened with ``open_by_handle_at(mount_fd,
 handle, O_PATH)`` and the path read back from ``/proc/self/fd/N``. A directory renamed since
 the event resolves to where it is now; one deleted gives ESTALE, or a path ending in
-`` (deleted)`` while something still holds it open. Both are reported as :class:`Gone`. Needs
+`` (deleted)`` while something still holds it open. Both are reported as :class:`Gone`. A
+directory the mount of ``mount_fd`` does not reach (the source a bind mount of a subdirectory:
+the mark covers the whole file system) reads back as ``/``: it is told from the real root by
+its inode and reported as :class:`Gone` "unreachable" (outside the source). Needs
 CAP_DAC_READ_SEARCH; ``mount_fd`` is a real (``O_RDONLY``) descriptor of a directory on the
 marked file system.
 
@@ -21,7 +24,7 @@ import stat
 from collections.abc import Callable
 
 from pirsyncd.source.fanotify import open_by_handle_at
-from pirsyncd.source.fanotify_events import UNRESOLVABLE, FileHandle, Gone
+from pirsyncd.source.fanotify_events import UNREACHABLE, UNRESOLVABLE, FileHandle, Gone
 
 DELETED_SUFFIX = " (deleted)"
 # The kernel's answers for a handle whose object no longer exists.
@@ -46,6 +49,8 @@ class KernelLookup:
     def __init__(self, mount_path: str) -> None:
         self.mount_path = mount_path
         self.mount_fd = os.open(mount_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root = os.stat("/")
+        self.root = (root.st_dev, root.st_ino)  # what a path of "/" must be, to be the root
 
     def release(self) -> None:
         """Close the descriptor until the next lookup."""
@@ -58,8 +63,9 @@ class KernelLookup:
 
     def __call__(self, handle: FileHandle) -> str | Gone:
         """The absolute path of the directory ``handle`` names, or :class:`Gone`: "stale",
-        "deleted", or (with the errno's name as ``last_path``) "unresolvable" when the kernel
-        kept failing otherwise. EPERM (no CAP_DAC_READ_SEARCH) is raised."""
+        "deleted", "unreachable" (beyond the mount of ``mount_path``), or (with the errno's name
+        as ``last_path``) "unresolvable" when the kernel kept failing otherwise. EPERM (no
+        CAP_DAC_READ_SEARCH) is raised."""
         if self.mount_fd < 0:
             try:
                 self.mount_fd = os.open(self.mount_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -81,6 +87,10 @@ class KernelLookup:
             # A directory may be called "x (deleted)": only one with no links left is gone.
             if path.endswith(DELETED_SUFFIX) and os.fstat(descriptor).st_nlink == 0:
                 return Gone("deleted", path.removesuffix(DELETED_SUFFIX))
+            if path == "/":
+                opened = os.fstat(descriptor)
+                if (opened.st_dev, opened.st_ino) != self.root:
+                    return Gone(UNREACHABLE)  # the kernel's answer for a directory the mount does not reach
         finally:
             os.close(descriptor)
         return path
@@ -130,8 +140,11 @@ class HandleResolver:
             return known
         self.lookups += 1
         found = self.lookup(handle)
-        if isinstance(found, Gone) and found.reason == UNRESOLVABLE:
-            return found  # not cached: the next event may find it
+        if isinstance(found, Gone) and found.reason in (UNRESOLVABLE, UNREACHABLE):
+            # Not cached: the next event may find it. An unreachable directory may be moved
+            # to where the source's mount reaches it, through another mount of the file
+            # system, and no event there names its handle for forget_below to drop it.
+            return found
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
             self._handles_at.clear()

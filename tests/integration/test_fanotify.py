@@ -23,6 +23,7 @@ from pirsyncd.source.fanotify_events import (
     FAN_ATTRIB,
     FAN_CLOSE_WRITE,
     FAN_DELETE,
+    UNREACHABLE,
     FanotifyEvent,
     FileHandle,
     Gone,
@@ -103,6 +104,30 @@ def test_a_directory_handle_becomes_its_path_wherever_it_moved(tmpfs: Path) -> N
         resolver.forget_below(f"{tmpfs}/a")
         assert resolver.resolve(directory) == f"{tmpfs}/moved/b"
         assert resolver.lookups == 2
+    finally:
+        lookup.close()
+
+
+def test_a_directory_a_bind_mounted_source_does_not_reach_is_unreachable_until_moved_in(
+        tmpfs: Path, tmp_path: Path, mounts: Mounts) -> None:
+    """The source a bind mount of ``tree``: the kernel reads a directory beside ``tree`` back
+    as "/" through the source's mount; it is Gone "unreachable", not the root (whose name
+    joined to an entry's would make it a path above the source), and it is asked again once
+    moved into ``tree``."""
+    (tmpfs / "tree").mkdir()
+    (tmpfs / "staging" / "release").mkdir(parents=True)
+    source = tmp_path / "source"
+    source.mkdir()
+    mounts.mount("--bind", str(tmpfs / "tree"), target=source)
+    release, staging = handle_of(tmpfs / "staging" / "release"), handle_of(tmpfs / "staging")
+    lookup = KernelLookup(str(source))
+    resolver = HandleResolver(lookup)
+    try:
+        assert resolver.resolve(staging) == Gone(UNREACHABLE)
+        assert resolver.resolve(release) == Gone(UNREACHABLE)
+        assert resolver.resolve(handle_of(source)) == str(source)
+        os.rename(tmpfs / "staging" / "release", tmpfs / "tree" / "release")
+        assert resolver.resolve(release) == f"{source}/release"
     finally:
         lookup.close()
 

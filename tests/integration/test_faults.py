@@ -1,4 +1,10 @@
-"""Faults: the mirror converges afterwards, and nothing is wiped on the way."""
+"""Faults: the mirror converges afterwards, and nothing is wiped on the way.
+
+The faults that are not about inotify itself run with ``watch_backend = fanotify`` too (marked
+``fanotify_too``), and fanotify has faults of its own at the end: its queue overflowing under a
+churn, the source's file system unmounted and mounted again, an event storm elsewhere on the
+marked file system.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, run_pirsyncd
+from tests.support import backends
+from tests.support.daemon import Daemon, run_pirsyncd, start_with_a_small_queue
 from tests.support.fakes import FAKE_RSYNC
 from tests.support.mounts import Mounts
-from tests.support.trees import differences, wait_for, wait_until_equal, write_file
+from tests.support.trees import differences, snapshot, wait_for, wait_until_equal, write_file
 from tests.support.workload import Workload
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, sysctls)")
@@ -23,6 +30,7 @@ def start(tmp_path: Path, source: Path, destination: Path, *extra: str, env: dic
                   "--delay", "0.1", "--retry-max-interval", "2", *extra, env=env).start()
 
 
+@pytest.mark.fanotify_too
 def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     outside = tmp_path / "outside"
@@ -43,6 +51,7 @@ def test_sigkill_in_the_middle_of_a_workload_then_restart(tmp_path: Path, trees:
             raise AssertionError(f"{workload.report()}\n{error}") from None
 
 
+@pytest.mark.fanotify_too
 @needs_root
 def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Path],
                                            mounts: Mounts) -> None:
@@ -60,6 +69,7 @@ def test_destination_read_only_for_a_while(tmp_path: Path, trees: tuple[Path, Pa
         assert daemon.status()["state"] == "in-sync" or daemon.wait_state("in-sync")
 
 
+@pytest.mark.fanotify_too
 @needs_root
 def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tuple[Path, Path],
                                                        mounts: Mounts) -> None:
@@ -75,6 +85,7 @@ def test_destination_file_system_full_then_space_freed(tmp_path: Path, trees: tu
         wait_until_equal(source, destination, 30)
 
 
+@pytest.mark.fanotify_too
 @needs_root
 def test_failed_files_status_23_are_kept_and_retried(tmp_path: Path, trees: tuple[Path, Path],
                                                      mounts: Mounts) -> None:
@@ -106,6 +117,7 @@ def test_vanished_files_status_24_are_sent_again(tmp_path: Path, trees: tuple[Pa
         assert "status 24" in daemon.log()
 
 
+@pytest.mark.fanotify_too
 def test_source_root_renamed_away_keeps_the_mirror(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     write_file(source / "a" / "precious", "keep\n")
@@ -121,6 +133,7 @@ def test_source_root_renamed_away_keeps_the_mirror(tmp_path: Path, trees: tuple[
     assert differences(source, destination) == []
 
 
+@pytest.mark.fanotify_too
 def test_a_file_still_being_written_when_the_delay_expires(tmp_path: Path, trees: tuple[Path, Path]) -> None:
     source, destination = trees
     with Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
@@ -283,3 +296,188 @@ def test_max_delete_holds_the_sync_until_a_reload(tmp_path: Path, trees: tuple[P
         config.write_text(config.read_text().replace("max_delete = 3", "max_delete = 100"))
         daemon.signal(signal.SIGHUP)
         wait_until_equal(source, destination, 30)
+
+
+# -- faults of the fanotify path ---------------------------------------------------------------------
+
+def rsync_runs(daemon: Daemon) -> int:
+    """The rsync runs the daemon has made so far (every kind and result: the status file's counters)."""
+    return sum(count for *_kind, count in (daemon.status().get("counters") or {}).get("runs", []))
+
+
+def assert_settles(daemon: Daemon, workload: Workload, source: Path, destination: Path) -> None:
+    """In sync as ``pirsyncd wait`` says, the trees equal; a change made now is sent with nothing
+    retried; the source watched (the mark on its file system, under fanotify)."""
+    try:
+        daemon.assert_in_sync(source, destination, 60)
+        daemon.assert_settled(source / "after-the-fault", destination / "after-the-fault")
+        daemon.assert_watching(source)
+    except AssertionError as error:
+        raise AssertionError(f"{workload.report()}\n{error}") from None
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+def test_fanotify_queue_overflow_under_churn(tmp_path: Path, trees: tuple[Path, Path], watch_backend: str) -> None:
+    """fs.fanotify.max_queued_events is 64 while the daemon starts (the queue of the group it makes
+    holds that many; the setting is put back at once, also on failure, so that the other daemons
+    on the machine keep theirs): a seeded churn while it cannot read overflows it, a full sync
+    catches up, and the churn after it is still seen."""
+    source, destination = trees
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workload = Workload(source, 2707, "mixed", outside)
+    workload.run(50)
+    daemon = start_with_a_small_queue(lambda: start(tmp_path, source, destination))
+    with daemon:
+        daemon.signal(signal.SIGSTOP)
+        try:
+            workload.run(300)
+        finally:
+            daemon.signal(signal.SIGCONT)
+        daemon.wait_log("fanotify queue overflowed")
+        workload.run(100)
+        assert_settles(daemon, workload, source, destination)
+
+
+@needs_root
+@pytest.mark.skipif(not (os.path.exists("/dev/loop-control") and shutil.which("mkfs.ext4")),
+                    reason="needs loop devices and mkfs.ext4 (e2fsprogs)")
+@pytest.mark.fanotify_too
+def test_source_file_system_unmounted_and_mounted_again(tmp_path: Path, mounts: Mounts) -> None:
+    """The source lies on an ext4 file system (a loop device) that is unmounted, changed while
+    mounted elsewhere, and mounted again where it was: the mirror is kept meanwhile, the source
+    is the same directory again (same device and inode), a full sync sends what changed, and
+    the churn after it is seen (under fanotify, by a mark on the file system's new instance: an
+    unmount removes the old mark silently)."""
+    disk, elsewhere, destination = tmp_path / "disk", tmp_path / "elsewhere", tmp_path / "destination"
+    for directory in (disk, elsewhere, destination):
+        directory.mkdir()
+    device = mounts.ext4_device(tmp_path / "disk.img")
+    mounts.mount(device, target=disk)
+    source, outside = disk / "tree", disk / "outside"  # on one file system: moves in and out work
+    source.mkdir()
+    outside.mkdir()
+    workload = Workload(source, 3107, "mixed", outside)
+    workload.run(80)
+    with start(tmp_path, source, destination) as daemon:
+        workload.run(80)
+        daemon.assert_in_sync(source, destination, 60)
+        mirrored = snapshot(destination)
+        mounts.unmount(disk)
+        daemon.wait_state("source-lost")
+        mounts.mount(device, target=elsewhere)
+        write_file(elsewhere / "tree" / "written-while-away", "away\n")
+        with os.scandir(elsewhere / "tree") as entries:
+            shutil.rmtree(min(entry.path for entry in entries if entry.is_dir(follow_symlinks=False)))
+        mounts.unmount(elsewhere)
+        assert snapshot(destination) == mirrored, f"the mirror changed while the source was away\n{daemon.describe()}"
+        mounts.mount(device, target=disk)
+        daemon.wait_log(f"the source {source} is back")
+        daemon.assert_in_sync(source, destination, 60)
+        assert (destination / "written-while-away").exists()
+        workload.run(150)
+        assert_settles(daemon, workload, source, destination)
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+@pytest.mark.parametrize("layout", ["directory", "bind-mount"])
+def test_an_event_storm_outside_the_source_costs_no_rsync_run(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, layout: str, watch_backend: str) -> None:
+    """The mark reports the whole file system: thousands of creations, writes, renames and
+    deletions beside the source (in a directory whose name begins with the source's, too, and
+    of directories named like the source and those above it) are dropped without a change or an
+    rsync run; the one change made in the source after them costs one run. With the source a
+    bind mount of a subdirectory, the directories beside it are ones its mount does not reach
+    (the kernel names each of them "/")."""
+    source, destination = trees
+    if layout == "bind-mount":
+        original = tmp_path / "disk" / "tree"
+        original.mkdir(parents=True)
+        mounts.mount("--bind", str(original), target=source)
+    write_file(source / "present", "present\n")
+    beside = [tmp_path / "outside", tmp_path / f"{source.name}-sibling"]
+    with start(tmp_path, source, destination) as daemon:
+        daemon.wait_synced()
+        runs, sequence = rsync_runs(daemon), daemon.status()["change_seq"]
+        for index in range(1500):
+            place = beside[index % 2] / f"d{index % 17}"
+            write_file(place / f"f{index}", f"{index}\n")
+            os.rename(place / f"f{index}", place / f"g{index}")
+            if index % 3 == 0:
+                os.unlink(place / f"g{index}")
+            if index % 250 == 249:
+                os.rename(beside[0], tmp_path / "renamed")
+                os.rename(tmp_path / "renamed", beside[0])
+                for name in source.parts[1:]:  # named like the source and the directories above it
+                    (place / name).mkdir()
+                    os.rename(place / name, place / f"{name}.old")
+                    os.rename(place / f"{name}.old", place / name)
+                    (place / name).rmdir()
+        shutil.rmtree(beside[1])
+        write_file(source / "after-the-storm", "one change\n")
+        daemon.wait_synced()
+        assert (destination / "after-the-storm").exists()
+        assert rsync_runs(daemon) - runs == 1, f"{rsync_runs(daemon) - runs} runs for one change\n{daemon.describe()}"
+        changes = daemon.status()["change_seq"] - sequence
+        assert changes <= 3, f"{changes} changes counted for one file written\n{daemon.describe()}"
+        assert "queue overflowed" not in daemon.log() and "source root" not in daemon.log(), daemon.describe()
+        daemon.assert_settled(source / "settled", destination / "settled")
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+def test_a_directory_filled_beyond_a_bind_mounted_source_then_moved_into_it(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, watch_backend: str) -> None:
+    """The source is a bind mount of ``disk/tree``; a release is unpacked in ``disk/staging``
+    (which the source's mount does not reach) and moved into ``disk/tree`` through the file
+    system's own mount: it arrives whole, and what is written in it afterwards is seen too."""
+    source, destination = trees
+    tree, staging = tmp_path / "disk" / "tree", tmp_path / "disk" / "staging"
+    tree.mkdir(parents=True)
+    mounts.mount("--bind", str(tree), target=source)
+    write_file(source / "present", "present\n")
+    with start(tmp_path, source, destination) as daemon:
+        for index in range(20):
+            write_file(staging / "release" / f"dir{index % 4}" / f"f{index}", f"{index}\n")
+        daemon.wait_synced()  # the staging's events are read (and dropped) before the move
+        os.rename(staging / "release", tree / "release")
+        daemon.wait_mirrored(source, destination, 30)
+        for index in range(4):
+            write_file(tree / "release" / f"dir{index}" / "written-after-the-move", f"{index}\n")
+        write_file(tree / "release" / "top-after-the-move", "top\n")
+        daemon.assert_in_sync(source, destination, 30)
+        daemon.assert_settled(source / "settled", destination / "settled")
+
+
+@needs_root
+@pytest.mark.parametrize("watch_backend", [backends.FANOTIFY], indirect=True)
+def test_the_source_is_found_back_while_mounts_come_and_go_elsewhere(
+        tmp_path: Path, trees: tuple[Path, Path], mounts: Mounts, watch_backend: str) -> None:
+    """The source ``mnt/source``, a bind mount of ``disk/source``, is unmounted; it comes back
+    as the same directory through another mount (``disk`` bound at ``mnt``) while a tmpfs
+    elsewhere is mounted and unmounted again and again (a machine where containers come and
+    go): the next re-checks find it back, not put off for as long as the mount table changes."""
+    _, destination = trees
+    disk, mnt, elsewhere = tmp_path / "disk", tmp_path / "mnt", tmp_path / "elsewhere"
+    source = mnt / "source"
+    for directory in (disk / "source", source, elsewhere):
+        directory.mkdir(parents=True)
+    write_file(disk / "source" / "kept", "kept\n")
+    mounts.mount("--bind", str(disk / "source"), target=source)
+    with start(tmp_path, source, destination) as daemon:
+        daemon.wait_synced()
+        mounts.unmount(source)
+        daemon.wait_state("source-lost")
+        write_file(disk / "source" / "written-while-away", "away\n")
+        mounts.mount("--bind", str(disk), target=mnt)
+
+        def found_back() -> bool:
+            mounts.mount("-t", "tmpfs", "tmpfs", target=elsewhere)  # a mount elsewhere comes and goes
+            mounts.unmount(elsewhere)
+            return f"the source {source} is back" in daemon.log()
+
+        wait_for(found_back, 20, lambda: f"not found back while mounts came and went\n{daemon.describe()}", poll=0.5)
+        daemon.assert_in_sync(source, destination, 30)
+        daemon.assert_settled(source / "settled", destination / "settled")

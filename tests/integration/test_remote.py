@@ -7,6 +7,8 @@ wrapper that logs one line per rsync run and then execs the real rsync with its 
 tests can count attempts. Every test runs on
 both deletion paths (``tests/integration/conftest.py``); on the missing-args path the sending rsync
 (first in PATH), the receiving one over ssh (``--rsync-path``) and the rsync daemon are the path's.
+A sample runs with ``watch_backend = fanotify`` too (marked ``fanotify_too``): a mirror over ssh and
+to an rsync daemon, an outage, an unreachable host recovering, a renamed directory not sent again.
 
 Run: ``sudo .venv/bin/python -m pytest -m remote tests/integration/test_remote.py`` (needs root for
 sshd and ``ip netns``).
@@ -171,6 +173,7 @@ def hostile_name_workload(source: Path) -> None:
 
 # -- convergence -------------------------------------------------------------------------------------
 
+@pytest.mark.fanotify_too(target=("ssh", "rsync-url"))
 def test_mirror_converges_through_creates_deletes_renames_and_hostile_names(
         pirsyncd: Pirsyncd, source: Path, target: tuple[str, list[str], Path]) -> None:
     destination, arguments, mirror = target
@@ -211,6 +214,7 @@ def test_mirror_converges_through_creates_deletes_renames_and_hostile_names(
 
 # -- outages -----------------------------------------------------------------------------------------
 
+@pytest.mark.fanotify_too(kind=("rsync-url",))
 @pytest.mark.parametrize("kind", ["ssh", "rsync-url"])
 def test_outage_backs_off_and_converges_after_the_server_returns(
         kind: str, pirsyncd: Pirsyncd, source: Path, tmp_path: Path) -> None:
@@ -350,6 +354,7 @@ def test_refused_connection_keeps_running_and_retries(
     pirsyncd.assert_running()
 
 
+@pytest.mark.fanotify_too
 def test_unreachable_host_times_out_keeps_running_and_recovers(
         pirsyncd: Pirsyncd, source: Path, netns_host: NetNamespaceHost, tmp_path: Path) -> None:
     with SshServer(netns=netns_host) as ssh:
@@ -371,6 +376,7 @@ def test_unreachable_host_times_out_keeps_running_and_recovers(
 
 # -- moves without re-transfer -----------------------------------------------------------------------
 
+@pytest.mark.fanotify_too
 def test_renamed_directory_is_not_sent_again_over_ssh(
         pirsyncd: Pirsyncd, tmp_path: Path, netns_host: NetNamespaceHost) -> None:
     """Renaming a 50 MiB directory sends < 1% of its bytes, counted on the server's network interface."""

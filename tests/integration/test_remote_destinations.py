@@ -3,7 +3,8 @@
 A stopped server takes only its own destination to ``retrying`` while the others keep converging
 through a seeded churn, and it converges once the server is back. A wrong password takes one
 destination out (``failed``, a loud line) and the others keep mirroring; when every destination is
-refused the daemon exits 77. Runs on both deletion paths (``tests/integration/conftest.py``).
+refused the daemon exits 77. Runs on both deletion paths (``tests/integration/conftest.py``); the
+stopped ssh server's churn runs with ``watch_backend = fanotify`` too.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def wait_equal(daemon: Daemon, workload: Workload, source: Path, name: str, mirr
         raise AssertionError(f"{name}: {workload.describe()}\n{error}\n{daemon.describe()}") from None
 
 
+@pytest.mark.fanotify_too(stopped=("ssh",))
 @pytest.mark.parametrize("stopped", ["ssh", "rsyncd"])
 def test_a_stopped_server_holds_back_only_its_destination(
         stopped: str, tmp_path: Path, servers: tuple[SshServer, RsyncDaemon]) -> None:

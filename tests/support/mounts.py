@@ -10,10 +10,24 @@ from tests.support.trees import wait_for
 
 
 class Mounts:
-    """Mounts a test makes; whatever is still mounted at the end is unmounted (lazily)."""
+    """Mounts a test makes; whatever is still mounted at the end is unmounted (lazily), and the
+    loop devices it attached are detached."""
 
     def __init__(self) -> None:
         self.targets: list[Path] = []
+        self.loop_devices: list[str] = []
+
+    def ext4_device(self, image: Path, megabytes: int = 32) -> str:
+        """A new ext4 file system in the file ``image``, attached to a loop device of its own
+        (returned, e.g. /dev/loop3) that stays attached until the end of the test: mounted,
+        unmounted and mounted again it keeps its device number, as a disk does."""
+        with open(image, "wb") as stream:
+            stream.truncate(megabytes * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
+                                text=True).stdout.strip()
+        self.loop_devices.append(device)
+        return device
 
     def mount(self, *arguments: str, target: Path) -> None:
         subprocess.run(["mount", *arguments, str(target)], check=True)
@@ -43,6 +57,8 @@ class Mounts:
             while is_mount_point(target):
                 if subprocess.run(["umount", "-l", str(target)], check=False).returncode != 0:
                     break
+        for device in reversed(self.loop_devices):
+            subprocess.run(["losetup", "--detach", device], check=False)
 
 
 def is_mount_point(path: Path) -> bool:

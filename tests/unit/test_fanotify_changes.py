@@ -18,6 +18,7 @@ from pirsyncd.source.fanotify_events import (
     FAN_ONDIR,
     FAN_Q_OVERFLOW,
     FAN_RENAME,
+    UNREACHABLE,
     UNRESOLVABLE,
     Entry,
     FanotifyEvent,
@@ -41,10 +42,13 @@ class World:
                                                    B: f"{SOURCE}/a/b", OTHER: "/var/other"}
         self.on_disk: dict[str, bool] = {}  # path -> is a directory
         self.failing: set[FileHandle] = set()  # the kernel fails to resolve these (ENOMEM)
+        self.unreachable: set[FileHandle] = set()  # beyond the source's mount (a bind mount)
 
     def lookup(self, file_handle: FileHandle) -> str | Gone:
         if file_handle in self.failing:
             return Gone(UNRESOLVABLE, "ENOMEM")
+        if file_handle in self.unreachable:
+            return Gone(UNREACHABLE)
         return self.directories.get(file_handle, Gone("stale"))
 
     def translator(self) -> FanotifyTranslator:
@@ -166,6 +170,7 @@ def test_the_source_lost_overflow_and_an_unmount() -> None:
     assert translator.feed([at(FAN_ATTRIB | FAN_ONDIR, ABOVE, "www"), at(FAN_CREATE | FAN_ONDIR, ABOVE, "x")]) == []
     assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT]) == []
     assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == root_lost
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT]) == []  # on it again
     assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT, Mount(8, SOURCE, "tmpfs")]) == root_lost
 
 
@@ -193,3 +198,33 @@ def test_a_directory_the_kernel_cannot_resolve_asks_for_a_full_sync_and_is_asked
         Change(ChangeKind.CLOSED, "g"), Change(ChangeKind.RESCAN)]
     world.failing.clear()
     assert translator.feed([at(FAN_CLOSE_WRITE, A, "f")]) == [Change(ChangeKind.CLOSED, "a/f")]
+
+
+def test_a_directory_beyond_the_source_s_mount_is_asked_again_once_moved_in() -> None:
+    """The source a bind mount of a subdirectory: a directory beside it is "unreachable" (its
+    events, even a directory named like the source's parent renamed there, are dropped) until
+    it is moved in through another mount of the file system, which no event of the source's
+    tells by its handle: the answer is not kept, so what is written in it then counts."""
+    world = World()
+    staging, release = handle(6), handle(7)
+    world.unreachable.update({staging, release})
+    translator = world.translator()
+    assert translator.feed([at(FAN_CLOSE_WRITE, release, "f"),
+                            renamed(FAN_ONDIR, (staging, "srv"), (staging, "srv.old")),
+                            at(FAN_DELETE | FAN_ONDIR, staging, "srv")]) == []
+    world.unreachable.discard(release)
+    world.directories[release] = f"{SOURCE}/release"
+    world.on_disk[f"{SOURCE}/release/later"] = False
+    assert translator.feed([at(FAN_CLOSE_WRITE, release, "later")]) == [Change(ChangeKind.CLOSED, "release/later")]
+
+
+def test_the_source_leaving_its_mount_is_told_once_not_at_each_change_of_the_mount_table() -> None:
+    """Every mount anywhere changes the table: a loss told again at each would keep putting off
+    the re-check that finds the source back (on a machine where containers come and go)."""
+    translator = World().translator()
+    elsewhere = Mount(9, "/run/elsewhere", "tmpfs")
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == [Change(ChangeKind.ROOT_LOST)]
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), elsewhere]) == []
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == []
+    assert translator.mount_table_changed([Mount(1, "/", "ext4"), MOUNT, elsewhere]) == []  # back on it
+    assert translator.mount_table_changed([Mount(1, "/", "ext4")]) == [Change(ChangeKind.ROOT_LOST)]
