@@ -209,8 +209,8 @@ class FanotifyWatcher:
         assert self.translator is not None
         table = self.mount_table.read()
         changes = self.translator.mount_table_changed(table)
-        if not changes and not self._still_the_marked_source():
-            changes = [Change(ChangeKind.ROOT_LOST)]
+        if not changes and not self.root_lost and not self._still_the_marked_source():
+            changes = [Change(ChangeKind.ROOT_LOST)]  # (told once, as the translator tells its own)
         self.root_lost = self.root_lost or bool(changes)
         for path in self.mounts.note(table):
             if self.excluder and self.excluder.excludes(path, True):
