@@ -46,6 +46,11 @@ class WatchLimitReached(Exception):
     """fs.inotify.max_user_watches is exhausted."""
 
 
+# How long a read waits for the MOVED_TO of a MOVED_FROM it holds, once an immediate look found
+# none (milliseconds; a real move out of the source costs the loop this much).
+MOVED_TO_WAIT_MS = 50
+
+
 class Watcher:
     """Watches every directory below ``source`` that is not excluded.
 
@@ -290,11 +295,18 @@ class Watcher:
         for event in events:
             self._handle(self.translator.feed((event,)), result)
         if self.translator.unpaired_moves:
-            # A MOVED_TO may still be on its way: look once more before calling it a move out.
-            more = [Event(*event) for event in self.inotify.read(timeout=0)]
-            events += more
-            for event in more:
-                self._handle(self.translator.feed((event,)), result)
+            # A MOVED_TO may still be on its way: look once more before calling it a move out,
+            # and if none came, wait a moment for it. The kernel queues the two halves of a
+            # rename one after the other, and the renaming process may be preempted between
+            # them (seen on a loaded machine): a rename told as a move out and a move in
+            # would send the renamed tree again in full.
+            for timeout in (0, MOVED_TO_WAIT_MS):
+                more = [Event(*event) for event in self.inotify.read(timeout=timeout)]
+                events += more
+                for event in more:
+                    self._handle(self.translator.feed((event,)), result)
+                if not self.translator.unpaired_moves:
+                    break
             self._handle([self._moved_out(change) for change in self.translator.finish_unpaired()], result)
         if self.debug_events:
             for event in events:

@@ -521,7 +521,7 @@ def test_a_change_made_while_stopped_is_sent_by_a_warm_start(runs: Runs, kind: s
     assert changes >= 1, daemon.log()
 
 
-@pytest.mark.fanotify_too
+@pytest.mark.fanotify_too(flags=((),))  # (CI time: the hard-link case is the inotify path's)
 @pytest.mark.parametrize("flags", [(), (HARD_LINKS,)], ids=["plain", "hard-links"])
 def test_every_kind_of_change_at_once_while_stopped(runs: Runs, flags: tuple[str, ...]) -> None:
     settled_then_stopped(runs, *flags)
@@ -576,7 +576,7 @@ def _an_rsync_runs(daemon: Daemon) -> bool:
     return any(_command_name(pid) == "rsync" for pid in descendant_pids(daemon.pid))
 
 
-@pytest.mark.fanotify_too
+@pytest.mark.fanotify_too(moment=("mid-rsync",))  # (CI time: the other moments on inotify only)
 @pytest.mark.parametrize("moment", ["at-once", "mid-rsync", "after-sync"])
 def test_kill_9_after_a_burst_then_changes_while_down_converge_warm(runs: Runs, moment: str) -> None:
     # mid-rsync: a 4 MB file at 2 MB/s keeps an rsync running for a while (the same flags at every
@@ -848,7 +848,6 @@ def test_a_state_older_than_full_resync_interval_is_a_full_sync(runs: Runs) -> N
     assert_full_start(daemon, runs.source, runs.destination, "older than full_resync_interval")
 
 
-@pytest.mark.fanotify_too
 def test_startup_sync_full_is_a_full_sync(runs: Runs) -> None:
     first_run(runs)
     some_changes(runs.source, runs.outside)
@@ -879,7 +878,7 @@ def test_startup_sync_none_sends_nothing_at_start(runs: Runs, option: tuple[str,
 # -- 4. a seeded churn with restarts at random points --------------------------------------------
 
 
-@pytest.mark.fanotify_too
+@pytest.mark.fanotify_too(profile=("renames",))  # (CI time: renames are what the index must follow)
 @pytest.mark.parametrize("profile", ["mixed", "renames"])
 def test_a_churn_with_clean_and_kill_9_restarts_converges(runs: Runs, profile: str) -> None:
     """Six restarts at random points, SIGTERM and kill -9 in turn, changes while down and (some

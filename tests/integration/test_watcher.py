@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from inotify_simple import flags
 
 from pirsyncd.config.filters import Excluder
 from pirsyncd.source.events import Change, ChangeKind, WatchedDir
@@ -130,5 +132,43 @@ def test_a_directory_moved_out_and_back_in_one_read_stays_watched_and_is_sent_wh
         assert unwatched_directories(source, watcher.fileno()) == set()
         (source / "d" / "sub" / "g").write_text("g")
         assert "d/sub/g" in {change.path for change in watcher.read_changes()}
+    finally:
+        watcher.close()
+
+
+IN_MOVED_TO = flags.MOVED_TO
+
+
+class HeldBackMovedTo:
+    """The watcher's inotify, but a MOVED_TO is held back from the read that finds it and
+    from reads that do not wait: a renaming process preempted between the two halves."""
+
+    def __init__(self, inotify: object) -> None:
+        self.inotify = inotify
+        self.held: list[Any] = []
+
+    def read(self, timeout: int | None = None) -> list[Any]:
+        events: list[Any] = self.inotify.read(timeout=0)  # type: ignore[attr-defined]
+        if timeout:
+            events, self.held = [*self.held, *events], []
+            return events
+        self.held += [event for event in events if event.mask & IN_MOVED_TO]
+        return [event for event in events if not event.mask & IN_MOVED_TO]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inotify, name)
+
+
+def test_a_rename_whose_moved_to_comes_late_is_still_a_rename(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "big" / "sub").mkdir(parents=True)
+    watcher = Watcher(str(source), Excluder(()))
+    try:
+        watcher.watch_root()
+        watcher.inotify = HeldBackMovedTo(watcher.inotify)
+        (source / "big").rename(source / "big-renamed")
+        changes = watcher.read_changes()
+        assert changes == [Change(ChangeKind.MOVED, "big-renamed", True, "big")], changes
+        assert _watched_paths(watcher) == {"", "big-renamed", "big-renamed/sub"}
     finally:
         watcher.close()
