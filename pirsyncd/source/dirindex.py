@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 
 from pirsyncd.config.filters import Excluder
 from pirsyncd.source import dirfd
-from pirsyncd.source.events import Change, ChangeKind, WatchedDir, WatchTree
+from pirsyncd.source.events import Change, ChangeKind, WatchedDir, WatchTree, is_within
 from pirsyncd.source.walks import MAX_OPEN_LEVELS, STEP_SECONDS, Walks, leaf_device
 
 # Paths kept in :attr:`DirectoryIndex.unreadable` at most (read at a warm start, where each is sent whole).
@@ -163,7 +163,7 @@ class DirectoryIndex:
         elsewhere = self.tree.by_wd.get(inode)
         if elsewhere is not None:
             # Seen here now: the place the index had for it is stale (its event is still queued).
-            placed_below_itself = _is_within(parent, elsewhere)
+            placed_below_itself = is_within(parent, elsewhere)
             self.tree.detach(elsewhere)
             if placed_below_itself:
                 return None  # its new parent was below its old place: left out with it
@@ -277,7 +277,7 @@ class DirectoryIndex:
         index has at path's parent (and that is no mount point)."""
         parent_path = path.rpartition("/")[0]
         parent = self.tree.find(parent_path)
-        if parent is None or _is_within(parent, node) or self.is_mount_point(path):
+        if parent is None or is_within(parent, node) or self.is_mount_point(path):
             return False
         try:
             status = os.lstat(self._absolute(path))
@@ -336,12 +336,3 @@ class DirectoryIndex:
     def _absolute(self, relative: str) -> str:
         return os.path.join(self.source, relative) if relative else self.source
 
-
-def _is_within(node: WatchedDir, ancestor: WatchedDir) -> bool:
-    """Whether ``node`` is ``ancestor`` or lies below it."""
-    current: WatchedDir | None = node
-    while current is not None:
-        if current is ancestor:
-            return True
-        current = current.parent
-    return False

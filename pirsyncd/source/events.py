@@ -125,7 +125,7 @@ class WatchTree:
             if parent is None:
                 raise KeyError(parent_path)
             stale = self.by_wd.get(wd)
-            if stale is not None and self._is_within(parent, stale):
+            if stale is not None and is_within(parent, stale):
                 # The map says this directory contains its own parent: it is stale.
                 self.detach(stale)
                 raise KeyError(parent_path)
@@ -178,7 +178,7 @@ class WatchTree:
         back and was watched again) keeps its new entry, and its old node stays out."""
         parent_path, _, name = path.rpartition("/")
         parent = self.find(parent_path)
-        if parent is None or self._is_within(parent, node):
+        if parent is None or is_within(parent, node):
             return False
         self.version += 1
         replaced = parent.children.get(name) if parent.children else None
@@ -201,14 +201,6 @@ class WatchTree:
                 stack.extend(current.children.values())
         return True
 
-    @staticmethod
-    def _is_within(node: WatchedDir, ancestor: WatchedDir) -> bool:
-        current: WatchedDir | None = node
-        while current is not None:
-            if current is ancestor:
-                return True
-            current = current.parent
-        return False
 
 
 class ChangeKind(enum.Enum):
@@ -236,6 +228,16 @@ class Change:
 
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
+
+
+def is_within(node: WatchedDir, ancestor: WatchedDir) -> bool:
+    """Whether ``node`` is ``ancestor`` or lies below it in their tree."""
+    current: WatchedDir | None = node
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
 
 
 class EventTranslator:
