@@ -38,6 +38,16 @@ def populate(root: Path) -> None:
     os.symlink("top-file", root / "link")
 
 
+def tmpfs_source(tmp_path: Path, mounts: Mounts) -> tuple[Path, Path]:
+    """A populated source on a tmpfs of its own, and an empty destination beside it."""
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
+    populate(source)
+    return source, destination
+
+
 def start(tmp_path: Path, source: Path, destination: Path) -> Daemon:
     """A running daemon, in sync; stopped again if it never gets there (none outlives its test)."""
     daemon = Daemon(tmp_path / "daemon", "--source", str(source), "--destination", str(destination),
@@ -134,11 +144,7 @@ def test_bind_mount_lazily_unmounted_while_the_old_tree_is_written(tmp_path: Pat
 
 @pytest.mark.fanotify_too
 def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
-    source, destination = tmp_path / "source", tmp_path / "destination"
-    source.mkdir()
-    destination.mkdir()
-    mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
-    populate(source)
+    source, destination = tmpfs_source(tmp_path, mounts)
     with start(tmp_path, source, destination) as daemon:
         before = mirrored(daemon, source, destination)
         mounts.unmount(source)
@@ -156,11 +162,7 @@ def test_tmpfs_source_unmounted(tmp_path: Path, mounts: Mounts) -> None:
 def test_a_tmpfs_made_anew_at_the_source_is_not_the_source(tmp_path: Path, mounts: Mounts) -> None:
     """The kernel may give a new tmpfs the old one's device number, and its root the same inode
     number: only the file handle tells it apart. Its contents are never mirrored."""
-    source, destination = tmp_path / "source", tmp_path / "destination"
-    source.mkdir()
-    destination.mkdir()
-    mounts.mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=source)
-    populate(source)
+    source, destination = tmpfs_source(tmp_path, mounts)
     with start(tmp_path, source, destination) as daemon:
         before = mirrored(daemon, source, destination)
         mounts.unmount(source)
